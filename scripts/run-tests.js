@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+'use strict';
+// Runs every compiled test file under dist/test with Node's test runner.
+// Usage: node scripts/run-tests.js [filter...]   (filters match file paths)
+// Exits non-zero when any test fails or when no test file is found.
+const { readdirSync, statSync } = require('node:fs');
+const { join } = require('node:path');
+const { spawnSync } = require('node:child_process');
+
+const root = join(__dirname, '..', 'dist', 'test');
+function walk(dir, out) {
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) walk(p, out);
+    else if (name.endsWith('.test.js')) out.push(p);
+  }
+  return out;
+}
+const filters = process.argv.slice(2);
+let files = walk(root, []);
+if (filters.length > 0) files = files.filter((f) => filters.some((x) => f.includes(x)));
+if (files.length === 0) {
+  console.error('run-tests: no test files found under dist/test (did the build run?)');
+  process.exit(1);
+}
+const args = ['--test', '--test-concurrency=2', '--test-timeout=120000'];
+if (process.env.CI) args.push('--test-reporter=spec');
+const r = spawnSync(process.execPath, [...args, ...files], { stdio: 'inherit' });
+process.exit(r.status === null ? 1 : r.status);

@@ -1,0 +1,145 @@
+/**
+ * The validated configuration: what SPEC.md §2 describes, after parsing,
+ * defaults and validation. Every runtime object is built from these types
+ * only; `validate()` returns them deeply frozen.
+ *
+ * Durations are milliseconds. Addresses are split into host and port.
+ */
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+export type Protocol = 'tcp' | 'udp';
+export type Algorithm = 'consistent-hash' | 'least-connections' | 'round-robin' | 'random';
+export type HashKey = '5-tuple' | 'source-ip';
+export type SpliceMode = 'auto' | 'on' | 'off';
+export type ProxyProtocolMode = 'off' | 'v1' | 'v2';
+
+/** A parsed "host:port" or "[v6]:port". `host` has no brackets. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+  /** 4 or 6 when host is an IP literal, 0 when it is a name. */
+  readonly family: 0 | 4 | 6;
+}
+
+/** A parsed CIDR block. IPv4 blocks are kept as IPv4 (not mapped). */
+export interface Cidr {
+  /** As written, for logs and status. */
+  readonly text: string;
+  readonly family: 4 | 6;
+  /** Network address bytes (4 or 16), host bits cleared. */
+  readonly bytes: Uint8Array;
+  readonly prefix: number;
+}
+
+export interface GlobalConfig {
+  readonly logLevel: LogLevel;
+  readonly connectionLog: boolean;
+  /** Resolved number of data-plane workers (>= 1); "auto" is resolved to the CPU count. */
+  readonly workers: number;
+  readonly splice: SpliceMode;
+  readonly drainTimeoutMs: number;
+}
+
+export interface AdminConfig {
+  readonly bind: HostPort;
+  readonly token: string | null;
+}
+
+export interface ListenerConfig {
+  readonly name: string;
+  readonly protocol: Protocol;
+  /** As written in the file, e.g. "127.0.0.1:0". */
+  readonly bindText: string;
+  readonly bind: HostPort;
+  readonly pool: string;
+  readonly maxConnections: number;
+  readonly connectTimeoutMs: number;
+  /** 0 = never. UDP defaults to 30 s. */
+  readonly idleTimeoutMs: number;
+  readonly proxyProtocol: ProxyProtocolMode;
+  readonly acceptProxyProtocol: boolean;
+  /** null when `allow` is absent (everyone allowed unless denied). */
+  readonly allow: readonly Cidr[] | null;
+  readonly deny: readonly Cidr[];
+  readonly maxConnectionsPerSource: number;
+  readonly udpResponses: number;
+}
+
+export interface BackendConfig {
+  /** As written, e.g. "db3.internal:5432" or "10.0.0.11:5432". */
+  readonly address: string;
+  readonly host: string;
+  readonly port: number;
+  /** 4 or 6 for an IP literal, 0 for a name that must be resolved. */
+  readonly family: 0 | 4 | 6;
+  readonly weight: number;
+  /** 0 = no limit. */
+  readonly maxConnections: number;
+  readonly backup: boolean;
+}
+
+export interface HealthCheckConfig {
+  readonly enabled: boolean;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly rise: number;
+  readonly fall: number;
+  /** null = the backend's own port (TCP pools); UDP pools probe only with a port. */
+  readonly port: number | null;
+}
+
+export interface PoolConfig {
+  readonly name: string;
+  readonly algorithm: Algorithm;
+  readonly hashKey: HashKey;
+  /** Percent; 0 = off. */
+  readonly hashBalanceFactor: number;
+  readonly tableSize: number;
+  readonly retries: number;
+  readonly slowStartMs: number;
+  readonly backends: readonly BackendConfig[];
+  readonly resolveIntervalMs: number;
+  readonly healthCheck: HealthCheckConfig;
+}
+
+export interface Config {
+  /** Path of the file this came from (for messages). */
+  readonly file: string;
+  readonly global: GlobalConfig;
+  readonly admin: AdminConfig | null;
+  readonly listeners: readonly ListenerConfig[];
+  /** In file order. */
+  readonly pools: readonly PoolConfig[];
+}
+
+export const DEFAULTS = Object.freeze({
+  global: Object.freeze({
+    log_level: 'info' as LogLevel,
+    connection_log: false,
+    workers: 1,
+    splice: 'auto' as SpliceMode,
+    drain_timeout: '30s',
+  }),
+  listener: Object.freeze({
+    protocol: 'tcp' as Protocol,
+    max_connections: 0,
+    connect_timeout: '5s',
+    idle_timeout_tcp: '0s',
+    idle_timeout_udp: '30s',
+    proxy_protocol: 'off' as ProxyProtocolMode,
+    accept_proxy_protocol: false,
+    max_connections_per_source: 0,
+    udp_responses: 0,
+  }),
+  pool: Object.freeze({
+    algorithm: 'consistent-hash' as Algorithm,
+    hash_key: '5-tuple' as HashKey,
+    hash_balance_factor: 0,
+    table_size: 65537,
+    retries: 2,
+    slow_start: '0s',
+    resolve_interval: '30s',
+  }),
+  backend: Object.freeze({ weight: 1, max_connections: 0, backup: false }),
+  healthCheck: Object.freeze({ enabled: true, interval: '2s', timeout: '1s', rise: 2, fall: 3 }),
+});
