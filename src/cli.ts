@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+/**
+ * Command line (SPEC §1): argv → config → Server → signals → exit codes.
+ *   0  clean exit (also after a graceful drain)
+ *   78 configuration missing, unreadable, not TOML or invalid
+ *   64 bad command-line usage
+ *   1  any other failure to start or run
+ */
+import { Command, CommanderError } from 'commander';
+import { loadConfigFile } from './config/load';
+import { ConfigError, EXIT, L4lbError, formatConfigIssue } from './errors';
+import { Server } from './server';
+import { VERSION } from './version';
+
+const DEFAULT_CONFIG = '/etc/l4lb/lb.toml';
+
+interface Options {
+  config?: string;
+  check?: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const program = new Command('l4lb')
+    .description('A Layer-4 TCP/UDP load balancer')
+    .option('-c, --config <file>', `configuration file (default: $L4LB_CONFIG, then ${DEFAULT_CONFIG})`)
+    .option('--check', 'validate the configuration, print one line per listener, exit')
+    .version(VERSION, '-V, --version', 'print the version')
+    .helpOption('-h, --help', 'show this help')
+    .allowExcessArguments(false)
+    .exitOverride();
+  try {
+    program.parse(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(EXIT.OK);
+      process.exit(EXIT.USAGE);
+    }
+    throw err;
+  }
+  return program.opts<Options>();
+}
+
+function fail(code: number, message: string): never {
+  process.stderr.write(`${message}\n`);
+  process.exit(code);
+}
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv);
+  const path = opts.config ?? process.env.L4LB_CONFIG ?? DEFAULT_CONFIG;
+
+  let config;
+  try {
+    config = loadConfigFile(path);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(EXIT.CONFIG, err.issues.map(formatConfigIssue).join('\n'));
+    fail(EXIT.CONFIG, `l4lb: ${path}: ${(err as Error).message}`);
+  }
+
+  if (opts.check) {
+    for (const l of config.listeners) process.stdout.write(`listener ${l.name}: ${l.protocol} ${l.bindText} -> pool ${l.pool}\n`);
+    process.exit(EXIT.OK);
+  }
+
+  let server: Server;
+  try {
+    server = await Server.start({ configPath: path, config });
+  } catch (err) {
+    const msg = err instanceof L4lbError ? err.message : String((err as Error)?.message ?? err);
+    fail(EXIT.FAILURE, `l4lb: ${msg}`);
+  }
+
+  let signals = 0;
+  const stop = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      server.log.warn({ signal }, 'second signal: exiting at once');
+      process.exit(EXIT.FAILURE);
+    }
+    server.log.info({ signal }, 'shutting down');
+    server.drain().then(
+      () => process.exit(EXIT.OK),
+      (err: unknown) => {
+        server.log.error({ err: String(err) }, 'drain failed');
+        process.exit(EXIT.FAILURE);
+      },
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('SIGHUP', () => {
+    void server.reload();
+  });
+}
+
+main().catch((err: unknown) => fail(EXIT.FAILURE, `l4lb: ${String((err as Error)?.stack ?? err)}`));

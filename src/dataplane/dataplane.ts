@@ -1,0 +1,226 @@
+/**
+ * The data plane: listeners, pools and the byte pump, driven by the control
+ * plane through a narrow interface (apply a configuration generation, set a
+ * backend's state, read a snapshot, drain). Nothing here reads files, runs
+ * health checks or serves the admin API, so the same object can run in a
+ * worker process later with these calls carried over IPC.
+ */
+import type net from 'node:net';
+import type { Config, ListenerConfig, PoolConfig } from '../config/schema';
+import type { Logger } from '../log';
+import { Backend, type BackendState } from '../backend/backend';
+import { Pool } from '../backend/pool';
+import { TcpListener, type TcpContext } from '../tcp/listener';
+import type { Pump } from '../tcp/pump';
+import { jsPump } from '../tcp/js-pump';
+import type { DataPlaneSnapshot, PoolSnapshot } from './stats';
+
+/** A backend after name resolution: one per address. */
+export interface BackendSpec {
+  host: string;
+  port: number;
+  family: 4 | 6;
+  /** The configured name when resolved from DNS. */
+  name: string | null;
+  weight: number;
+  maxConnections: number;
+  backup: boolean;
+}
+
+export interface DataPlaneOptions {
+  log: Logger;
+  /** The pump to use when the connection can be spliced, or null for JS only. */
+  splice: { pump: Pump; canSplice(client: net.Socket, backend: net.Socket): boolean } | null;
+  /** Passive health input: a client connect to this backend failed. */
+  onConnectFailure?: (pool: string, address: string, kind: 'refused' | 'timeout') => void;
+  /** A listener is bound (for the `listening` log line and systemd). */
+  onListening?: (listener: string, address: string, port: number) => void;
+}
+
+export interface ListenerBinding {
+  name: string;
+  address: string;
+  port: number;
+}
+
+export class DataPlane {
+  private readonly opts: DataPlaneOptions;
+  readonly pools = new Map<string, Pool>();
+  readonly listeners = new Map<string, TcpListener>();
+  /** Listeners removed by a reload, finishing their open connections. */
+  readonly retired = new Set<TcpListener>();
+  private readonly ctx: TcpContext;
+  private accepting = true;
+
+  constructor(opts: DataPlaneOptions) {
+    this.opts = opts;
+    const splice = opts.splice;
+    this.ctx = {
+      log: opts.log,
+      connectionLog: false,
+      pumpFor: splice === null ? () => jsPump : (c, b) => (splice.canSplice(c, b) ? splice.pump : jsPump),
+      onConnectFailure: (pool, backend, kind) => {
+        if (opts.onConnectFailure) opts.onConnectFailure(pool.name, backend.address, kind);
+      },
+    };
+  }
+
+  /**
+   * Applies a configuration generation: pools first (so new listeners find
+   * them), then listeners: kept ones keep their sockets, new ones bind,
+   * removed ones stop accepting while their connections finish.
+   * `backends` gives each pool's resolved backends.
+   * `fds` maps listener names to inherited sockets (socket activation).
+   * On a bind failure, listeners bound by this call are closed again and the
+   * error is thrown; everything that existed before is left as it was.
+   */
+  async apply(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<ListenerBinding[]> {
+    this.ctx.connectionLog = config.global.connectionLog;
+    const nextPools = new Map<string, Pool>();
+    for (const pc of config.pools) nextPools.set(pc.name, this.buildPool(pc, backends.get(pc.name) ?? []));
+
+    const bound: ListenerBinding[] = [];
+    const added: TcpListener[] = [];
+    const wanted = new Set(config.listeners.map((l) => l.name));
+    try {
+      for (const lc of config.listeners) {
+        const pool = nextPools.get(lc.pool);
+        if (pool === undefined) throw new Error(`listener ${lc.name}: pool ${lc.pool} missing`); // validated before
+        const existing = this.listeners.get(lc.name);
+        if (existing !== undefined && sameSocket(existing.config, lc)) continue;
+        if (lc.protocol !== 'tcp') throw new Error(`listener ${lc.name}: protocol ${lc.protocol} is not supported yet`);
+        const l = new TcpListener(lc, pool, this.ctx);
+        const a = await l.listen(fds?.get(lc.name));
+        added.push(l);
+        bound.push({ name: lc.name, address: a.address, port: a.port });
+      }
+    } catch (err) {
+      for (const l of added) await l.stopAccepting();
+      throw err;
+    }
+
+    // Commit: nothing below can fail.
+    for (const [name, pool] of nextPools) this.pools.set(name, pool);
+    for (const name of [...this.pools.keys()]) if (!nextPools.has(name)) this.pools.delete(name);
+    for (const [name, l] of this.listeners) {
+      const lc = config.listeners.find((x) => x.name === name);
+      if (lc !== undefined && wanted.has(name) && sameSocket(l.config, lc)) {
+        l.update(lc, nextPools.get(lc.pool) as Pool);
+      } else {
+        this.retire(l);
+        this.listeners.delete(name);
+      }
+    }
+    for (const l of added) {
+      this.listeners.set(l.name, l);
+      if (this.opts.onListening) {
+        const b = bound.find((x) => x.name === l.name);
+        if (b) this.opts.onListening(l.name, b.address, b.port);
+      }
+    }
+    if (!this.accepting) for (const l of added) void l.stopAccepting();
+    return bound;
+  }
+
+  /**
+   * Builds a pool for this configuration, keeping the Backend objects (state,
+   * counters, open connections) of addresses the current pool already has.
+   */
+  private buildPool(pc: PoolConfig, specs: readonly BackendSpec[]): Pool {
+    const old = this.pools.get(pc.name);
+    const list: Backend[] = [];
+    for (const s of specs) {
+      const address = s.family === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
+      let b = old?.find(address);
+      if (b !== undefined && list.includes(b)) continue;
+      if (b === undefined) {
+        b = new Backend({ host: s.host, port: s.port, family: s.family, name: s.name, weight: s.weight, maxConnections: s.maxConnections, backup: s.backup });
+      } else {
+        b.weight = s.weight;
+        b.effectiveWeight = s.weight;
+        b.maxConnections = s.maxConnections;
+        b.backup = s.backup;
+      }
+      b.member = true;
+      list.push(b);
+    }
+    if (old !== undefined) for (const b of old.backends) if (!list.includes(b)) b.member = false;
+    return new Pool(pc, list);
+  }
+
+  private retire(l: TcpListener): void {
+    l.current = false;
+    this.retired.add(l);
+    void l.stopAccepting();
+    void l.whenEmpty().then(() => {
+      l.dispose();
+      this.retired.delete(l);
+    });
+  }
+
+  /** Sets a backend's state (health, admin drain). Returns the previous state, or null if unknown. */
+  setBackendState(pool: string, address: string, state: BackendState): BackendState | null {
+    const p = this.pools.get(pool);
+    const b = p?.find(address);
+    if (p === undefined || b === undefined) return null;
+    return p.setState(b, state);
+  }
+
+  /** Stops accepting on every listener (drain). */
+  async stopAccepting(): Promise<void> {
+    this.accepting = false;
+    await Promise.all([...this.listeners.values(), ...this.retired].map((l) => l.stopAccepting()));
+  }
+
+  activeConnections(): number {
+    let n = 0;
+    for (const l of this.allListeners()) n += l.stats.active;
+    return n;
+  }
+
+  /** Resolves when no connection is open on any listener. */
+  async whenIdle(): Promise<void> {
+    await Promise.all(this.allListeners().map((l) => l.whenEmpty()));
+  }
+
+  /** Resets every open connection. */
+  abortAll(reason: 'drain_timeout' | 'shutdown'): void {
+    for (const l of this.allListeners()) l.abortAll(reason);
+  }
+
+  /** Stops timers; after abortAll and whenIdle. */
+  dispose(): void {
+    for (const l of this.allListeners()) l.dispose();
+  }
+
+  private allListeners(): TcpListener[] {
+    return [...this.listeners.values(), ...this.retired];
+  }
+
+  snapshot(): DataPlaneSnapshot {
+    const pools: PoolSnapshot[] = [];
+    for (const p of this.pools.values()) {
+      pools.push({
+        name: p.name,
+        algorithm: p.config.algorithm,
+        backends: p.backends.map((b) => ({
+          address: b.address,
+          name: b.name,
+          state: b.state,
+          weight: b.weight,
+          effective_weight: b.effectiveWeight,
+          backup: b.backup,
+          active_connections: b.active,
+          total_connections: b.total,
+          connect_failures: b.connectFailures,
+        })),
+      });
+    }
+    return { listeners: this.allListeners().map((l) => l.snapshot()), pools };
+  }
+}
+
+/** A kept listener keeps its socket: same protocol and same configured bind. */
+function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
+  return a.protocol === b.protocol && a.bindText === b.bindText;
+}

@@ -1,0 +1,102 @@
+/**
+ * The JavaScript byte pump: moves bytes between two net.Sockets through
+ * Node's buffers, for every platform and as the fallback of the splice pump.
+ *
+ * Why not `a.pipe(b).pipe(a)`: pipe() ends the destination on the source's
+ * 'end' only if allowHalfOpen is off on both, loses resets (an error on one
+ * side leaves the other open) and never reports bytes. This pump:
+ *  - needs both sockets created with `allowHalfOpen: true`;
+ *  - passes EOF on as `end()` (FIN) while the other direction keeps flowing;
+ *  - turns an error or reset on one side into `resetAndDestroy()` of the other;
+ *  - applies backpressure both ways (pause the reader while the writer's
+ *    buffer is above its high-water mark), so memory per connection is bounded
+ *    by two socket high-water marks;
+ *  - counts bytes in plain numbers; nothing is allocated per chunk.
+ */
+import type { Socket } from 'node:net';
+import type { Pump, PumpDone, PumpEndReason, PumpHandle } from './pump';
+
+class JsPumpConn implements PumpHandle {
+  bytesIn = 0;
+  bytesOut = 0;
+  private closed = 0;
+  private reason: PumpEndReason | null = null;
+  private readonly client: Socket;
+  private readonly backend: Socket;
+  private readonly done: PumpDone;
+
+  constructor(client: Socket, backend: Socket, done: PumpDone) {
+    this.client = client;
+    this.backend = backend;
+    this.done = done;
+  }
+
+  start(head: Buffer | null): void {
+    const { client, backend } = this;
+    if (head !== null) backend.write(head);
+
+    client.on('data', (chunk: Buffer) => {
+      this.bytesIn += chunk.length;
+      if (!backend.write(chunk)) client.pause();
+    });
+    backend.on('data', (chunk: Buffer) => {
+      this.bytesOut += chunk.length;
+      if (!client.write(chunk)) backend.pause();
+    });
+    backend.on('drain', () => client.resume());
+    client.on('drain', () => backend.resume());
+
+    // FIN one way is passed on as FIN; the other way keeps flowing.
+    client.on('end', () => backend.end());
+    backend.on('end', () => client.end());
+
+    client.on('error', () => this.fail('client_reset', backend));
+    backend.on('error', () => this.fail('backend_reset', client));
+    client.on('close', () => this.onClose(backend));
+    backend.on('close', () => this.onClose(client));
+
+    client.resume();
+    backend.resume();
+  }
+
+  /** One side failed: reset the other so its peer learns of it too. */
+  private fail(reason: PumpEndReason, other: Socket): void {
+    if (this.reason === null) this.reason = reason;
+    if (!other.destroyed) other.resetAndDestroy();
+  }
+
+  /**
+   * A socket closed. After both directions ended normally Node closes each
+   * socket by itself; if one closed any other way (destroyed without error),
+   * the other must not linger half-owned.
+   */
+  private onClose(other: Socket): void {
+    this.closed++;
+    if (this.closed === 1) {
+      // The first side is gone. If the other side has not finished both ways,
+      // it can never complete: its partner is gone.
+      // It will close by itself once it has received and sent its FIN.
+      if (!other.destroyed && !(other.readableEnded && other.writableEnded)) {
+        if (this.reason === null) this.reason = 'aborted';
+        other.destroy();
+      }
+      return;
+    }
+    this.done(this.reason ?? 'closed', this.bytesIn, this.bytesOut);
+  }
+
+  abort(): void {
+    if (this.reason === null) this.reason = 'aborted';
+    if (!this.client.destroyed) this.client.resetAndDestroy();
+    if (!this.backend.destroyed) this.backend.resetAndDestroy();
+  }
+}
+
+export const jsPump: Pump = {
+  kind: 'js',
+  start(client: Socket, backend: Socket, head: Buffer | null, done: PumpDone): PumpHandle {
+    const conn = new JsPumpConn(client, backend, done);
+    conn.start(head);
+    return conn;
+  },
+};

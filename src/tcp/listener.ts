@@ -1,0 +1,295 @@
+/**
+ * A TCP listener: accepts clients, applies ACL and limits in SPEC order, and
+ * starts a TcpSession for each admitted client.
+ *
+ * Accept path (hot): remoteAddress → ACL → per-source limit → listener limit
+ * → session.start() (pick + connect). Nothing here allocates beyond the
+ * session object itself and Node's socket; nothing is logged per connection
+ * unless `connection_log` is on.
+ */
+import net from 'node:net';
+import type { ListenerConfig } from '../config/schema';
+import type { Pool } from '../backend/pool';
+import type { Backend } from '../backend/backend';
+import type { Flow } from '../balancer/picker';
+import type { Logger } from '../log';
+import type { Pump } from './pump';
+import { compileAcl } from '../net/cidr';
+import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
+import { TcpSession, type SessionEndReason } from './session';
+
+/** What a listener needs from the data plane around it. */
+export interface TcpContext {
+  readonly log: Logger;
+  connectionLog: boolean;
+  /** The pump that will carry this connection (splice when possible, else JS). */
+  pumpFor(client: net.Socket, backend: net.Socket): Pump;
+  /** A client connect to a backend failed: passive health input. */
+  onConnectFailure(pool: Pool, backend: Backend, kind: 'refused' | 'timeout'): void;
+}
+
+const KEEPALIVE_DELAY_MS = 60_000;
+
+export class TcpListener {
+  config: ListenerConfig;
+  pool: Pool;
+  readonly ctx: TcpContext;
+  readonly stats = new ListenerStats();
+  readonly sessions = new Set<TcpSession>();
+  /** False once a reload removed this listener; it lives until its sessions end. */
+  current = true;
+  private server: net.Server | null = null;
+  private acl: (addr: string) => boolean;
+  private perSource = new Map<string, number>();
+  private readonly flow: Flow = { protocol: 6, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
+  private boundAddress = '';
+  private boundPort = 0;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private emptyWaiters: (() => void)[] = [];
+  acceptErrors = 0;
+
+  constructor(config: ListenerConfig, pool: Pool, ctx: TcpContext) {
+    this.config = config;
+    this.pool = pool;
+    this.ctx = ctx;
+    this.acl = compileAcl(config.allow, config.deny);
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  /**
+   * Binds (or adopts an inherited listening socket `fd`, for systemd socket
+   * activation) and resolves with the address actually bound.
+   */
+  listen(fd?: number): Promise<{ address: string; port: number }> {
+    const server = net.createServer(
+      {
+        pauseOnConnect: true,
+        allowHalfOpen: true,
+        noDelay: true,
+        keepAlive: true,
+        keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
+      },
+      this.onConnection,
+    );
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      server.once('error', onError);
+      const done = (): void => {
+        server.removeListener('error', onError);
+        server.on('error', this.onServerError);
+        const a = server.address();
+        if (a !== null && typeof a === 'object') {
+          this.boundAddress = a.address;
+          this.boundPort = a.port;
+        }
+        this.updateSweep();
+        resolve({ address: this.boundAddress, port: this.boundPort });
+      };
+      if (fd !== undefined) server.listen({ fd }, done);
+      else server.listen({ host: this.config.bind.host, port: this.config.bind.port, backlog: 4096 }, done);
+    });
+  }
+
+  /** Accept errors (EMFILE, ENFILE, ...) are counted and logged; they never crash. */
+  private readonly onServerError = (err: NodeJS.ErrnoException): void => {
+    this.acceptErrors++;
+    // At most one line per second: an fd exhaustion storm must not flood the log.
+    const now = Date.now();
+    if (now - this.lastAcceptErrorLog >= 1000) {
+      this.lastAcceptErrorLog = now;
+      this.ctx.log.error({ listener: this.name, err: err.code ?? err.message, accept_errors: this.acceptErrors }, 'accept failed');
+    }
+  };
+  private lastAcceptErrorLog = 0;
+
+  /** Applies a reloaded configuration of this kept listener (same bind). */
+  update(config: ListenerConfig, pool: Pool): void {
+    this.config = config;
+    this.pool = pool;
+    this.acl = compileAcl(config.allow, config.deny);
+    this.updateSweep();
+  }
+
+  private readonly onConnection = (socket: net.Socket): void => {
+    const stats = this.stats;
+    stats.connectionsTotal++;
+    const addr = socket.remoteAddress;
+    if (addr === undefined) {
+      // Already gone (reset before we got here).
+      socket.destroy();
+      return;
+    }
+    socket.on('error', noop);
+    this.admit(socket, addr, socket.remotePort ?? 0);
+  };
+
+  /**
+   * ACL and limits for a client whose address is known (the socket's own, or
+   * the one a PROXY header gave), then the session. SPEC order: ACL, per
+   * source, listener limit.
+   */
+  admit(socket: net.Socket, addr: string, port: number): void {
+    const stats = this.stats;
+    const cfg = this.config;
+    if (!this.acl(addr)) return this.reject(socket, 'acl');
+    if (cfg.maxConnectionsPerSource > 0) {
+      const n = this.perSource.get(addr) ?? 0;
+      if (n >= cfg.maxConnectionsPerSource) return this.reject(socket, 'source_limit');
+      this.perSource.set(addr, n + 1);
+    }
+    if (cfg.maxConnections > 0 && stats.active >= cfg.maxConnections) {
+      this.releaseSource(addr);
+      return this.reject(socket, 'limit');
+    }
+    stats.active++;
+    const session = new TcpSession(this, socket, this.pool, addr, port, Date.now());
+    this.sessions.add(session);
+    session.start();
+  }
+
+  private reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol'): void {
+    this.stats.rejected[reason]++;
+    socket.destroy();
+  }
+
+  private releaseSource(addr: string): void {
+    if (this.config.maxConnectionsPerSource === 0 && this.perSource.size === 0) return;
+    const n = this.perSource.get(addr);
+    if (n === undefined) return;
+    if (n <= 1) this.perSource.delete(addr);
+    else this.perSource.set(addr, n - 1);
+  }
+
+  /** The flow of a session, in the listener's reused Flow object. */
+  flowFor(session: TcpSession): Flow {
+    const f = this.flow;
+    f.srcAddr = session.clientAddr;
+    f.srcPort = session.clientPort;
+    f.dstAddr = session.client.localAddress ?? this.boundAddress;
+    f.dstPort = session.client.localPort ?? this.boundPort;
+    return f;
+  }
+
+  onSessionEnd(session: TcpSession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void {
+    this.sessions.delete(session);
+    this.stats.active--;
+    this.releaseSource(session.clientAddr);
+    if (reason === 'no_backend' || reason === 'connect_failed') this.stats.rejected.no_backend++;
+    if (this.ctx.connectionLog) {
+      this.ctx.log.info(
+        {
+          listener: this.name,
+          client: formatHostPort(session.clientAddr, session.clientPort),
+          backend: session.backend?.address ?? null,
+          bytes_in: bytesIn,
+          bytes_out: bytesOut,
+          duration_ms: Date.now() - session.startedAt,
+          reason,
+        },
+        'connection closed',
+      );
+    }
+    if (this.sessions.size === 0 && this.emptyWaiters.length > 0) {
+      const waiters = this.emptyWaiters;
+      this.emptyWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /**
+   * The idle sweep: one coarse timer per listener instead of one per
+   * connection. A session whose byte count has not changed for idle_timeout
+   * is aborted. Runs every quarter of the timeout (at most once a second).
+   */
+  private updateSweep(): void {
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    const idle = this.config.idleTimeoutMs;
+    if (idle <= 0 || this.server === null) return;
+    const every = Math.max(10, Math.min(1000, Math.floor(idle / 4)));
+    this.sweepTimer = setInterval(() => this.sweep(idle), every);
+    this.sweepTimer.unref();
+  }
+
+  private sweep(idle: number): void {
+    const now = Date.now();
+    for (const s of this.sessions) {
+      const bytes = s.bytesIn + s.bytesOut;
+      if (bytes !== s.idleBytes) {
+        s.idleBytes = bytes;
+        s.idleSince = now;
+      } else if (now - s.idleSince >= idle) {
+        s.abort('idle_timeout');
+      }
+    }
+  }
+
+  /** Stops accepting; open connections go on. Idempotent. */
+  stopAccepting(): Promise<void> {
+    const server = this.server;
+    // server.close()'s callback waits for every open connection; the
+    // listening socket itself is closed at once, which is all we need.
+    if (server !== null && server.listening) server.close();
+    return Promise.resolve();
+  }
+
+  /** Resolves once every session has ended. */
+  whenEmpty(): Promise<void> {
+    if (this.sessions.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.emptyWaiters.push(resolve));
+  }
+
+  /** Resets every open connection (drain deadline, shutdown). */
+  abortAll(reason: SessionEndReason): void {
+    for (const s of [...this.sessions]) s.abort(reason);
+  }
+
+  /** Stops timers; call after the last session ended. */
+  dispose(): void {
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+  }
+
+  /** Bytes of open connections, read from their pumps (for metrics and status). */
+  liveBytes(): { bytesIn: number; bytesOut: number } {
+    let i = 0;
+    let o = 0;
+    for (const s of this.sessions) {
+      i += s.bytesIn;
+      o += s.bytesOut;
+    }
+    return { bytesIn: i, bytesOut: o };
+  }
+
+  snapshot(): ListenerSnapshot {
+    const live = this.liveBytes();
+    const st = this.stats;
+    return {
+      name: this.name,
+      protocol: 'tcp',
+      bind: this.config.bindText,
+      address: this.boundAddress,
+      port: this.boundPort,
+      pool: this.config.pool,
+      current: this.current,
+      active_connections: st.active,
+      connections_total: st.connectionsTotal,
+      rejected: { ...st.rejected },
+      bytes_in: st.bytesIn + live.bytesIn,
+      bytes_out: st.bytesOut + live.bytesOut,
+      udp_sessions_active: 0,
+      datagrams_in: 0,
+      datagrams_out: 0,
+    };
+  }
+}
+
+function noop(): void {}
+
+export function formatHostPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}

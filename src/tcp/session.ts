@@ -1,0 +1,201 @@
+/**
+ * One client connection through l4lb: connect to a backend (with retries on
+ * other backends), then hand both sockets to the pump until it is done.
+ *
+ * Life: TcpListener.onConnection → new TcpSession → connectNext() → onConnected
+ * → pump.start() → onPumpDone → finish(). See docs/data-path.md.
+ *
+ * The client socket arrives paused (pauseOnConnect), so bytes it sends before
+ * the backend is connected wait in the kernel: held, not lost.
+ */
+import net from 'node:net';
+import type { Backend } from '../backend/backend';
+import type { Pool } from '../backend/pool';
+import type { PumpEndReason, PumpHandle } from './pump';
+import type { TcpListener } from './listener';
+
+export type SessionEndReason =
+  | PumpEndReason
+  | 'no_backend'        // no backend could take it (after retries)
+  | 'connect_failed'    // every attempt failed
+  | 'client_gone'       // the client went away while connecting
+  | 'idle_timeout'
+  | 'drain_timeout'
+  | 'shutdown';
+
+export class TcpSession {
+  readonly listener: TcpListener;
+  readonly client: net.Socket;
+  /** Client address as used for limits, logs and hashing (PROXY-aware). */
+  clientAddr: string;
+  clientPort: number;
+  readonly startedAt: number;
+  pool: Pool;
+  backend: Backend | null = null;
+  /** Backends tried and failed for this session (null until the first failure). */
+  private tried: Backend[] | null = null;
+  private attempts = 0;
+  private upstream: net.Socket | null = null;
+  private pump: PumpHandle | null = null;
+  /** Bytes seen by the idle sweep last time, and when they last changed. */
+  idleBytes = 0;
+  idleSince: number;
+  private endReason: SessionEndReason | null = null;
+  /** Set when the client left or the session was aborted before the pump started: no more retries. */
+  private stopping = false;
+  private finished = false;
+  /** Bytes to send to the backend before any client byte (PROXY header). */
+  head: Buffer | null = null;
+
+  constructor(listener: TcpListener, client: net.Socket, pool: Pool, clientAddr: string, clientPort: number, now: number) {
+    this.listener = listener;
+    this.client = client;
+    this.pool = pool;
+    this.clientAddr = clientAddr;
+    this.clientPort = clientPort;
+    this.startedAt = now;
+    this.idleSince = now;
+  }
+
+  get bytesIn(): number {
+    return this.pump === null ? 0 : this.pump.bytesIn;
+  }
+
+  get bytesOut(): number {
+    return this.pump === null ? 0 : this.pump.bytesOut;
+  }
+
+  /** Starts the first connect attempt. Returns false when no backend is available at all. */
+  start(): boolean {
+    // Until the pump owns it, the client must never crash us or linger.
+    this.client.on('error', this.onClientEarlyClose);
+    this.client.on('close', this.onClientEarlyClose);
+    return this.connectNext();
+  }
+
+  private readonly onClientEarlyClose = (): void => {
+    if (this.pump !== null || this.finished) return;
+    this.stopping = true;
+    if (this.endReason === null) this.endReason = 'client_gone';
+    if (this.upstream !== null) this.upstream.destroy();
+    else this.finish();
+  };
+
+  /** Picks a backend not tried yet and connects to it. */
+  private connectNext(): boolean {
+    const flow = this.listener.flowFor(this);
+    const backend = this.pool.pick(flow, this.tried);
+    if (backend === null) {
+      this.endReason = this.attempts === 0 ? 'no_backend' : 'connect_failed';
+      this.client.destroy();
+      this.finish();
+      return false;
+    }
+    this.attempts++;
+    this.backend = backend;
+    backend.active++;
+    backend.total++;
+    const cfg = this.listener.config;
+    const up = net.connect({
+      host: backend.host,
+      port: backend.port,
+      allowHalfOpen: true,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: 60_000,
+    });
+    // Keep the upstream unread until the pump starts (the splice pump needs
+    // sockets libuv has never read from).
+    up.pause();
+    this.upstream = up;
+    if (cfg.connectTimeoutMs > 0) up.setTimeout(cfg.connectTimeoutMs, () => up.destroy(CONNECT_TIMEOUT));
+    up.once('connect', this.onConnected);
+    up.on('error', this.onUpstreamError);
+    up.on('close', this.onUpstreamEarlyClose);
+    return true;
+  }
+
+  private readonly onUpstreamError = (): void => {
+    // Handled in onUpstreamEarlyClose (close always follows error).
+  };
+
+  private readonly onUpstreamEarlyClose = (): void => {
+    if (this.pump !== null) return;
+    const backend = this.backend;
+    const up = this.upstream;
+    this.upstream = null;
+    if (backend !== null) {
+      backend.active--;
+      this.backend = null;
+    }
+    if (this.stopping || this.finished) {
+      this.finish();
+      return;
+    }
+    if (backend !== null) {
+      // A failed client connect counts as a failed check (passive health).
+      backend.connectFailures++;
+      this.listener.ctx.onConnectFailure(this.pool, backend, up !== null && up.errored === CONNECT_TIMEOUT ? 'timeout' : 'refused');
+      if (this.tried === null) this.tried = [];
+      this.tried.push(backend);
+    }
+    if (this.attempts <= this.pool.config.retries) this.connectNext();
+    else {
+      this.endReason = 'connect_failed';
+      this.client.destroy();
+      this.finish();
+    }
+  };
+
+  private readonly onConnected = (): void => {
+    const up = this.upstream;
+    if (up === null) return;
+    up.setTimeout(0);
+    up.removeListener('error', this.onUpstreamError);
+    up.removeListener('close', this.onUpstreamEarlyClose);
+    this.client.removeListener('error', this.onClientEarlyClose);
+    this.client.removeListener('close', this.onClientEarlyClose);
+    if (this.client.destroyed) {
+      // Client left while we connected.
+      this.endReason = 'client_gone';
+      up.destroy();
+      if (this.backend !== null) this.backend.active--;
+      this.backend = null;
+      this.finish();
+      return;
+    }
+    this.pump = this.listener.ctx.pumpFor(this.client, up).start(this.client, up, this.head, this.onPumpDone);
+  };
+
+  private readonly onPumpDone = (reason: PumpEndReason, bytesIn: number, bytesOut: number): void => {
+    if (this.endReason === null) this.endReason = reason;
+    if (this.backend !== null) this.backend.active--;
+    const stats = this.listener.stats;
+    stats.bytesIn += bytesIn;
+    stats.bytesOut += bytesOut;
+    this.finish(bytesIn, bytesOut);
+  };
+
+  /** Ends the session now with a reset of both sides (idle, drain deadline, shutdown). */
+  abort(reason: SessionEndReason): void {
+    if (this.finished) return;
+    if (this.endReason === null) this.endReason = reason;
+    if (this.pump !== null) this.pump.abort();
+    else {
+      this.stopping = true;
+      this.client.destroy();
+      // The upstream's 'close' completes the session; without one, finish now.
+      if (this.upstream !== null) this.upstream.destroy();
+      else this.finish();
+    }
+  }
+
+  private finish(bytesIn = 0, bytesOut = 0): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.listener.onSessionEnd(this, this.endReason ?? 'closed', bytesIn, bytesOut);
+  }
+}
+
+/** Marker error for a connect that timed out (errored === CONNECT_TIMEOUT). */
+const CONNECT_TIMEOUT = Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' });
