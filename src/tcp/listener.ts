@@ -16,7 +16,8 @@ import type { Logger } from '../log';
 import type { Pump } from './pump';
 import { compileAcl } from '../net/cidr';
 import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
-import { TcpSession, type SessionEndReason } from './session';
+import { TcpSession, type PeerAddresses, type SessionEndReason } from './session';
+import { readProxyHeader } from './proxy-accept';
 
 /** What a listener needs from the data plane around it. */
 export interface TcpContext {
@@ -124,7 +125,14 @@ export class TcpListener {
       return;
     }
     socket.on('error', noop);
-    this.admit(socket, addr, socket.remotePort ?? 0);
+    const peer: PeerAddresses = {
+      srcAddr: addr,
+      srcPort: socket.remotePort ?? 0,
+      dstAddr: socket.localAddress ?? this.boundAddress,
+      dstPort: socket.localPort ?? this.boundPort,
+    };
+    if (this.config.acceptProxyProtocol) readProxyHeader(socket, peer, this);
+    else this.admit(socket, peer);
   };
 
   /**
@@ -132,9 +140,10 @@ export class TcpListener {
    * the one a PROXY header gave), then the session. SPEC order: ACL, per
    * source, listener limit.
    */
-  admit(socket: net.Socket, addr: string, port: number): void {
+  admit(socket: net.Socket, peer: PeerAddresses): void {
     const stats = this.stats;
     const cfg = this.config;
+    const addr = peer.srcAddr;
     if (!this.acl(addr)) return this.reject(socket, 'acl');
     if (cfg.maxConnectionsPerSource > 0) {
       const n = this.perSource.get(addr) ?? 0;
@@ -146,12 +155,12 @@ export class TcpListener {
       return this.reject(socket, 'limit');
     }
     stats.active++;
-    const session = new TcpSession(this, socket, this.pool, addr, port, Date.now());
+    const session = new TcpSession(this, socket, this.pool, peer, Date.now());
     this.sessions.add(session);
     session.start();
   }
 
-  private reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol'): void {
+  reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol'): void {
     this.stats.rejected[reason]++;
     socket.destroy();
   }
@@ -169,8 +178,8 @@ export class TcpListener {
     const f = this.flow;
     f.srcAddr = session.clientAddr;
     f.srcPort = session.clientPort;
-    f.dstAddr = session.client.localAddress ?? this.boundAddress;
-    f.dstPort = session.client.localPort ?? this.boundPort;
+    f.dstAddr = session.dstAddr;
+    f.dstPort = session.dstPort;
     return f;
   }
 

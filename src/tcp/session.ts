@@ -13,6 +13,15 @@ import type { Backend } from '../backend/backend';
 import type { Pool } from '../backend/pool';
 import type { PumpEndReason, PumpHandle } from './pump';
 import type { TcpListener } from './listener';
+import { encodeV1, encodeV2 } from '../proxy';
+
+/** Who the client is and what it connected to: the socket's own, or what a PROXY header said. */
+export interface PeerAddresses {
+  srcAddr: string;
+  srcPort: number;
+  dstAddr: string;
+  dstPort: number;
+}
 
 export type SessionEndReason =
   | PumpEndReason
@@ -29,6 +38,9 @@ export class TcpSession {
   /** Client address as used for limits, logs and hashing (PROXY-aware). */
   clientAddr: string;
   clientPort: number;
+  /** The address the client connected to (PROXY-aware): hashing and the PROXY header sent on. */
+  dstAddr: string;
+  dstPort: number;
   readonly startedAt: number;
   pool: Pool;
   backend: Backend | null = null;
@@ -47,12 +59,14 @@ export class TcpSession {
   /** Bytes to send to the backend before any client byte (PROXY header). */
   head: Buffer | null = null;
 
-  constructor(listener: TcpListener, client: net.Socket, pool: Pool, clientAddr: string, clientPort: number, now: number) {
+  constructor(listener: TcpListener, client: net.Socket, pool: Pool, peer: PeerAddresses, now: number) {
     this.listener = listener;
     this.client = client;
     this.pool = pool;
-    this.clientAddr = clientAddr;
-    this.clientPort = clientPort;
+    this.clientAddr = peer.srcAddr;
+    this.clientPort = peer.srcPort;
+    this.dstAddr = peer.dstAddr;
+    this.dstPort = peer.dstPort;
     this.startedAt = now;
     this.idleSince = now;
   }
@@ -67,6 +81,12 @@ export class TcpSession {
 
   /** Starts the first connect attempt. Returns false when no backend is available at all. */
   start(): boolean {
+    const mode = this.listener.config.proxyProtocol;
+    if (mode !== 'off') {
+      const src = { address: this.clientAddr, port: this.clientPort };
+      const dst = { address: this.dstAddr, port: this.dstPort };
+      this.head = mode === 'v1' ? encodeV1(src, dst) : encodeV2(src, dst);
+    }
     // Until the pump owns it, the client must never crash us or linger.
     this.client.on('error', this.onClientEarlyClose);
     this.client.on('close', this.onClientEarlyClose);
