@@ -302,5 +302,140 @@ describe('splice pump', { skip }, () => {
     assert.equal(c.info.calls, 1);
     assert.ok(d.bytesIn > 1 << 20);
   });
+
+  test('slow backend: memory stays flat while 50 MiB wait in the kernel; all arrive after resume', async () => {
+    const c = await h.connect();
+    const chunk = randomBytes(1 << 20);
+    const total = 50;
+    const rss0 = process.memoryUsage().rss;
+    let maxRss = rss0;
+    let written = 0;
+    let stalledSince = 0;
+    const sampler = setInterval(() => {
+      maxRss = Math.max(maxRss, process.memoryUsage().rss);
+    }, 20);
+    const writer = new Promise<void>((resolve) => {
+      const go = (): void => {
+        while (written < total) {
+          written++;
+          if (!c.client.write(chunk)) {
+            stalledSince = Date.now();
+            c.client.once('drain', go);
+            return;
+          }
+        }
+        c.client.end();
+        resolve();
+      };
+      go();
+    });
+    try {
+      // The backend never reads: the client stalls with most of the data unsent.
+      await until(() => stalledSince > 0 && Date.now() - stalledSince > 500 && written < total, 10000, 'writer stalled');
+      maxRss = Math.max(maxRss, process.memoryUsage().rss);
+      const live = c.handle.bytesIn;
+      assert.ok(live > 0 && live < total * (1 << 20), `live bytesIn ${live}`);
+      assert.ok(maxRss - rss0 < 20 * (1 << 20), `rss grew by ${((maxRss - rss0) / 1048576).toFixed(1)} MiB`);
+      const hash = createHash('sha256');
+      let got = 0;
+      c.upstream.on('data', (b: Buffer) => {
+        got += b.length;
+        hash.update(b);
+      });
+      const ended = new Promise<void>((r) => c.upstream.once('end', () => r()));
+      c.upstream.resume();
+      await withTimeout(Promise.all([writer, ended]), 30000, 'all bytes');
+      assert.equal(got, total * (1 << 20));
+      const want = createHash('sha256');
+      for (let i = 0; i < total; i++) want.update(chunk);
+      assert.equal(hash.digest('hex'), want.digest('hex'));
+      assert.ok(maxRss - rss0 < 20 * (1 << 20), `rss grew by ${((maxRss - rss0) / 1048576).toFixed(1)} MiB`);
+      c.upstream.end();
+      const d = await withTimeout(c.done, 5000, 'done');
+      assert.deepEqual([d.reason, d.bytesIn, d.bytesOut], ['closed', total * (1 << 20), 0]);
+    } finally {
+      clearInterval(sampler);
+    }
+  });
+
+  test('1,000 concurrent connections: no fd leak, no thread leak', async () => {
+    // The engine's threads exist already (earlier tests); settle first.
+    await new Promise((r) => setImmediate(r));
+    const fd0 = countDir('/proc/self/fd');
+    const task0 = countDir('/proc/self/task');
+    const n = 1000;
+    const conns = await Promise.all(Array.from({ length: n }, () => h.connect()));
+    const peakFds = countDir('/proc/self/fd');
+    assert.ok(peakFds > fd0 + n, `fds in use while open: ${peakFds - fd0}`);
+    await Promise.all(
+      conns.map(async (c, i) => {
+        const msg = Buffer.from(`hello ${i}`);
+        const atBackend = collect(c.upstream);
+        const atClient = collect(c.client);
+        c.client.end(msg);
+        assert.equal((await withTimeout(atBackend, 20000, 'backend end')).toString(), msg.toString());
+        c.upstream.end(msg);
+        assert.equal((await withTimeout(atClient, 20000, 'client end')).toString(), msg.toString());
+        const d = await withTimeout(c.done, 20000, 'done');
+        assert.equal(d.reason, 'closed');
+        await Promise.all([closed(c.client), closed(c.upstream)]);
+      }),
+    );
+    await until(() => countDir('/proc/self/fd') <= fd0, 5000, `fds back to ${fd0} (now ${countDir('/proc/self/fd')})`);
+    assert.equal(countDir('/proc/self/task'), task0);
+  });
+
+  test('the process exits by itself when idle, and stays alive while a spliced connection lives', async () => {
+    const script = join(__dirname, 'fixtures', 'splice-child.js');
+    const child = spawn(process.execPath, [script, String(h.port(h.backend))], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    const lines = new Map<string, Deferred<string>>();
+    const waitFor = (prefix: string): Promise<string> => {
+      const d = deferred<string>();
+      lines.set(prefix, d);
+      const m = out.split('\n').find((l) => l.startsWith(prefix));
+      if (m !== undefined) d.resolve(m);
+      return d.promise;
+    };
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (t: string) => {
+      out += t;
+      for (const l of out.split('\n')) for (const [p, d] of lines) if (l.startsWith(p)) d.resolve(l);
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    let childExited = false;
+    void exited.then(() => (childExited = true));
+    try {
+      const port = Number((await withTimeout(waitFor('port '), 10000, 'child port')).slice(5));
+      const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      h.track(client);
+      await once(client, 'connect');
+      await withTimeout(waitFor('spliced'), 5000, 'child spliced');
+      // Its server is closed, only the spliced connection is left: it must stay alive and forward.
+      await new Promise((r) => setTimeout(r, 300)); // a non-event: give it time to (wrongly) exit
+      assert.equal(childExited, false, 'child exited while a spliced connection was open');
+      const echoed = collect(client);
+      client.end('via child');
+      const upstream = await withTimeout(
+        (async () => {
+          for (;;) {
+            const s = [...h.sockets].find((x) => x !== client && x.remotePort !== undefined && x.localPort === h.port(h.backend) && !x.readableEnded);
+            if (s) return s;
+            await new Promise((r) => setTimeout(r, 10));
+          }
+        })(),
+        5000,
+        'child upstream',
+      );
+      const got = await withTimeout(collect(upstream), 5000, 'backend got');
+      assert.equal(got.toString(), 'via child');
+      upstream.end('back');
+      assert.equal((await withTimeout(echoed, 5000, 'client got')).toString(), 'back');
+      assert.equal(await withTimeout(waitFor('done '), 5000, 'child done'), 'done closed');
+      assert.equal(await withTimeout(exited, 5000, 'child exits by itself'), 0);
+    } finally {
+      if (!childExited) child.kill('SIGKILL');
+    }
+  });
 });
 
