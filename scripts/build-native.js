@@ -21,7 +21,15 @@ try {
 } catch {
   skip('node-gyp is not installed (dev dependency)');
 }
-const r = spawnSync(process.execPath, [gyp, 'rebuild', '--directory', dir], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+// Outside npm (node scripts/build-native.js) node-gyp does not see npm's
+// `nodedir`; when Node's own headers are installed next to it, use them
+// instead of downloading them.
+const args = [gyp, 'rebuild', '--directory', dir];
+const prefix = join(process.execPath, '..', '..');
+if (!process.env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node_api.h'))) {
+  args.push(`--nodedir=${prefix}`);
+}
+const r = spawnSync(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
 if (r.status !== 0) {
   const tail = `${r.stdout}\n${r.stderr}`.trim().split('\n').slice(-15).join('\n');
   console.log(tail);

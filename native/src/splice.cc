@@ -1,0 +1,506 @@
+// l4lb_splice: moves TCP bytes between two sockets with splice(2), inside the
+// kernel, on a small fixed pool of epoll threads. See ../README.md for the
+// design (fd ownership, threads, pipes, errors). Linux only.
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <napi.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+enum Reason : int { R_CLOSED = 0, R_CLIENT_RESET = 1, R_BACKEND_RESET = 2, R_ABORTED = 3 };
+
+constexpr int kMaxRounds = 16;        // splice rounds per direction before requeue
+constexpr int kWantPipe = 256 * 1024; // F_SETPIPE_SZ target; default kept on failure
+constexpr int kMaxEvents = 256;
+
+struct Worker;
+
+struct Conn {
+  uint32_t id = 0;
+  uint32_t slot = 0;
+  int fd[2] = {-1, -1};   // [0] client, [1] backend (our dup()s, owned here)
+  int pr[2] = {-1, -1};   // pipe read end, per direction (0: client->backend)
+  int pw[2] = {-1, -1};   // pipe write end
+  size_t inpipe[2] = {0, 0};
+  size_t pipecap[2] = {0, 0};
+  bool eof[2] = {false, false};   // EOF read from fd[d]
+  bool shut[2] = {false, false};  // shutdown(fd[1-d], SHUT_WR) done
+  uint64_t bytes[2] = {0, 0};     // delivered to the destination
+  bool closed = false;
+  bool pending = false;           // already in this round's service list
+};
+
+struct Report {
+  uint32_t id;
+  int reason;
+  uint64_t bytes0, bytes1;
+};
+
+struct Cmd {
+  enum Type { ADD, ABORT } type;
+  Conn* conn;
+  uint32_t id;
+};
+
+// ---- process-wide state (one Node environment per process may use it) ----
+std::vector<Worker*> g_workers;
+double* g_slab = nullptr;     // [slot*2 + dir] live byte counters, written by workers
+uint32_t g_slab_slots = 0;
+std::atomic<uint32_t> g_next_id{1};
+Napi::ThreadSafeFunction g_tsfn;
+bool g_tsfn_ok = false;
+bool g_tsfn_ref = false;
+napi_env g_env = nullptr;
+int64_t g_active = 0;         // JS thread only: connections not yet reported
+
+inline void publish(uint32_t slot, int d, uint64_t v) {
+  if (slot >= g_slab_slots) return;
+  double x = static_cast<double>(v);
+  uint64_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  __atomic_store_n(reinterpret_cast<uint64_t*>(&g_slab[slot * 2 + d]), bits, __ATOMIC_RELAXED);
+}
+
+void closeFd(int& fd) {
+  if (fd >= 0) {
+    close(fd);
+    fd = -1;
+  }
+}
+
+void setLinger0(int fd) {
+  struct linger l;
+  l.l_onoff = 1;
+  l.l_linger = 0;
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+
+int sockError(int fd) {
+  int e = 0;
+  socklen_t len = sizeof e;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0) return errno;
+  return e;
+}
+
+struct Worker {
+  int ep = -1;
+  int efd = -1;
+  std::thread thr;
+  std::mutex mu;
+  std::vector<Cmd> cmds;
+  std::atomic<bool> quit{false};
+  std::unordered_map<uint32_t, Conn*> conns;
+  std::vector<Conn*> ready;     // busy connections requeued after kMaxRounds
+  std::vector<Conn*> graveyard; // freed at the end of an epoll batch
+
+  bool init() {
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ep < 0 || efd < 0) return false;
+    struct epoll_event ev = {};
+    ev.events = EPOLLIN;
+    ev.data.u64 = 0;
+    return epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) == 0;
+  }
+
+  void post(const Cmd& c) {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      cmds.push_back(c);
+    }
+    uint64_t one = 1;
+    ssize_t r = write(efd, &one, sizeof one);
+    (void)r;
+  }
+
+  void report(Conn* c, int reason) {
+    Report* r = new Report{c->id, reason, c->bytes[0], c->bytes[1]};
+    bool sent = false;
+    if (g_tsfn_ok) {
+      napi_status st = g_tsfn.NonBlockingCall(r, [](Napi::Env env, Napi::Function fn, Report* rep) {
+        if (env != nullptr && fn != nullptr) {
+          g_active--;
+          if (g_active <= 0 && g_tsfn_ref) {
+            g_active = 0;
+            g_tsfn.Unref(env);
+            g_tsfn_ref = false;
+          }
+          fn.Call({Napi::Number::New(env, rep->id), Napi::Number::New(env, rep->reason),
+                   Napi::Number::New(env, static_cast<double>(rep->bytes0)),
+                   Napi::Number::New(env, static_cast<double>(rep->bytes1))});
+        }
+        delete rep;
+      });
+      sent = st == napi_ok;
+    }
+    if (!sent) delete r;
+  }
+
+  void finish(Conn* c, int reason) {
+    if (c->closed) return;
+    c->closed = true;
+    for (int i = 0; i < 2; i++) {
+      if (c->fd[i] >= 0) epoll_ctl(ep, EPOLL_CTL_DEL, c->fd[i], nullptr);
+      closeFd(c->fd[i]);
+      closeFd(c->pr[i]);
+      closeFd(c->pw[i]);
+    }
+    publish(c->slot, 0, c->bytes[0]);
+    publish(c->slot, 1, c->bytes[1]);
+    conns.erase(c->id);
+    report(c, reason);
+    graveyard.push_back(c);
+  }
+
+  void reset(Conn* c, int reason) {
+    if (c->closed) return;
+    for (int i = 0; i < 2; i++)
+      if (c->fd[i] >= 0) setLinger0(c->fd[i]);
+    finish(c, reason);
+  }
+
+  // Moves bytes fd[d] -> pipe -> fd[1-d] until neither step moves.
+  // Returns 0 when idle (waits for an epoll edge), 1 when still busy after
+  // kMaxRounds (requeue), -1 when the connection was finished.
+  int pump(Conn* c, int d) {
+    const int src = c->fd[d], dst = c->fd[1 - d];
+    const int srcReason = d == 0 ? R_CLIENT_RESET : R_BACKEND_RESET;
+    const int dstReason = d == 0 ? R_BACKEND_RESET : R_CLIENT_RESET;
+    for (int round = 0; round < kMaxRounds; round++) {
+      bool moved = false;
+      if (!c->eof[d] && c->inpipe[d] < c->pipecap[d]) {
+        ssize_t n = splice(src, nullptr, c->pw[d], nullptr, c->pipecap[d] - c->inpipe[d],
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+          c->inpipe[d] += static_cast<size_t>(n);
+          moved = true;
+        } else if (n == 0) {
+          c->eof[d] = true;
+          moved = true;
+        } else if (errno == EINTR) {
+          moved = true;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          reset(c, srcReason);
+          return -1;
+        }
+        // EAGAIN: socket empty, or the pipe is full (pages, not bytes): the
+        // drain below decides; a full destination waits for EPOLLOUT.
+      }
+      if (c->inpipe[d] > 0) {
+        ssize_t n = splice(c->pr[d], nullptr, dst, nullptr, c->inpipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+          c->inpipe[d] -= static_cast<size_t>(n);
+          c->bytes[d] += static_cast<uint64_t>(n);
+          moved = true;
+        } else if (n < 0 && errno == EINTR) {
+          moved = true;
+        } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+          reset(c, dstReason);
+          return -1;
+        }
+      }
+      if (c->eof[d] && c->inpipe[d] == 0 && !c->shut[d]) {
+        shutdown(dst, SHUT_WR);
+        c->shut[d] = true;
+      }
+      if (!moved) return 0;
+    }
+    return 1;
+  }
+
+  void service(Conn* c) {
+    bool busy = false;
+    for (int d = 0; d < 2; d++) {
+      int r = pump(c, d);
+      if (r < 0) return;
+      if (r > 0) busy = true;
+    }
+    publish(c->slot, 0, c->bytes[0]);
+    publish(c->slot, 1, c->bytes[1]);
+    if (c->shut[0] && c->shut[1]) {
+      finish(c, R_CLOSED);
+      return;
+    }
+    if (busy) ready.push_back(c);
+  }
+
+  void addConn(Conn* c) {
+    conns[c->id] = c;
+    for (int i = 0; i < 2; i++) {
+      struct epoll_event ev = {};
+      ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+      ev.data.u64 = reinterpret_cast<uint64_t>(c) | static_cast<uint64_t>(i + 1);
+      if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd[i], &ev) != 0) {
+        reset(c, i == 0 ? R_CLIENT_RESET : R_BACKEND_RESET);
+        return;
+      }
+    }
+    service(c);
+  }
+
+  void drainCommands() {
+    uint64_t v;
+    while (read(efd, &v, sizeof v) > 0) {
+    }
+    std::vector<Cmd> local;
+    {
+      std::lock_guard<std::mutex> g(mu);
+      local.swap(cmds);
+    }
+    for (const Cmd& cmd : local) {
+      if (cmd.type == Cmd::ADD) {
+        addConn(cmd.conn);
+      } else {
+        auto it = conns.find(cmd.id);
+        if (it != conns.end()) reset(it->second, R_ABORTED);
+      }
+    }
+  }
+
+  void run() {
+    std::vector<struct epoll_event> evs(kMaxEvents);
+    std::vector<Conn*> batch;
+    while (!quit.load(std::memory_order_acquire)) {
+      int n = epoll_wait(ep, evs.data(), kMaxEvents, ready.empty() ? -1 : 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      batch.clear();
+      for (Conn* c : ready) {
+        if (!c->closed && !c->pending) {
+          c->pending = true;
+          batch.push_back(c);
+        }
+      }
+      ready.clear();
+      for (int i = 0; i < n; i++) {
+        uint64_t tag = evs[i].data.u64;
+        if (tag == 0) {
+          drainCommands();
+          continue;
+        }
+        Conn* c = reinterpret_cast<Conn*>(tag & ~static_cast<uint64_t>(7));
+        int side = static_cast<int>(tag & 7) - 1;
+        if (c->closed) continue;
+        if (evs[i].events & EPOLLERR) {
+          int e = sockError(c->fd[side]);
+          if (e != 0) {
+            reset(c, side == 0 ? R_CLIENT_RESET : R_BACKEND_RESET);
+            continue;
+          }
+        }
+        if (!c->pending) {
+          c->pending = true;
+          batch.push_back(c);
+        }
+      }
+      for (Conn* c : batch) {
+        c->pending = false;
+        if (!c->closed) service(c);
+      }
+      for (Conn* c : graveyard) delete c;
+      graveyard.clear();
+    }
+    // Shutting down (environment teardown): close what is left.
+    drainCommands();
+    for (auto& kv : conns) {
+      Conn* c = kv.second;
+      for (int i = 0; i < 2; i++) {
+        closeFd(c->fd[i]);
+        closeFd(c->pr[i]);
+        closeFd(c->pw[i]);
+      }
+      delete c;
+    }
+    conns.clear();
+    for (Conn* c : graveyard) delete c;
+    graveyard.clear();
+  }
+};
+
+void stopAll(void*) {
+  for (Worker* w : g_workers) {
+    w->quit.store(true, std::memory_order_release);
+    uint64_t one = 1;
+    ssize_t r = write(w->efd, &one, sizeof one);
+    (void)r;
+  }
+  for (Worker* w : g_workers) {
+    if (w->thr.joinable()) w->thr.join();
+    close(w->ep);
+    close(w->efd);
+    delete w;
+  }
+  g_workers.clear();
+  if (g_tsfn_ok) {
+    g_tsfn.Abort();
+    g_tsfn_ok = false;
+  }
+  g_env = nullptr;
+}
+
+Napi::Value Throw(Napi::Env env, const char* msg) {
+  Napi::Error::New(env, msg).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+// init(onDone(id, reason, bytesIn, bytesOut), slots, threads) -> { slab: Float64Array, threads }
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_env != nullptr) return Throw(env, "l4lb_splice: already initialised in this process");
+  if (info.Length() < 3 || !info[0].IsFunction() || !info[1].IsNumber() || !info[2].IsNumber())
+    return Throw(env, "l4lb_splice: init(onDone, slots, threads)");
+  uint32_t slots = info[1].As<Napi::Number>().Uint32Value();
+  int threads = info[2].As<Napi::Number>().Int32Value();
+  if (slots == 0 || slots > (1u << 22)) return Throw(env, "l4lb_splice: slots out of range");
+  if (threads <= 0) {
+    unsigned hc = std::thread::hardware_concurrency();
+    threads = static_cast<int>(std::min(2u, hc == 0 ? 1u : hc));
+  }
+  threads = std::min(threads, 64);
+  if (g_slab == nullptr || g_slab_slots < slots) {
+    // Never freed: the ArrayBuffer handed to JS points into it.
+    g_slab = static_cast<double*>(calloc(static_cast<size_t>(slots) * 2, sizeof(double)));
+    if (g_slab == nullptr) return Throw(env, "l4lb_splice: out of memory");
+    g_slab_slots = slots;
+  }
+  g_tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "l4lb_splice", 0, 1);
+  g_tsfn.Unref(env);
+  g_tsfn_ok = true;
+  g_tsfn_ref = false;
+  g_active = 0;
+  for (int i = 0; i < threads; i++) {
+    Worker* w = new Worker();
+    if (!w->init()) {
+      delete w;
+      stopAll(nullptr);
+      return Throw(env, "l4lb_splice: epoll/eventfd setup failed");
+    }
+    g_workers.push_back(w);
+    w->thr = std::thread([w] { w->run(); });
+  }
+  g_env = env;
+  napi_add_env_cleanup_hook(env, stopAll, nullptr);
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, g_slab, static_cast<size_t>(slots) * 2 * sizeof(double));
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("slab", Napi::Float64Array::New(env, static_cast<size_t>(slots) * 2, ab, 0));
+  out.Set("threads", Napi::Number::New(env, threads));
+  return out;
+}
+
+int setupPipe(int& r, int& w, size_t& cap) {
+  int p[2];
+  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
+  r = p[0];
+  w = p[1];
+  int sz = fcntl(w, F_SETPIPE_SZ, kWantPipe);
+  if (sz < 0) sz = fcntl(w, F_GETPIPE_SZ);
+  if (sz <= 0) sz = 65536;
+  cap = static_cast<size_t>(sz);
+  return 0;
+}
+
+// add(clientFd, backendFd, slot) -> id (> 0), or -errno when it could not start
+// (nothing was taken over then: the JS sockets are still the caller's).
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_env == nullptr || g_workers.empty()) return Throw(env, "l4lb_splice: not initialised");
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+    return Throw(env, "l4lb_splice: add(clientFd, backendFd, slot)");
+  int fds[2] = {info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value()};
+  uint32_t slot = info[2].As<Napi::Number>().Uint32Value();
+  if (fds[0] < 0 || fds[1] < 0 || slot >= g_slab_slots) return Napi::Number::New(env, -EINVAL);
+  Conn* c = new Conn();
+  int err = 0;
+  for (int i = 0; i < 2 && err == 0; i++) {
+    c->fd[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+    if (c->fd[i] < 0) err = errno;
+  }
+  for (int i = 0; i < 2 && err == 0; i++) {
+    int fl = fcntl(c->fd[i], F_GETFL);
+    if (fl < 0 || fcntl(c->fd[i], F_SETFL, fl | O_NONBLOCK) != 0) err = errno;
+  }
+  for (int d = 0; d < 2 && err == 0; d++) err = setupPipe(c->pr[d], c->pw[d], c->pipecap[d]);
+  if (err != 0) {
+    for (int i = 0; i < 2; i++) {
+      closeFd(c->fd[i]);
+      closeFd(c->pr[i]);
+      closeFd(c->pw[i]);
+    }
+    delete c;
+    return Napi::Number::New(env, -err);
+  }
+  uint32_t id = g_next_id.fetch_add(1);
+  if (id == 0) id = g_next_id.fetch_add(1);
+  c->id = id;
+  c->slot = slot;
+  publish(slot, 0, 0);
+  publish(slot, 1, 0);
+  g_active++;
+  if (!g_tsfn_ref) {
+    g_tsfn.Ref(env);
+    g_tsfn_ref = true;
+  }
+  g_workers[id % g_workers.size()]->post(Cmd{Cmd::ADD, c, id});
+  return Napi::Number::New(env, id);
+}
+
+// abort(id): reset both sides; the completion report says 'aborted' unless
+// the connection had already finished.
+Napi::Value Abort(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_workers.empty() || info.Length() < 1 || !info[0].IsNumber()) return env.Undefined();
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  g_workers[id % g_workers.size()]->post(Cmd{Cmd::ABORT, nullptr, id});
+  return env.Undefined();
+}
+
+// stats() -> { active, threads } (JS-thread view)
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("active", Napi::Number::New(env, static_cast<double>(g_active)));
+  o.Set("threads", Napi::Number::New(env, static_cast<double>(g_workers.size())));
+  return o;
+}
+
+Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
+  exports.Set("init", Napi::Function::New(env, Init, "init"));
+  exports.Set("add", Napi::Function::New(env, Add, "add"));
+  exports.Set("abort", Napi::Function::New(env, Abort, "abort"));
+  exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
+  exports.Set("reasons", [&] {
+    Napi::Array a = Napi::Array::New(env, 4);
+    a.Set(0u, "closed");
+    a.Set(1u, "client_reset");
+    a.Set(2u, "backend_reset");
+    a.Set(3u, "aborted");
+    return a;
+  }());
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(l4lb_splice, ModuleInit)

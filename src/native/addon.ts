@@ -1,0 +1,68 @@
+/**
+ * Loads the optional splice(2) addon (native/build/Release/l4lb_splice.node).
+ * Never throws: when the addon cannot be used, `addon` is null and `reason`
+ * says why (the caller then uses the JavaScript pump).
+ */
+import { join } from 'node:path';
+
+/** The raw binding; see native/README.md. */
+export interface SpliceBinding {
+  /** Starts the epoll threads once per process. `slab[slot*2 + 0|1]` holds live bytes in/out. */
+  init(
+    onDone: (id: number, reason: number, bytesIn: number, bytesOut: number) => void,
+    slots: number,
+    threads: number,
+  ): { slab: Float64Array; threads: number };
+  /** dup()s both fds and starts splicing. Returns an id > 0, or -errno (nothing taken over). */
+  add(clientFd: number, backendFd: number, slot: number): number;
+  /** Resets both sides; the completion report follows. */
+  abort(id: number): void;
+  stats(): { active: number; threads: number };
+  readonly reasons: readonly string[];
+}
+
+export interface AddonLoad {
+  addon: SpliceBinding | null;
+  reason: string;
+}
+
+/** dist/src/native/addon.js → <root>/native/build/Release/l4lb_splice.node */
+export const ADDON_PATH = join(__dirname, '..', '..', '..', 'native', 'build', 'Release', 'l4lb_splice.node');
+
+let cached: AddonLoad | undefined;
+
+function load(): AddonLoad {
+  if (process.env.L4LB_NO_NATIVE === '1') return { addon: null, reason: 'disabled by L4LB_NO_NATIVE=1' };
+  if (process.platform !== 'linux') return { addon: null, reason: `platform ${process.platform} has no splice(2)` };
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const mod = require(ADDON_PATH) as Partial<SpliceBinding>;
+    if (typeof mod.init !== 'function' || typeof mod.add !== 'function' || typeof mod.abort !== 'function') {
+      return { addon: null, reason: `${ADDON_PATH} is not a usable l4lb_splice build` };
+    }
+    return { addon: mod as SpliceBinding, reason: 'loaded' };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e && e.code === 'MODULE_NOT_FOUND') {
+      return { addon: null, reason: 'native addon not built (run `node scripts/build-native.js`)' };
+    }
+    return { addon: null, reason: `native addon failed to load: ${e && e.message ? e.message.split('\n')[0] : String(err)}` };
+  }
+}
+
+/** Memoised: loads the addon at most once per process. */
+export function loadSpliceAddon(): AddonLoad {
+  if (cached === undefined) cached = load();
+  return cached;
+}
+
+/** Whether the splice pump can be used in this process, and why not. */
+export function spliceAvailable(): { ok: boolean; reason: string } {
+  const r = loadSpliceAddon();
+  return { ok: r.addon !== null, reason: r.reason };
+}
+
+/** For tests only: forget the memoised result. */
+export function _resetSpliceAddonForTests(): void {
+  cached = undefined;
+}
