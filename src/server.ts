@@ -5,7 +5,8 @@
  * interface only.
  */
 import dns from 'node:dns';
-import type { Config, PoolConfig } from './config/schema';
+import type { Config, PoolConfig, SpliceMode } from './config/schema';
+import { canSplice, splicePump, spliceEngineInfo } from './tcp/splice-pump';
 import { loadConfigFile } from './config/load';
 import { ConfigError, L4lbError, formatConfigIssue } from './errors';
 import { createLogger, type Logger } from './log';
@@ -45,9 +46,11 @@ export class Server {
     this.config = opts.config;
     this.log = opts.log ?? createLogger(opts.config.global.logLevel);
     this.fds = opts.fds;
+    const pump = choosePump(opts.config.global.splice);
+    this.log.info({ pump: pump.kind, reason: pump.reason }, 'byte pump');
     this.dataPlane = new DataPlane({
       log: this.log,
-      splice: null,
+      splice: pump.kind === 'splice' ? { pump: splicePump, canSplice } : null,
       onListening: (listener, address, port) => this.log.info({ listener, address, port }, 'listening'),
     });
   }
@@ -207,6 +210,19 @@ export class Server {
       })),
     };
   }
+}
+
+/**
+ * Which byte pump carries TCP connections: splice(2) through the native
+ * addon when `splice` allows it and the addon loads, else the JS pump.
+ * `splice = "on"` without the addon is a start-up failure (exit 1).
+ */
+function choosePump(mode: SpliceMode): { kind: 'js' | 'splice'; reason: string } {
+  if (mode === 'off') return { kind: 'js', reason: 'splice = "off"' };
+  const info = spliceEngineInfo();
+  if (info.ok) return { kind: 'splice', reason: info.reason };
+  if (mode === 'on') throw new L4lbError('ERR_L4LB_NATIVE', `splice = "on" but the native splice addon is not available: ${info.reason}`);
+  return { kind: 'js', reason: `splice addon not available: ${info.reason}` };
 }
 
 function bindError(err: unknown): L4lbError {

@@ -198,6 +198,7 @@ export class TcpListener {
           bytes_out: bytesOut,
           duration_ms: Date.now() - session.startedAt,
           reason,
+          pump: session.pumpKind,
         },
         'connection closed',
       );

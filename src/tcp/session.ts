@@ -49,6 +49,8 @@ export class TcpSession {
   private attempts = 0;
   private upstream: net.Socket | null = null;
   private pump: PumpHandle | null = null;
+  /** Which pump carries this session's bytes, once started. */
+  pumpKind: 'js' | 'splice' | null = null;
   /** Bytes seen by the idle sweep last time, and when they last changed. */
   idleBytes = 0;
   idleSince: number;
@@ -184,7 +186,9 @@ export class TcpSession {
       this.finish();
       return;
     }
-    this.pump = this.listener.ctx.pumpFor(this.client, up).start(this.client, up, this.head, this.onPumpDone);
+    const pump = this.listener.ctx.pumpFor(this.client, up);
+    this.pumpKind = pump.kind;
+    this.pump = pump.start(this.client, up, this.head, this.onPumpDone);
   };
 
   private readonly onPumpDone = (reason: PumpEndReason, bytesIn: number, bytesOut: number): void => {

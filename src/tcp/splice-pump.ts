@@ -16,6 +16,7 @@
 import type { Socket } from 'node:net';
 import type { Pump, PumpDone, PumpEndReason, PumpHandle } from './pump';
 import { loadSpliceAddon, type SpliceBinding } from '../native/addon';
+import { jsPump } from './js-pump';
 
 const REASONS: readonly PumpEndReason[] = ['closed', 'client_reset', 'backend_reset', 'aborted'];
 
@@ -122,52 +123,6 @@ export function canSplice(client: Socket, backend: Socket): boolean {
 
 const noop = (): void => {};
 
-/**
- * Minimal JavaScript carrier for the rare case where sockets stopped being
- * spliceable between `canSplice()` and the handoff (after `head` was written).
- */
-function jsCarry(
-  client: Socket,
-  backend: Socket,
-  counters: { bytesIn: number; bytesOut: number },
-  finish: (reason: PumpEndReason) => void,
-): () => void {
-  let over = false;
-  let closed = 0;
-  const end = (reason: PumpEndReason, errored: Socket | null): void => {
-    if (over) return;
-    over = true;
-    for (const s of [client, backend]) {
-      if (s === errored) s.destroy();
-      else if (!s.destroyed) s.resetAndDestroy();
-    }
-    finish(reason);
-  };
-  for (const s of [client, backend]) s.allowHalfOpen = true;
-  const wire = (src: Socket, dst: Socket, dir: 'in' | 'out'): void => {
-    src.on('data', (b: Buffer) => {
-      if (dir === 'in') counters.bytesIn += b.length;
-      else counters.bytesOut += b.length;
-      if (!dst.write(b)) src.pause();
-    });
-    dst.on('drain', () => src.resume());
-    src.on('end', () => dst.end());
-    src.on('error', () => end(src === client ? 'client_reset' : 'backend_reset', src));
-    src.on('close', () => {
-      closed++;
-      if (closed === 2 && !over) {
-        over = true;
-        finish('closed');
-      }
-    });
-  };
-  wire(client, backend, 'in');
-  wire(backend, client, 'out');
-  client.resume();
-  backend.resume();
-  return () => end('aborted', null);
-}
-
 export const splicePump: Pump = {
   kind: 'splice',
   start(client: Socket, backend: Socket, head: Buffer | null, done: PumpDone): PumpHandle {
@@ -175,7 +130,8 @@ export const splicePump: Pump = {
     let finished = false;
     let nativeId = 0;
     let slot = -1;
-    let jsAbort: (() => void) | null = null;
+    // Set when the sockets stopped being spliceable between canSplice() and the handoff.
+    let jsHandle: PumpHandle | null = null;
     let aborted = false;
     const e = getEngine();
 
@@ -232,7 +188,7 @@ export const splicePump: Pump = {
         }
         e.freeSlots.push(s);
       }
-      jsAbort = jsCarry(client, backend, counters, (r) => finish(r));
+      jsHandle = jsPump.start(client, backend, null, (r, bi, bo) => finish(r, bi, bo));
     };
 
     if (head && head.length > 0) {
@@ -254,17 +210,17 @@ export const splicePump: Pump = {
     return {
       get bytesIn(): number {
         if (nativeId !== 0 && e && slot >= 0) return e.slab[slot * 2] ?? counters.bytesIn;
-        return counters.bytesIn;
+        return jsHandle !== null ? jsHandle.bytesIn : counters.bytesIn;
       },
       get bytesOut(): number {
         if (nativeId !== 0 && e && slot >= 0) return e.slab[slot * 2 + 1] ?? counters.bytesOut;
-        return counters.bytesOut;
+        return jsHandle !== null ? jsHandle.bytesOut : counters.bytesOut;
       },
       abort(): void {
         if (finished) return;
         aborted = true;
         if (nativeId !== 0 && e) e.addon.abort(nativeId);
-        else if (jsAbort) jsAbort();
+        else if (jsHandle !== null) jsHandle.abort();
         else if (!handedOver) fail('aborted', null);
       },
     };

@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { startServer, connect, readAll, endOf, withTimeout, type TestServer } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { encodeV1, encodeV2 } from '../../src/proxy';
+import { spliceAvailable } from '../../src/native/addon';
 
 /** A raw backend that records everything each connection sends, then echoes "ok" after EOF. */
 async function recordingBackend(): Promise<{ server: TestServer; next(): Promise<Buffer> }> {
@@ -40,77 +41,84 @@ async function recordingBackend(): Promise<{ server: TestServer; next(): Promise
 const pool = (port: number): string =>
   `[pools.p]\nalgorithm = "round-robin"\nbackends = [{ address = "127.0.0.1:${port}" }]\n[pools.p.health_check]\nenabled = false\n`;
 
-describe('PROXY protocol: sending', () => {
-  let rec: Awaited<ReturnType<typeof recordingBackend>>;
-  let lb: L4lbProcess;
+const splice = spliceAvailable();
+for (const mode of ['js', 'splice'] as const) {
+  const skip = mode === 'splice' && !splice.ok ? `native splice addon not available: ${splice.reason}` : false;
+  describe(`PROXY protocol: sending (${mode} pump)`, { skip }, () => {
+    let rec: Awaited<ReturnType<typeof recordingBackend>>;
+    let lb: L4lbProcess;
 
-  before(async () => {
-    rec = await recordingBackend();
-    lb = new L4lbProcess(
-      `[[listeners]]\nname = "v1"\nbind = "127.0.0.1:0"\npool = "p"\nproxy_protocol = "v1"\n` +
-        `[[listeners]]\nname = "v2"\nbind = "127.0.0.1:0"\npool = "p"\nproxy_protocol = "v2"\n` +
-        `[[listeners]]\nname = "v1six"\nbind = "[::1]:0"\npool = "p"\nproxy_protocol = "v1"\n` +
-        `[[listeners]]\nname = "v2six"\nbind = "[::1]:0"\npool = "p"\nproxy_protocol = "v2"\n` +
-        pool(rec.server.port),
-    );
-  });
-  after(async () => {
-    await lb.stop();
-    await rec.server.close();
-  });
+    before(async () => {
+      rec = await recordingBackend();
+      lb = new L4lbProcess(
+          `[global]\nsplice = "${mode === 'splice' ? 'on' : 'off'}"\nconnection_log = true\n` +
+        `[[listeners]]\nname = "v1"\nbind = "127.0.0.1:0"\npool = "p"\nproxy_protocol = "v1"\n` +
+          `[[listeners]]\nname = "v2"\nbind = "127.0.0.1:0"\npool = "p"\nproxy_protocol = "v2"\n` +
+          `[[listeners]]\nname = "v1six"\nbind = "[::1]:0"\npool = "p"\nproxy_protocol = "v1"\n` +
+          `[[listeners]]\nname = "v2six"\nbind = "[::1]:0"\npool = "p"\nproxy_protocol = "v2"\n` +
+          pool(rec.server.port),
+      );
+    });
+    after(async () => {
+      await lb.stop();
+      await rec.server.close();
+    });
 
-  test('v1 over IPv4: the exact header line, then the client bytes', async () => {
-    const port = await lb.port('v1');
-    const c = await connect(port);
-    const local = c.localPort!;
-    c.end('payload');
-    assert.equal((await readAll(c)).toString(), 'ok');
-    const got = await rec.next();
-    assert.equal(got.toString('latin1'), `PROXY TCP4 127.0.0.1 127.0.0.1 ${local} ${port}\r\npayload`);
-  });
+    test('v1 over IPv4: the exact header line, then the client bytes', async () => {
+      const port = await lb.port('v1');
+      const c = await connect(port);
+      const local = c.localPort!;
+      c.end('payload');
+      assert.equal((await readAll(c)).toString(), 'ok');
+      const got = await rec.next();
+      assert.equal(got.toString('latin1'), `PROXY TCP4 127.0.0.1 127.0.0.1 ${local} ${port}\r\npayload`);
+      const line = await lb.waitForLog((l) => l.msg === 'connection closed' && l.client === `127.0.0.1:${local}`, 5000, 'connection closed');
+      assert.equal(line.pump, mode, 'the header and the bytes went through this pump');
+    });
 
-  test('v2 over IPv4: signature, 0x21, TCP over IPv4, addresses and ports', async () => {
-    const port = await lb.port('v2');
-    const c = await connect(port);
-    const local = c.localPort!;
-    c.end('data');
-    await readAll(c);
-    const got = await rec.next();
-    const expected = Buffer.concat([
-      Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c]),
-      Buffer.from([127, 0, 0, 1, 127, 0, 0, 1]),
-      Buffer.from([local >> 8, local & 0xff, port >> 8, port & 0xff]),
-      Buffer.from('data'),
-    ]);
-    assert.deepEqual(got, expected);
-  });
+    test('v2 over IPv4: signature, 0x21, TCP over IPv4, addresses and ports', async () => {
+      const port = await lb.port('v2');
+      const c = await connect(port);
+      const local = c.localPort!;
+      c.end('data');
+      await readAll(c);
+      const got = await rec.next();
+      const expected = Buffer.concat([
+        Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c]),
+        Buffer.from([127, 0, 0, 1, 127, 0, 0, 1]),
+        Buffer.from([local >> 8, local & 0xff, port >> 8, port & 0xff]),
+        Buffer.from('data'),
+      ]);
+      assert.deepEqual(got, expected);
+    });
 
-  test('v1 and v2 over IPv6', async () => {
-    const p1 = await lb.port('v1six');
-    const c1 = await connect(p1, '::1');
-    const l1 = c1.localPort!;
-    c1.end('six');
-    await readAll(c1);
-    assert.equal((await rec.next()).toString('latin1'), `PROXY TCP6 ::1 ::1 ${l1} ${p1}\r\nsix`);
+    test('v1 and v2 over IPv6', async () => {
+      const p1 = await lb.port('v1six');
+      const c1 = await connect(p1, '::1');
+      const l1 = c1.localPort!;
+      c1.end('six');
+      await readAll(c1);
+      assert.equal((await rec.next()).toString('latin1'), `PROXY TCP6 ::1 ::1 ${l1} ${p1}\r\nsix`);
 
-    const p2 = await lb.port('v2six');
-    const c2 = await connect(p2, '::1');
-    const l2 = c2.localPort!;
-    c2.end('x');
-    await readAll(c2);
-    const got = await rec.next();
-    const loop6 = Buffer.alloc(16);
-    loop6[15] = 1;
-    const expected = Buffer.concat([
-      Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x21, 0x00, 0x24]),
-      loop6,
-      loop6,
-      Buffer.from([l2 >> 8, l2 & 0xff, p2 >> 8, p2 & 0xff]),
-      Buffer.from('x'),
-    ]);
-    assert.deepEqual(got, expected);
+      const p2 = await lb.port('v2six');
+      const c2 = await connect(p2, '::1');
+      const l2 = c2.localPort!;
+      c2.end('x');
+      await readAll(c2);
+      const got = await rec.next();
+      const loop6 = Buffer.alloc(16);
+      loop6[15] = 1;
+      const expected = Buffer.concat([
+        Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x21, 0x00, 0x24]),
+        loop6,
+        loop6,
+        Buffer.from([l2 >> 8, l2 & 0xff, p2 >> 8, p2 & 0xff]),
+        Buffer.from('x'),
+      ]);
+      assert.deepEqual(got, expected);
+    });
   });
-});
+}
 
 describe('PROXY protocol: accepting', () => {
   let rec: Awaited<ReturnType<typeof recordingBackend>>;
