@@ -11,7 +11,8 @@ import { loadConfigFile } from './config/load';
 import { ConfigError, L4lbError, formatConfigIssue } from './errors';
 import { createLogger, type Logger } from './log';
 import { DataPlane, type BackendSpec, type ListenerBinding } from './dataplane/dataplane';
-import type { DataPlaneSnapshot } from './dataplane/stats';
+import type { BackendSnapshot, DataPlaneSnapshot } from './dataplane/stats';
+import { HealthMonitor } from './health/monitor';
 import { VERSION } from './version';
 
 export interface ServerOptions {
@@ -40,6 +41,7 @@ export class Server {
   private reloadChain: Promise<unknown> = Promise.resolve();
   private readonly fds: ReadonlyMap<string, number> | undefined;
   bindings: ListenerBinding[] = [];
+  readonly health: HealthMonitor;
 
   private constructor(opts: ServerOptions) {
     this.configPath = opts.configPath;
@@ -52,6 +54,12 @@ export class Server {
       log: this.log,
       splice: pump.kind === 'splice' ? { pump: splicePump, canSplice } : null,
       onListening: (listener, address, port) => this.log.info({ listener, address, port }, 'listening'),
+      onConnectFailure: (pool, address, kind) => this.health.onConnectFailure(pool, address, kind),
+    });
+    this.health = new HealthMonitor({
+      log: this.log,
+      setState: (pool, address, state) => void this.dataPlane.setBackendState(pool, address, state),
+      setWeight: (pool, address, w) => void this.dataPlane.setBackendWeight(pool, address, w),
     });
   }
 
@@ -64,6 +72,7 @@ export class Server {
     } catch (err) {
       throw bindError(err);
     }
+    s.health.sync(opts.config, backends, true);
     return s;
   }
 
@@ -121,6 +130,7 @@ export class Server {
       try {
         const backends = await this.resolveAll(next);
         this.bindings = await this.dataPlane.apply(next, backends);
+        this.health.sync(next, backends, false);
       } catch (err) {
         return this.reloadFailed([bindError(err).message]);
       }
@@ -149,6 +159,7 @@ export class Server {
   drain(): Promise<void> {
     if (this.drainPromise !== null) return this.drainPromise;
     this.draining = true;
+    this.health.stop();
     this.drainPromise = (async () => {
       const dp = this.dataPlane;
       await dp.stopAccepting();
@@ -170,6 +181,18 @@ export class Server {
       this.log.info('stopped');
     })();
     return this.drainPromise;
+  }
+
+  /**
+   * Admin drain / enable of one backend (SPEC §5): draining takes no new
+   * connections while open ones go on, and keeps being probed; enabling
+   * returns it to `up` or `down` as its checks say. Returns the backend's
+   * snapshot after the change, or null when the pool or backend is unknown.
+   */
+  setDrain(pool: string, address: string, drain: boolean): BackendSnapshot | null {
+    if (!this.health.setDrain(pool, address, drain)) return null;
+    const p = this.snapshot().pools.find((x) => x.name === pool);
+    return p?.backends.find((b) => b.address === address) ?? null;
   }
 
   snapshot(): DataPlaneSnapshot {

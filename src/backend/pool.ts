@@ -48,6 +48,17 @@ export class Pool {
     return this.backends.find((b) => b.address === address);
   }
 
+  /**
+   * Sets a backend's effective weight (slow start; > 0) and rebuilds the
+   * picker when the backend is `up` (otherwise it is no candidate and the
+   * next state change rebuilds).
+   */
+  setEffectiveWeight(backend: Backend, weight: number): void {
+    if (backend.effectiveWeight === weight) return;
+    backend.effectiveWeight = weight;
+    if (backend.state === 'up') this.rebuild();
+  }
+
   /** Sets a backend's state and rebuilds the picker. Returns the previous state. */
   setState(backend: Backend, state: BackendState): BackendState {
     const from = backend.state;

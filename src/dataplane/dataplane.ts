@@ -166,6 +166,15 @@ export class DataPlane {
     return p.setState(b, state);
   }
 
+  /** Sets a backend's effective weight (slow start, > 0). Returns false if unknown. */
+  setBackendWeight(pool: string, address: string, effectiveWeight: number): boolean {
+    const p = this.pools.get(pool);
+    const b = p?.find(address);
+    if (p === undefined || b === undefined) return false;
+    p.setEffectiveWeight(b, effectiveWeight);
+    return true;
+  }
+
   /** Stops accepting on every listener (drain). */
   async stopAccepting(): Promise<void> {
     this.accepting = false;

@@ -1,0 +1,331 @@
+/**
+ * The health monitor (control plane): one record per (pool, backend
+ * address), whatever the number of data-plane workers. It runs the active
+ * probes, takes passive failures (failed client connects) from the data
+ * plane, applies rise/fall hysteresis, combines health with the admin drain
+ * flag into the backend's state, and pushes every state and slow-start
+ * weight change to the data plane through the two callbacks it was given.
+ *
+ * Life: Server.start → sync(config, backends, initial) → probes … → reload →
+ * sync(...) again (kept backends keep their record, new ones start probing,
+ * removed ones stop) → stop() on drain.
+ */
+import type { Config, HealthCheckConfig } from '../config/schema';
+import type { BackendState } from '../backend/backend';
+import { formatAddress } from '../backend/backend';
+import type { Logger } from '../log';
+import { INITIAL_HEALTH, observe, type HealthCounter } from './hysteresis';
+import { ProbeTimer } from './schedule';
+import { probeTcp, type ProbeFn, type ProbeHandle, type ProbeResult } from './tcp-probe';
+import { rampStep, rampWeight } from './slow-start';
+
+/** What the monitor needs to know of one resolved backend (a BackendSpec fits). */
+export interface HealthBackendSpec {
+  host: string;
+  port: number;
+  family: 4 | 6;
+  weight: number;
+}
+
+export interface HealthMonitorOptions {
+  log: Logger;
+  /** Pushes a state to the data plane (DataPlane.setBackendState). */
+  setState(pool: string, address: string, state: BackendState): void;
+  /** Pushes an effective weight to the data plane (slow start). */
+  setWeight(pool: string, address: string, effectiveWeight: number): void;
+  /** The probe; tests may inject one. */
+  probe?: ProbeFn;
+  /** Random source for probe jitter; tests may seed one. */
+  random?: () => number;
+}
+
+/** Why a state changed: the `reason` field of `backend state changed`. */
+export type TransitionReason = 'probe_failed' | 'connect_failed' | 'probe_ok' | 'admin_drain' | 'admin_enable' | 'health_check_disabled';
+
+interface Target {
+  readonly pool: string;
+  readonly address: string;
+  host: string;
+  port: number;
+  family: 4 | 6;
+  weight: number;
+  slowStartMs: number;
+  hc: HealthCheckConfig;
+  /** Health checking counts at all (enabled); passive failures count only then. */
+  checking: boolean;
+  /** Active probes run (enabled, and a port for UDP-only pools). */
+  probing: boolean;
+  counter: HealthCounter;
+  drain: boolean;
+  /** The state last pushed to the data plane. */
+  state: BackendState;
+  timer: ProbeTimer | null;
+  probe: ProbeHandle | null;
+  ramp: { startedAt: number; timer: NodeJS.Timeout | null } | null;
+  /** Last check error, for the transition log. */
+  lastError: string | null;
+}
+
+export class HealthMonitor {
+  private readonly opts: HealthMonitorOptions;
+  private readonly probeFn: ProbeFn;
+  private readonly random: () => number;
+  /** pool name → address → record. */
+  private readonly pools = new Map<string, Map<string, Target>>();
+  private stopped = false;
+
+  constructor(opts: HealthMonitorOptions) {
+    this.opts = opts;
+    this.probeFn = opts.probe ?? probeTcp;
+    this.random = opts.random ?? Math.random;
+  }
+
+  /**
+   * Contract: makes the records follow a configuration generation just
+   * applied to the data plane with these resolved backends. Kept backends
+   * keep their health, drain flag and state (the data plane kept its Backend
+   * objects too); a changed probe setting restarts their probe timer. New
+   * backends start `up` and are probed; unless `initial` (start-up: full
+   * weight) they ramp by slow_start. Removed backends stop being probed at
+   * once. Does nothing after stop().
+   */
+  sync(config: Config, backends: ReadonlyMap<string, readonly HealthBackendSpec[]>, initial: boolean): void {
+    if (this.stopped) return;
+    const seenPools = new Set<string>();
+    for (const pc of config.pools) {
+      seenPools.add(pc.name);
+      let records = this.pools.get(pc.name);
+      if (records === undefined) {
+        records = new Map();
+        this.pools.set(pc.name, records);
+      }
+      const udpOnly = isUdpOnlyPool(config, pc.name);
+      const checking = pc.healthCheck.enabled;
+      const probing = checking && (!udpOnly || pc.healthCheck.port !== null);
+      const wanted = new Set<string>();
+      for (const spec of backends.get(pc.name) ?? []) {
+        const address = formatAddress(spec.host, spec.port, spec.family);
+        if (wanted.has(address)) continue; // the data plane keeps the first one too
+        wanted.add(address);
+        let t = records.get(address);
+        if (t === undefined) {
+          t = {
+            pool: pc.name,
+            address,
+            host: spec.host,
+            port: spec.port,
+            family: spec.family,
+            weight: spec.weight,
+            slowStartMs: pc.slowStartMs,
+            hc: pc.healthCheck,
+            checking,
+            probing,
+            counter: INITIAL_HEALTH,
+            drain: false,
+            state: 'up',
+            timer: null,
+            probe: null,
+            ramp: null,
+            lastError: null,
+          };
+          records.set(address, t);
+          if (!initial && t.slowStartMs > 0) this.startRamp(t);
+          if (probing) this.startProbing(t);
+          continue;
+        }
+        const probeChanged = t.probing !== probing || !sameProbe(t.hc, pc.healthCheck);
+        t.weight = spec.weight;
+        t.slowStartMs = pc.slowStartMs;
+        t.hc = pc.healthCheck;
+        t.checking = checking;
+        t.probing = probing;
+        if (probeChanged) {
+          this.stopProbing(t);
+          if (probing) this.startProbing(t);
+        }
+        if (!checking && t.counter.health === 'down') {
+          t.counter = INITIAL_HEALTH;
+          this.update(t, 'health_check_disabled');
+        }
+        // The data plane reset the effective weight to the configured one.
+        if (t.ramp !== null) {
+          if (t.slowStartMs > 0) this.pushRampWeight(t);
+          else this.stopRamp(t);
+        }
+      }
+      for (const [address, t] of records) {
+        if (!wanted.has(address)) {
+          this.forget(t);
+          records.delete(address);
+        }
+      }
+    }
+    for (const [name, records] of this.pools) {
+      if (seenPools.has(name)) continue;
+      for (const t of records.values()) this.forget(t);
+      this.pools.delete(name);
+    }
+  }
+
+  /**
+   * Contract: passive health input from the data plane: a client connect to
+   * this backend failed (refused or timed out). Counts as one failed check
+   * when health checking is enabled for its pool; unknown backends (removed
+   * by a reload meanwhile) are ignored.
+   */
+  onConnectFailure(pool: string, address: string, kind: 'refused' | 'timeout'): void {
+    const t = this.pools.get(pool)?.get(address);
+    if (t === undefined || !t.checking || this.stopped) return;
+    this.record(t, false, kind, 'connect_failed');
+  }
+
+  /**
+   * Contract: sets or clears the admin drain flag. Draining: state
+   * `draining` at once (no new connections), probes go on and the health is
+   * remembered; enabling: state returns to what the checks say (`up` or
+   * `down`). Returns false for an unknown pool or backend.
+   */
+  setDrain(pool: string, address: string, drain: boolean): boolean {
+    const t = this.pools.get(pool)?.get(address);
+    if (t === undefined) return false;
+    if (t.drain === drain) return true;
+    t.drain = drain;
+    this.update(t, drain ? 'admin_drain' : 'admin_enable');
+    return true;
+  }
+
+  /** Contract: the health (not the state) the checks give a backend, or null if unknown. For status and tests. */
+  health(pool: string, address: string): 'up' | 'down' | null {
+    return this.pools.get(pool)?.get(address)?.counter.health ?? null;
+  }
+
+  /** Contract: stops every probe timer, in-flight probe and ramp; later calls do nothing. Idempotent. */
+  stop(): void {
+    this.stopped = true;
+    for (const records of this.pools.values()) for (const t of records.values()) this.forget(t);
+    this.pools.clear();
+  }
+
+  private startProbing(t: Target): void {
+    const timer = new ProbeTimer(t.hc.intervalMs, (done) => this.runProbe(t, timer, done), this.random);
+    t.timer = timer;
+    timer.start();
+  }
+
+  private stopProbing(t: Target): void {
+    if (t.timer !== null) t.timer.stop();
+    t.timer = null;
+    if (t.probe !== null) t.probe.cancel();
+    t.probe = null;
+  }
+
+  private forget(t: Target): void {
+    this.stopProbing(t);
+    this.stopRamp(t);
+  }
+
+  /** Contract: runs one probe for `t` and calls `done` after; a stale timer's probe result is dropped. */
+  private runProbe(t: Target, timer: ProbeTimer, done: () => void): void {
+    const target = { host: t.host, port: t.hc.port ?? t.port, family: t.family };
+    let handle: ProbeHandle | null = null;
+    const onResult = (r: ProbeResult): void => {
+      if (t.probe === handle) t.probe = null;
+      if (t.timer !== timer || this.stopped) return;
+      try {
+        this.record(t, r.ok, r.ok ? null : r.error, r.ok ? 'probe_ok' : 'probe_failed');
+      } catch (err) {
+        this.opts.log.error({ pool: t.pool, backend: t.address, err: String(err) }, 'health check update failed');
+      }
+      done();
+    };
+    try {
+      handle = this.probeFn(target, t.hc.timeoutMs, onResult);
+      t.probe = handle;
+    } catch (err) {
+      // A probe must never crash the process: count it as failed.
+      onResult({ ok: false, error: String((err as Error)?.message ?? err) });
+    }
+  }
+
+  /** Contract: feeds one check result through the hysteresis and pushes a resulting state change. */
+  private record(t: Target, ok: boolean, error: string | null, reason: TransitionReason): void {
+    if (!ok) t.lastError = error;
+    const before = t.counter.health;
+    t.counter = observe(t.counter, ok, t.hc.rise, t.hc.fall);
+    if (t.counter.health === before) return;
+    if (t.drain) {
+      this.opts.log.info({ pool: t.pool, backend: t.address, health: t.counter.health, reason }, 'draining backend health changed');
+      return;
+    }
+    this.update(t, reason);
+  }
+
+  /**
+   * Contract: recomputes the state from drain flag and health; when it
+   * changed, logs `backend state changed`, starts or stops the slow-start
+   * ramp, and pushes the state (weight first, so the first picker that
+   * includes a returning backend already sees its low weight).
+   */
+  private update(t: Target, reason: TransitionReason): void {
+    const to: BackendState = t.drain ? 'draining' : t.counter.health;
+    const from = t.state;
+    if (to === from) return;
+    t.state = to;
+    const fields: Record<string, unknown> = { pool: t.pool, backend: t.address, from, to, reason };
+    if (to === 'down' && t.lastError !== null) fields.error = t.lastError;
+    this.opts.log.info(fields, 'backend state changed');
+    if (to === 'up') {
+      if (t.slowStartMs > 0) this.startRamp(t);
+      this.opts.setState(t.pool, t.address, to);
+    } else {
+      this.opts.setState(t.pool, t.address, to);
+      this.stopRamp(t);
+    }
+  }
+
+  /** Contract: (re)starts a slow-start ramp at its lowest weight and pushes a new weight every rampStep. */
+  private startRamp(t: Target): void {
+    this.stopRamp(t);
+    t.ramp = { startedAt: Date.now(), timer: null };
+    this.pushRampWeight(t);
+  }
+
+  /** Contract: pushes the ramp's current weight; schedules the next step, or ends the ramp at full weight. */
+  private pushRampWeight(t: Target): void {
+    const ramp = t.ramp;
+    if (ramp === null) return;
+    if (ramp.timer !== null) clearTimeout(ramp.timer);
+    ramp.timer = null;
+    const elapsed = Date.now() - ramp.startedAt;
+    const w = rampWeight(t.weight, elapsed, t.slowStartMs);
+    this.opts.setWeight(t.pool, t.address, w);
+    if (w >= t.weight) {
+      t.ramp = null;
+      this.opts.log.info({ pool: t.pool, backend: t.address, weight: t.weight }, 'backend slow start done');
+      return;
+    }
+    this.opts.log.debug({ pool: t.pool, backend: t.address, effective_weight: w }, 'backend slow start');
+    const step = Math.min(rampStep(t.slowStartMs), Math.max(1, t.slowStartMs - elapsed));
+    ramp.timer = setTimeout(() => this.pushRampWeight(t), step);
+    ramp.timer.unref();
+  }
+
+  /** Contract: ends a ramp; the effective weight goes back to the configured weight. */
+  private stopRamp(t: Target): void {
+    const ramp = t.ramp;
+    if (ramp === null) return;
+    if (ramp.timer !== null) clearTimeout(ramp.timer);
+    t.ramp = null;
+    if (!this.stopped) this.opts.setWeight(t.pool, t.address, t.weight);
+  }
+}
+
+/** A pool is UDP-only when listeners use it and all of them are UDP (SPEC §2: probe only with a port). */
+export function isUdpOnlyPool(config: Config, pool: string): boolean {
+  const users = config.listeners.filter((l) => l.pool === pool);
+  return users.length > 0 && users.every((l) => l.protocol === 'udp');
+}
+
+function sameProbe(a: HealthCheckConfig, b: HealthCheckConfig): boolean {
+  return a.enabled === b.enabled && a.intervalMs === b.intervalMs && a.timeoutMs === b.timeoutMs && a.port === b.port;
+}
