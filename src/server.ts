@@ -4,7 +4,6 @@
  * reload, drain). It drives the data plane through DataPlane's narrow
  * interface only.
  */
-import dns from 'node:dns';
 import type { Config, PoolConfig, SpliceMode } from './config/schema';
 import { canSplice, splicePump, spliceEngineInfo } from './tcp/splice-pump';
 import { loadConfigFile } from './config/load';
@@ -14,6 +13,8 @@ import { DataPlane, type BackendSpec, type ListenerBinding } from './dataplane/d
 import type { BackendSnapshot, DataPlaneSnapshot } from './dataplane/stats';
 import { HealthMonitor } from './health/monitor';
 import { VERSION } from './version';
+import { PoolResolver, type LookupFn } from './dns/resolver';
+import { formatAddress } from './backend/backend';
 
 export interface ServerOptions {
   configPath: string;
@@ -22,6 +23,8 @@ export interface ServerOptions {
   log?: Logger;
   /** Inherited listening sockets by listener name (systemd socket activation). */
   fds?: ReadonlyMap<string, number>;
+  /** Name resolution for backends given by name; defaults to the system resolver (dns.lookup). */
+  lookup?: LookupFn;
 }
 
 export type ReloadResult =
@@ -42,6 +45,12 @@ export class Server {
   private readonly fds: ReadonlyMap<string, number> | undefined;
   bindings: ListenerBinding[] = [];
   readonly health: HealthMonitor;
+  /** One per pool: its backends by name, re-resolved every resolve_interval. */
+  resolvers = new Map<string, PoolResolver>();
+  private readonly lookup: LookupFn | undefined;
+  /** True while a reload resolves and applies: DNS changes wait for it. */
+  private reloading = false;
+  private readonly poolChangedListeners = new Set<(pool: string) => void>();
 
   private constructor(opts: ServerOptions) {
     this.configPath = opts.configPath;
@@ -50,11 +59,15 @@ export class Server {
     this.fds = opts.fds;
     const pump = choosePump(opts.config.global.splice);
     this.log.info({ pump: pump.kind, reason: pump.reason }, 'byte pump');
+    this.lookup = opts.lookup;
     this.dataPlane = new DataPlane({
       log: this.log,
       splice: pump.kind === 'splice' ? { pump: splicePump, canSplice } : null,
       onListening: (listener, address, port) => this.log.info({ listener, address, port }, 'listening'),
       onConnectFailure: (pool, address, kind) => this.health.onConnectFailure(pool, address, kind),
+      onPoolChanged: (pool) => {
+        for (const fn of this.poolChangedListeners) fn(pool);
+      },
     });
     this.health = new HealthMonitor({
       log: this.log,
@@ -66,50 +79,80 @@ export class Server {
   /** Builds the server and binds every listener. Throws L4lbError('ERR_L4LB_BIND') when one cannot bind. */
   static async start(opts: ServerOptions): Promise<Server> {
     const s = new Server(opts);
-    const backends = await s.resolveAll(opts.config);
+    const { resolvers, backends } = await s.resolveAll(opts.config);
     try {
       s.bindings = await s.dataPlane.apply(opts.config, backends, s.fds);
     } catch (err) {
+      for (const r of resolvers.values()) r.stop();
       throw bindError(err);
     }
     s.health.sync(opts.config, backends, true);
+    s.installResolvers(resolvers);
     return s;
   }
 
   /**
-   * Resolves each pool's backends to addresses. IP literals pass through;
-   * names go to the system resolver (A and AAAA). A name that does not
-   * resolve is logged at warn and contributes no backend for now.
+   * Subscribes to changes of one pool's membership outside a reload (DNS
+   * re-resolution): new backends to probe, vanished ones to forget. Returns
+   * the unsubscribe function.
    */
-  private async resolveAll(config: Config): Promise<Map<string, BackendSpec[]>> {
-    const out = new Map<string, BackendSpec[]>();
-    for (const pc of config.pools) out.set(pc.name, await this.resolvePool(pc));
-    return out;
+  onPoolChanged(fn: (pool: string) => void): () => void {
+    this.poolChangedListeners.add(fn);
+    return () => this.poolChangedListeners.delete(fn);
   }
 
-  private async resolvePool(pc: PoolConfig): Promise<BackendSpec[]> {
-    const specs: BackendSpec[] = [];
-    for (const b of pc.backends) {
-      const base = { port: b.port, weight: b.weight, maxConnections: b.maxConnections, backup: b.backup };
-      if (b.family !== 0) {
-        specs.push({ ...base, host: b.host, family: b.family, name: null });
+  /**
+   * Resolves each pool's backends to addresses (see src/dns/resolver.ts):
+   * keeps the resolver of a pool whose configuration is unchanged, builds a
+   * new one (inheriting what the old one knew) for a changed or new pool,
+   * and resolves every name once. Nothing is started or stopped here.
+   */
+  private async resolveAll(config: Config): Promise<{ resolvers: Map<string, PoolResolver>; backends: Map<string, BackendSpec[]> }> {
+    const resolvers = new Map<string, PoolResolver>();
+    for (const pc of config.pools) {
+      const cur = this.resolvers.get(pc.name);
+      if (cur !== undefined && samePool(cur.config, pc)) {
+        resolvers.set(pc.name, cur);
         continue;
       }
-      try {
-        const addrs = await dns.promises.lookup(b.host, { all: true, verbatim: true });
-        const sorted = addrs.map((a) => ({ host: a.address, family: a.family === 6 ? (6 as const) : (4 as const) }));
-        sorted.sort((x, y) => (x.host < y.host ? -1 : x.host > y.host ? 1 : 0));
-        const seen = new Set<string>();
-        for (const a of sorted) {
-          if (seen.has(a.host)) continue;
-          seen.add(a.host);
-          specs.push({ ...base, host: a.host, family: a.family, name: b.address });
-        }
-      } catch (err) {
-        this.log.warn({ pool: pc.name, backend: b.address, err: (err as NodeJS.ErrnoException).code ?? String(err) }, 'backend name did not resolve');
-      }
+      const opts = { pool: pc, log: this.log, previous: cur ?? null, onChange: (pool: string) => this.syncPool(pool) };
+      resolvers.set(pc.name, new PoolResolver(this.lookup !== undefined ? { ...opts, lookup: this.lookup } : opts));
     }
-    return specs;
+    const backends = new Map<string, BackendSpec[]>();
+    await Promise.all([...resolvers].map(async ([name, r]) => backends.set(name, await r.refresh())));
+    return { resolvers, backends };
+  }
+
+  /**
+   * Makes `resolvers` current after they were applied: stops the ones they
+   * replace, starts their timers, and applies any change a kept resolver
+   * found while the reload ran.
+   */
+  private installResolvers(resolvers: Map<string, PoolResolver>): void {
+    for (const [name, r] of this.resolvers) if (resolvers.get(name) !== r) r.stop();
+    this.resolvers = resolvers;
+    for (const name of resolvers.keys()) this.syncPool(name);
+    if (!this.draining) for (const r of resolvers.values()) r.start();
+  }
+
+  /**
+   * Rebuilds one pool in the data plane when its resolver's backend list
+   * differs from the pool's members. Deferred while a reload runs (it syncs
+   * every pool when done); nothing while draining.
+   */
+  private syncPool(pool: string): void {
+    if (this.reloading || this.draining) return;
+    const r = this.resolvers.get(pool);
+    const p = this.dataPlane.pools.get(pool);
+    if (r === undefined || p === undefined) return;
+    const specs = r.specs();
+    const want = specs.map((x) => formatAddress(x.host, x.port, x.family)).join(',');
+    if (want === p.backends.map((b) => b.address).join(',')) return;
+    this.dataPlane.setPoolBackends(pool, specs);
+    // New addresses are probed, vanished ones forgotten, as on a reload.
+    const all = new Map<string, BackendSpec[]>();
+    for (const [name, res] of this.resolvers) all.set(name, res.specs());
+    this.health.sync(this.config, all, false);
   }
 
   /**
@@ -127,13 +170,21 @@ export class Server {
         const errors = err instanceof ConfigError ? err.issues.map(formatConfigIssue) : [String((err as Error).message ?? err)];
         return this.reloadFailed(errors);
       }
+      this.reloading = true;
+      let resolvers: Map<string, PoolResolver> | null = null;
       try {
-        const backends = await this.resolveAll(next);
-        this.bindings = await this.dataPlane.apply(next, backends);
-        this.health.sync(next, backends, false);
+        const resolved = await this.resolveAll(next);
+        resolvers = resolved.resolvers;
+        this.bindings = await this.dataPlane.apply(next, resolved.backends);
+        this.health.sync(next, resolved.backends, false);
       } catch (err) {
+        this.reloading = false;
+        if (resolvers !== null) for (const [name, r] of resolvers) if (this.resolvers.get(name) !== r) r.stop();
+        for (const name of this.resolvers.keys()) this.syncPool(name);
         return this.reloadFailed([bindError(err).message]);
       }
+      this.reloading = false;
+      this.installResolvers(resolvers);
       this.config = next;
       this.generation++;
       this.reloads.success++;
@@ -160,6 +211,7 @@ export class Server {
     if (this.drainPromise !== null) return this.drainPromise;
     this.draining = true;
     this.health.stop();
+    for (const r of this.resolvers.values()) r.stop();
     this.drainPromise = (async () => {
       const dp = this.dataPlane;
       await dp.stopAccepting();
@@ -221,6 +273,7 @@ export class Server {
       pools: snap.pools.map((p) => ({
         name: p.name,
         algorithm: p.algorithm,
+        resolve_failures: this.resolvers.get(p.name)?.failures ?? 0,
         backends: p.backends.map((b) => ({
           address: b.address,
           ...(b.name !== null ? { name: b.name } : {}),
@@ -256,4 +309,9 @@ function bindError(err: unknown): L4lbError {
     return new L4lbError('ERR_L4LB_BIND', `cannot bind ${e.address ?? '?'}:${e.port ?? '?'}: ${what}`, { cause: err });
   }
   return new L4lbError('ERR_L4LB_START', e?.message ?? String(err), { cause: err });
+}
+
+/** Contract: true when two pool configurations are equal in every field (a kept pool keeps its resolver). */
+function samePool(a: PoolConfig, b: PoolConfig): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }

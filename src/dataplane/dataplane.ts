@@ -35,6 +35,8 @@ export interface DataPlaneOptions {
   onConnectFailure?: (pool: string, address: string, kind: 'refused' | 'timeout') => void;
   /** A listener is bound (for the `listening` log line and systemd). */
   onListening?: (listener: string, address: string, port: number) => void;
+  /** One pool's membership changed outside a reload (`setPoolBackends`, e.g. DNS). */
+  onPoolChanged?: (pool: string) => void;
 }
 
 export interface ListenerBinding {
@@ -146,6 +148,24 @@ export class DataPlane {
     }
     if (old !== undefined) for (const b of old.backends) if (!list.includes(b)) b.member = false;
     return new Pool(pc, list);
+  }
+
+  /**
+   * Replaces one pool's backends outside a reload (DNS re-resolution), as
+   * `apply()` would: Backend objects of addresses that stay are kept, new
+   * ones join `up`, vanished ones get `member = false` while their open
+   * connections continue. Listeners using the pool switch to the new one,
+   * then `onPoolChanged` is called. Returns false when the pool is unknown.
+   */
+  setPoolBackends(pool: string, specs: readonly BackendSpec[]): boolean {
+    const old = this.pools.get(pool);
+    if (old === undefined) return false;
+    const next = this.buildPool(old.config, specs);
+    next.onChange = old.onChange;
+    this.pools.set(pool, next);
+    for (const l of this.listeners.values()) if (l.pool === old) l.update(l.config, next);
+    if (this.opts.onPoolChanged) this.opts.onPoolChanged(pool);
+    return true;
   }
 
   private retire(l: TcpListener): void {
