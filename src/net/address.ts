@@ -55,7 +55,7 @@ export function parseHostPort(text: string): HostPort | string {
     if (host.length === 0) return 'expected "host:port" (the host is empty)';
     if (isIP(host) === 0 && !isValidHostname(host)) return `"${host}" is not a valid IP address or host name`;
   }
-  if (!PORT_DIGITS.test(portText)) return 'expected "host:port" with a numeric port';
+  if (!PORT_DIGITS.test(portText)) return `the port "${portText}" is not a number`;
   const port = Number(portText);
   if (port > 65535) return `port ${port} is out of range 0..65535`;
   return { host, port, family: ipFamily(host) };
