@@ -116,7 +116,7 @@ export function parseIPv6Into(s: string, out: Uint8Array): boolean {
 export function parseCidr(text: string): Cidr | string {
   const slash = text.indexOf('/');
   const addr = slash < 0 ? text : text.slice(0, slash);
-  const ipf = isIP(addr);
+  const ipf = addr.includes('%') ? 0 : isIP(addr);
   if (ipf === 0) return `"${addr}" is not an IPv4 or IPv6 address`;
   const family: 4 | 6 = ipf === 4 ? 4 : 6;
   const max = family === 4 ? 32 : 128;
