@@ -1,0 +1,390 @@
+/**
+ * From a parsed TOML document to a deeply frozen Config (SPEC §2). Every
+ * problem is collected with its key path and position; if there is any, one
+ * ConfigError carrying all of them is thrown.
+ */
+import { availableParallelism } from 'node:os';
+import { ConfigError } from '../errors';
+import { isLoopback, parseHostPort } from '../net/address';
+import { parseCidr, parseIPv6Into } from '../net/cidr';
+import { joinIndex, joinKey, type Positions } from './positions';
+import { IssueSink, Reader, isTable } from './reader';
+import { describe, isPrime } from './values';
+import {
+  DEFAULTS, type AdminConfig, type Algorithm, type BackendConfig, type Cidr, type Config,
+  type GlobalConfig, type HashKey, type HealthCheckConfig, type HostPort, type ListenerConfig,
+  type LogLevel, type PoolConfig, type Protocol, type ProxyProtocolMode, type SpliceMode,
+} from './schema';
+
+export interface ValidateOptions {
+  /** CPU count used to resolve `workers = "auto"` (default: os.availableParallelism()). */
+  cpuCount?: number;
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error'];
+const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp'];
+const ALGORITHMS: readonly Algorithm[] = ['consistent-hash', 'least-connections', 'round-robin', 'random'];
+const HASH_KEYS: readonly HashKey[] = ['5-tuple', 'source-ip'];
+const SPLICE: readonly SpliceMode[] = ['auto', 'on', 'off'];
+const PROXY: readonly ProxyProtocolMode[] = ['off', 'v1', 'v2'];
+
+export const TABLE_SIZE_MIN = 7;
+export const TABLE_SIZE_MAX = 1_000_003;
+export const WEIGHT_MAX = 1000;
+const LISTENER_NAME = /^[a-z0-9_-]+$/;
+
+const TOP_KEYS = ['global', 'admin', 'listeners', 'pools'];
+const GLOBAL_KEYS = ['log_level', 'connection_log', 'workers', 'splice', 'drain_timeout'];
+const ADMIN_KEYS = ['bind', 'token'];
+const LISTENER_KEYS = [
+  'name', 'protocol', 'bind', 'pool', 'max_connections', 'connect_timeout', 'idle_timeout', 'proxy_protocol',
+  'accept_proxy_protocol', 'allow', 'deny', 'max_connections_per_source', 'udp_responses',
+];
+const POOL_KEYS = [
+  'algorithm', 'hash_key', 'hash_balance_factor', 'table_size', 'retries', 'slow_start', 'backends',
+  'resolve_interval', 'health_check',
+];
+const BACKEND_KEYS = ['address', 'weight', 'max_connections', 'backup'];
+const HEALTH_KEYS = ['enabled', 'interval', 'timeout', 'rise', 'fall', 'port'];
+
+/**
+ * Contract: freezes `o` and everything reachable from it (typed arrays such
+ * as Cidr.bytes cannot be frozen and are left as they are). Returns `o`.
+ */
+export function deepFreeze<T>(o: T): T {
+  if (typeof o !== 'object' || o === null || ArrayBuffer.isView(o) || Object.isFrozen(o)) return o;
+  for (const v of Object.values(o as object)) deepFreeze(v);
+  return Object.freeze(o);
+}
+
+/** Contract: a canonical "host:port" key for duplicate detection (IPv6 spelled as hex bytes). */
+function addressKey(hp: HostPort): string {
+  if (hp.family === 6) {
+    const b = new Uint8Array(16);
+    if (parseIPv6Into(hp.host, b)) return `[${Buffer.from(b).toString('hex')}]:${hp.port}`;
+  }
+  return `${hp.host.toLowerCase()}:${hp.port}`;
+}
+
+/** Contract: reads `key` as "host:port" with port in minPort..65535; IP literal required when ipOnly. */
+function readHostPort(r: Reader, key: string, minPort: number, ipOnly: boolean): { text: string; hp: HostPort } | null {
+  const v = r.get(key);
+  if (v === undefined) return null;
+  const what = ipOnly ? '"ip:port"' : '"host:port"';
+  if (typeof v !== 'string') {
+    r.sink.at(r.p(key), `expected ${what}, got ${describe(v)}`);
+    return null;
+  }
+  const hp = parseHostPort(v);
+  if (typeof hp === 'string') {
+    const why = hp.startsWith('expected') ? '' : ` (${hp})`;
+    r.sink.at(r.p(key), `expected ${what}, got ${describe(v)}${why}`);
+    return null;
+  }
+  if (ipOnly && hp.family === 0) {
+    r.sink.at(r.p(key), `expected an IP address (not a name) in ${what}, got ${describe(v)}`);
+    return null;
+  }
+  if (hp.port < minPort) {
+    r.sink.at(r.p(key), `expected a port between ${minPort} and 65535, got ${describe(v)}`);
+    return null;
+  }
+  return { text: v, hp };
+}
+
+/** Contract: reads an optional array of CIDR strings; null when absent. */
+function readCidrs(r: Reader, key: string): Cidr[] | null {
+  const v = r.get(key);
+  if (v === undefined) return null;
+  if (!Array.isArray(v)) {
+    r.sink.at(r.p(key), `expected an array of CIDR strings such as ["10.0.0.0/8"], got ${describe(v)}`);
+    return [];
+  }
+  const out: Cidr[] = [];
+  v.forEach((item: unknown, i: number) => {
+    const p = joinIndex(r.p(key), i);
+    if (typeof item !== 'string') {
+      r.sink.at(p, `expected a CIDR string such as "10.0.0.0/8", got ${describe(item)}`);
+      return;
+    }
+    const c = parseCidr(item);
+    if (typeof c === 'string') r.sink.at(p, `expected a CIDR such as "10.0.0.0/8" or "fd00::/8", got ${describe(item)} (${c})`);
+    else out.push(c);
+  });
+  return out;
+}
+
+/** Contract: validates [global]; absent table = all defaults. */
+function readGlobal(r: Reader | null, cpuCount: number): GlobalConfig {
+  const d = DEFAULTS.global;
+  if (r === null) {
+    return { logLevel: d.log_level, connectionLog: d.connection_log, workers: d.workers, splice: d.splice, drainTimeoutMs: 30_000 };
+  }
+  r.checkKeys(GLOBAL_KEYS);
+  let workers: number = d.workers;
+  const w = r.get('workers');
+  if (w === 'auto') workers = Math.max(1, cpuCount);
+  else if (w !== undefined) {
+    if (typeof w === 'number' && Number.isInteger(w) && w >= 1) workers = w;
+    else r.sink.at(r.p('workers'), `expected an integer >= 1 or "auto", got ${describe(w)}`);
+  }
+  return {
+    logLevel: r.oneOf('log_level', LOG_LEVELS, d.log_level),
+    connectionLog: r.bool('connection_log', d.connection_log),
+    workers,
+    splice: r.oneOf('splice', SPLICE, d.splice),
+    drainTimeoutMs: r.duration('drain_timeout', d.drain_timeout),
+  };
+}
+
+/** Contract: validates [admin]; null when absent. */
+function readAdmin(r: Reader | null): AdminConfig | null {
+  if (r === null) return null;
+  r.checkKeys(ADMIN_KEYS);
+  r.require('bind');
+  const bind = readHostPort(r, 'bind', 0, true);
+  let token: string | null = null;
+  if (r.has('token')) {
+    token = r.str('token', '');
+    if (token === '') {
+      if (typeof r.get('token') === 'string') r.sink.at(r.p('token'), 'expected a non-empty token, got ""');
+      token = null;
+    }
+  }
+  if (bind !== null && token === null && !isLoopback(bind.hp.host)) {
+    r.sink.at(r.p('bind'), `binding the admin endpoint to non-loopback ${JSON.stringify(bind.text)} requires admin.token`);
+  }
+  return { bind: bind?.hp ?? { host: '127.0.0.1', port: 0, family: 4 }, token };
+}
+
+/** Contract: validates one [[listeners]] entry (pool existence and uniqueness are checked later). */
+function readListener(r: Reader): ListenerConfig {
+  const d = DEFAULTS.listener;
+  r.checkKeys(LISTENER_KEYS);
+  r.require('name');
+  r.require('bind');
+  r.require('pool');
+  const name = r.str('name', '');
+  if (r.has('name') && typeof r.get('name') === 'string' && !LISTENER_NAME.test(name)) {
+    r.sink.at(r.p('name'), `expected a name of [a-z0-9_-]+, got ${describe(name)}`);
+  }
+  const protocol = r.oneOf('protocol', PROTOCOLS, d.protocol);
+  const bind = readHostPort(r, 'bind', 0, true);
+  const pool = r.str('pool', '');
+  const udp = protocol === 'udp';
+
+  const tcpOnly = (key: string, active: boolean): void => {
+    if (udp && r.has(key) && active) r.sink.at(r.p(key), `${key} applies to TCP listeners only; this listener is UDP`);
+  };
+  const proxyProtocol = r.oneOf('proxy_protocol', PROXY, d.proxy_protocol);
+  tcpOnly('proxy_protocol', proxyProtocol !== 'off');
+  const acceptProxyProtocol = r.bool('accept_proxy_protocol', d.accept_proxy_protocol);
+  tcpOnly('accept_proxy_protocol', acceptProxyProtocol);
+  const maxConnectionsPerSource = r.int('max_connections_per_source', d.max_connections_per_source, 0);
+  tcpOnly('max_connections_per_source', maxConnectionsPerSource !== 0);
+  const connectTimeoutMs = r.duration('connect_timeout', d.connect_timeout);
+  tcpOnly('connect_timeout', true);
+  const udpResponses = r.int('udp_responses', d.udp_responses, 0);
+  if (!udp && udpResponses !== 0) r.sink.at(r.p('udp_responses'), 'udp_responses applies to UDP listeners only; this listener is TCP');
+
+  return {
+    name,
+    protocol,
+    bindText: bind?.text ?? '',
+    bind: bind?.hp ?? { host: '0.0.0.0', port: 0, family: 4 },
+    pool,
+    maxConnections: r.int('max_connections', d.max_connections, 0),
+    connectTimeoutMs,
+    idleTimeoutMs: r.duration('idle_timeout', udp ? d.idle_timeout_udp : d.idle_timeout_tcp),
+    proxyProtocol,
+    acceptProxyProtocol,
+    allow: readCidrs(r, 'allow'),
+    deny: readCidrs(r, 'deny') ?? [],
+    maxConnectionsPerSource,
+    udpResponses,
+  };
+}
+
+/** Contract: validates one backend entry of a pool; null when unusable. */
+function readBackend(sink: IssueSink, path: string, v: unknown): BackendConfig | null {
+  if (!isTable(v)) {
+    sink.at(path, `expected a table such as { address = "10.0.0.1:80" }, got ${describe(v)}`);
+    return null;
+  }
+  const r = new Reader(sink, path, v);
+  const d = DEFAULTS.backend;
+  r.checkKeys(BACKEND_KEYS);
+  r.require('address');
+  const addr = readHostPort(r, 'address', 1, false);
+  const weight = r.int('weight', d.weight, 1, WEIGHT_MAX);
+  const maxConnections = r.int('max_connections', d.max_connections, 0);
+  const backup = r.bool('backup', d.backup);
+  if (addr === null) return null;
+  return { address: addr.text, host: addr.hp.host, port: addr.hp.port, family: addr.hp.family, weight, maxConnections, backup };
+}
+
+/** Contract: validates [pools.<name>.health_check]; absent = defaults. */
+function readHealth(r: Reader | null): HealthCheckConfig {
+  const d = DEFAULTS.healthCheck;
+  if (r === null) return { enabled: d.enabled, intervalMs: 2000, timeoutMs: 1000, rise: d.rise, fall: d.fall, port: null };
+  r.checkKeys(HEALTH_KEYS);
+  return {
+    enabled: r.bool('enabled', d.enabled),
+    intervalMs: r.duration('interval', d.interval, 1),
+    timeoutMs: r.duration('timeout', d.timeout, 1),
+    rise: r.int('rise', d.rise, 1),
+    fall: r.int('fall', d.fall, 1),
+    port: r.has('port') ? r.int('port', 0, 1, 65535) || null : null,
+  };
+}
+
+/** Contract: validates one [pools.<name>] table. */
+function readPool(name: string, r: Reader): PoolConfig {
+  const d = DEFAULTS.pool;
+  r.checkKeys(POOL_KEYS);
+  const backends: BackendConfig[] = [];
+  if (r.require('backends')) {
+    const list = r.get('backends');
+    if (!Array.isArray(list)) {
+      r.sink.at(r.p('backends'), `expected an array of backend tables, got ${describe(list)}`);
+    } else if (list.length === 0) {
+      r.sink.at(r.p('backends'), 'expected at least one backend, got an empty array');
+    } else {
+      const seen = new Map<string, number>();
+      list.forEach((item: unknown, i: number) => {
+        const path = joinIndex(r.p('backends'), i);
+        const b = readBackend(r.sink, path, item);
+        if (b === null) return;
+        const key = addressKey(b);
+        const first = seen.get(key);
+        if (first !== undefined) {
+          r.sink.at(joinKey(path, 'address'), `duplicate backend address ${JSON.stringify(b.address)} (also backends[${first}])`);
+        } else {
+          seen.set(key, i);
+        }
+        backends.push(b);
+      });
+    }
+  }
+  const algorithm = r.oneOf('algorithm', ALGORITHMS, d.algorithm);
+  let hashBalanceFactor = r.int('hash_balance_factor', d.hash_balance_factor, 0);
+  if (hashBalanceFactor > 0 && hashBalanceFactor < 100) {
+    r.sink.at(r.p('hash_balance_factor'), `expected 0 (off) or a percentage >= 100, got ${hashBalanceFactor}`);
+    hashBalanceFactor = d.hash_balance_factor;
+  }
+  let tableSize = r.int('table_size', d.table_size, 0);
+  if (r.has('table_size')) {
+    if (!isPrime(tableSize) || tableSize < TABLE_SIZE_MIN || tableSize > TABLE_SIZE_MAX) {
+      r.sink.at(r.p('table_size'), `expected a prime between ${TABLE_SIZE_MIN} and ${TABLE_SIZE_MAX}, got ${tableSize}`);
+      tableSize = d.table_size;
+    }
+  }
+  if (algorithm === 'consistent-hash' && tableSize < backends.length) {
+    r.sink.at(r.p('table_size'), `expected a table_size >= the number of backends (${backends.length}), got ${tableSize}`);
+  }
+  return {
+    name,
+    algorithm,
+    hashKey: r.oneOf('hash_key', HASH_KEYS, d.hash_key),
+    hashBalanceFactor,
+    tableSize,
+    retries: r.int('retries', d.retries, 0),
+    slowStartMs: r.duration('slow_start', d.slow_start),
+    backends,
+    resolveIntervalMs: r.duration('resolve_interval', d.resolve_interval, 1),
+    healthCheck: readHealth(r.sub('health_check')),
+  };
+}
+
+/** Contract: validates [pools]; returns the pools in file order. */
+function readPools(sink: IssueSink, root: Reader): PoolConfig[] {
+  const v = root.get('pools');
+  if (v === undefined) return [];
+  if (!isTable(v)) {
+    sink.at('pools', `expected tables [pools.<name>], got ${describe(v)}`);
+    return [];
+  }
+  const out: PoolConfig[] = [];
+  for (const [name, t] of Object.entries(v)) {
+    const path = joinKey('pools', name);
+    if (!isTable(t)) {
+      sink.at(path, `expected a table [pools.${name}], got ${describe(t)}`);
+      continue;
+    }
+    out.push(readPool(name, new Reader(sink, path, t)));
+  }
+  return out;
+}
+
+/** Contract: validates the [[listeners]] array and the cross-listener rules. */
+function readListeners(sink: IssueSink, root: Reader, pools: readonly PoolConfig[], poolsValid: boolean): ListenerConfig[] {
+  const v = root.get('listeners');
+  if (v === undefined || (Array.isArray(v) && v.length === 0)) {
+    sink.at('listeners', 'at least one [[listeners]] entry is required');
+    return [];
+  }
+  if (!Array.isArray(v)) {
+    sink.at('listeners', `expected an array of tables ([[listeners]]), got ${describe(v)}`);
+    return [];
+  }
+  const out: ListenerConfig[] = [];
+  const names = new Map<string, number>();
+  const binds = new Map<string, number>();
+  const poolNames = pools.map((p) => p.name);
+  v.forEach((item: unknown, i: number) => {
+    const path = joinIndex('listeners', i);
+    if (!isTable(item)) {
+      sink.at(path, `expected a table, got ${describe(item)}`);
+      return;
+    }
+    const r = new Reader(sink, path, item);
+    const l = readListener(r);
+    if (l.name !== '') {
+      const first = names.get(l.name);
+      if (first !== undefined) sink.at(r.p('name'), `duplicate listener name ${JSON.stringify(l.name)} (also listeners[${first}])`);
+      else names.set(l.name, i);
+    }
+    if (l.pool !== '' && poolsValid && !poolNames.includes(l.pool)) {
+      const known = poolNames.length ? poolNames.map((n) => JSON.stringify(n)).join(', ') : 'none';
+      sink.at(r.p('pool'), `expected the name of a [pools.<name>] table (defined: ${known}), got ${JSON.stringify(l.pool)}`);
+    }
+    if (l.bindText !== '' && l.bind.port !== 0) {
+      const key = `${l.protocol} ${addressKey(l.bind)}`;
+      const first = binds.get(key);
+      if (first !== undefined) {
+        sink.at(r.p('bind'), `${l.protocol} ${JSON.stringify(l.bindText)} is already bound by listeners[${first}]`);
+      } else {
+        binds.set(key, i);
+      }
+    }
+    out.push(l);
+  });
+  return out;
+}
+
+/**
+ * Contract: validates a parsed TOML document against SPEC §2 and returns a
+ * deeply frozen Config. Throws ConfigError (code ERR_L4LB_CONFIG) listing
+ * every issue found, sorted by position (issues without one last).
+ */
+export function validateConfig(doc: unknown, file: string, positions: Positions, opts: ValidateOptions = {}): Config {
+  const sink = new IssueSink(file, positions);
+  if (!isTable(doc)) throw new ConfigError([{ file, line: 0, col: 0, path: '', message: 'expected a TOML document' }]);
+  const root = new Reader(sink, '', doc);
+  root.checkKeys(TOP_KEYS);
+  const cpuCount = opts.cpuCount ?? availableParallelism();
+  const global = readGlobal(root.sub('global'), cpuCount);
+  const admin = readAdmin(root.sub('admin'));
+  const poolsValid = root.get('pools') === undefined || isTable(root.get('pools'));
+  const pools = readPools(sink, root);
+  const listeners = readListeners(sink, root, pools, poolsValid);
+  if (sink.issues.length > 0) {
+    const rank = (line: number): number => (line > 0 ? line : Number.MAX_SAFE_INTEGER);
+    const sorted = sink.issues
+      .map((issue, n) => ({ issue, n }))
+      .sort((a, b) => rank(a.issue.line) - rank(b.issue.line) || a.issue.col - b.issue.col || a.n - b.n)
+      .map((x) => x.issue);
+    throw new ConfigError(sorted);
+  }
+  return deepFreeze({ file, global, admin, listeners, pools });
+}
