@@ -62,26 +62,27 @@ async function main(): Promise<void> {
     process.exit(EXIT.OK);
   }
 
-  let server: Server;
-  try {
-    server = await Server.start({ configPath: path, config });
-  } catch (err) {
-    const msg = err instanceof L4lbError ? err.message : String((err as Error)?.message ?? err);
-    fail(EXIT.FAILURE, `l4lb: ${msg}`);
-  }
-
+  // Signals are handled from the start: one that arrives while listeners are
+  // still binding is acted on as soon as the server exists.
+  let server: Server | null = null;
   let signals = 0;
+  let stopRequested: NodeJS.Signals | null = null;
   const stop = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
-      server.log.warn({ signal }, 'second signal: exiting at once');
+      server?.log.warn({ signal }, 'second signal: exiting at once');
       process.exit(EXIT.FAILURE);
     }
-    server.log.info({ signal }, 'shutting down');
-    server.drain().then(
+    if (server === null) {
+      stopRequested = signal;
+      return;
+    }
+    const s = server;
+    s.log.info({ signal }, 'shutting down');
+    s.drain().then(
       () => process.exit(EXIT.OK),
       (err: unknown) => {
-        server.log.error({ err: String(err) }, 'drain failed');
+        s.log.error({ err: String(err) }, 'drain failed');
         process.exit(EXIT.FAILURE);
       },
     );
@@ -89,8 +90,19 @@ async function main(): Promise<void> {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('SIGHUP', () => {
-    void server.reload();
+    if (server !== null) void server.reload();
   });
+
+  try {
+    server = await Server.start({ configPath: path, config });
+  } catch (err) {
+    const msg = err instanceof L4lbError ? err.message : String((err as Error)?.message ?? err);
+    fail(EXIT.FAILURE, `l4lb: ${msg}`);
+  }
+  if (stopRequested !== null) {
+    signals = 0;
+    stop(stopRequested);
+  }
 }
 
 main().catch((err: unknown) => fail(EXIT.FAILURE, `l4lb: ${String((err as Error)?.stack ?? err)}`));
