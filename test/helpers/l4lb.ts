@@ -3,7 +3,7 @@
  * and reads its JSON log lines.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withTimeout } from './net';
@@ -26,13 +26,15 @@ export class L4lbProcess {
   private readonly exited: Promise<number>;
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
 
-  constructor(config: string, opts: { env?: NodeJS.ProcessEnv; args?: string[]; stdio?: 'pipe' } = {}) {
+  constructor(config: string, opts: { env?: NodeJS.ProcessEnv; args?: string[]; uid?: number; gid?: number } = {}) {
     this.dir = mkdtempSync(join(tmpdir(), 'l4lb-test-'));
     this.configPath = join(this.dir, 'lb.toml');
     writeFileSync(this.configPath, config);
+    if (opts.uid !== undefined) chmodSync(this.dir, 0o755); // readable by the unprivileged user
     this.child = spawn(process.execPath, [CLI, '-c', this.configPath, ...(opts.args ?? [])], {
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {}),
     });
     let buf = '';
     this.child.stdout!.setEncoding('utf8');
