@@ -3,6 +3,7 @@
  */
 import net from 'node:net';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 
 export interface TestServer {
   server: net.Server;
@@ -176,4 +177,19 @@ export function randomBytesSeeded(n: number, rnd: () => number): Buffer {
     if (i + 3 < n) b[i + 3] = v >>> 24;
   }
   return b;
+}
+
+/** A port on 127.0.0.1 where nothing listens: bind port 0, note the port, close. */
+export async function deadPort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** Resident memory of a process, in KiB. */
+export function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : 0;
 }

@@ -4,50 +4,10 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import {
-  startServer,
-  startEchoServer,
-  startTaggedServer,
-  connect,
-  readAll,
-  readBytes,
-  readLine,
-  endOf,
-  waitFor,
-  withTimeout,
-  mulberry32,
-  randomBytesSeeded,
-  type TestServer,
-} from '../helpers/net';
+import type net from 'node:net';
+import { startTaggedServer, connect, readLine, waitFor, type TestServer } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
-import { startBlackhole, type Blackhole } from '../helpers/blackhole';
-
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : 0;
-}
-
-/** Closed port: bind, note the port, close. */
-async function deadPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-function poolToml(name: string, algorithm: string, backends: string[], extra = ''): string {
-  return `[pools.${name}]\nalgorithm = "${algorithm}"\n${extra}\nbackends = [\n${backends.map((b) => `  ${b},`).join('\n')}\n]\n[pools.${name}.health_check]\nenabled = false\n`;
-}
-
-function listenerToml(name: string, pool: string, extra = ''): string {
-  return `[[listeners]]\nname = "${name}"\nbind = "127.0.0.1:0"\npool = "${pool}"\n${extra}\n`;
-}
+import { poolToml, listenerToml } from '../helpers/toml';
 
 describe('tcp balancing algorithms', () => {
   const servers: TestServer[] = [];

@@ -6,11 +6,11 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { once } from 'node:events';
 import { Writable } from 'node:stream';
-import { startServer, startTaggedServer, connect, readLine, endOf, waitFor, type TestServer } from '../helpers/net';
+import { startServer, startTaggedServer, connect, readLine, endOf, waitFor, type TestServer, deadPort } from '../helpers/net';
 import { L4lbProcess, type LogLine } from '../helpers/l4lb';
+import { poolToml as basePoolToml, listenerToml } from '../helpers/toml';
 import { startBlackhole, type Blackhole } from '../helpers/blackhole';
 import { Server } from '../../src/server';
 import { parseConfig } from '../../src/config/load';
@@ -29,13 +29,10 @@ function hc(extra = ''): string {
   return `interval = "${INTERVAL}ms"\ntimeout = "${TIMEOUT}ms"\nrise = ${RISE}\nfall = ${FALL}\n${extra}`;
 }
 
-function poolToml(name: string, algorithm: string, backends: string[], extra = '', health = hc()): string {
-  return `[pools.${name}]\nalgorithm = "${algorithm}"\n${extra}\nbackends = [\n${backends.map((b) => `  ${b},`).join('\n')}\n]\n[pools.${name}.health_check]\n${health}\n`;
-}
+/** Pools here have health checks on with the short timings above. */
+const poolToml = (name: string, algorithm: string, backends: string[], extra = '', health = hc()): string => basePoolToml(name, algorithm, backends, extra, health);
 
-function listenerToml(name: string, pool: string, extra = ''): string {
-  return `[[listeners]]\nname = "${name}"\nbind = "127.0.0.1:0"\npool = "${pool}"\n${extra}\n`;
-}
+
 
 const be = (port: number, extra = ''): string => `{ address = "127.0.0.1:${port}"${extra} }`;
 
@@ -50,13 +47,6 @@ async function restartBackend(s: TestServer): Promise<void> {
   await once(s.server, 'listening');
 }
 
-async function deadPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** The next (not yet seen) `backend state changed` line for this backend and target state. */
 function nextChange(lb: L4lbProcess, port: number, to: string, timeoutMs = 5000): Promise<LogLine> {

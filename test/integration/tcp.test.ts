@@ -6,7 +6,6 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import {
   startServer,
   startEchoServer,
@@ -20,35 +19,17 @@ import {
   withTimeout,
   mulberry32,
   randomBytesSeeded,
-  type TestServer,
-} from '../helpers/net';
+  type TestServer, deadPort, rssKiB } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
+import { poolToml, listenerToml } from '../helpers/toml';
 import { spliceAvailable } from '../../src/native/addon';
 import { startBlackhole, type Blackhole } from '../helpers/blackhole';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : 0;
-}
 
-/** Closed port: bind, note the port, close. */
-async function deadPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
-function poolToml(name: string, algorithm: string, backends: string[], extra = ''): string {
-  return `[pools.${name}]\nalgorithm = "${algorithm}"\n${extra}\nbackends = [\n${backends.map((b) => `  ${b},`).join('\n')}\n]\n[pools.${name}.health_check]\nenabled = false\n`;
-}
 
-function listenerToml(name: string, pool: string, extra = ''): string {
-  return `[[listeners]]\nname = "${name}"\nbind = "127.0.0.1:0"\npool = "${pool}"\n${extra}\n`;
-}
 
 /** The [global] table for a run with this pump ("off" = JS pump, "on" = splice). */
 function G(mode: PumpMode, extra = ''): string {

@@ -2,7 +2,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { probeTcp, type ProbeResult } from '../../src/health/tcp-probe';
-import { startServer, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
+import { startServer, startEchoServer, waitFor, withTimeout, type TestServer, deadPort } from '../helpers/net';
 import { startBlackhole, type Blackhole } from '../helpers/blackhole';
 
 const servers: TestServer[] = [];
@@ -16,13 +16,6 @@ function probe(port: number, timeoutMs = 500): Promise<ProbeResult> {
   return withTimeout(new Promise((resolve) => probeTcp({ host: '127.0.0.1', port, family: 4 }, timeoutMs, resolve)), 5000, 'probe');
 }
 
-async function deadPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 test('a listening backend passes; the probe closes its side cleanly (FIN) and leaves no socket', async () => {
   const ends: string[] = [];
