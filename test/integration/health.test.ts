@@ -329,7 +329,6 @@ describe('health: slow start', () => {
 
   test(
     'after recovery the first new connections mostly go to the other backend',
-    { todo: 'needs the weighted pickers of the balancer branch (the stubs pick the first candidate)' },
     async () => {
       const port = await lb.port('ss');
       const down = nextChange(lb, s.port, 'down');
