@@ -5,8 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildMaglevTable, createMaglev, OFFSET_SEED, SKIP_SEED } from '../../src/balancer/maglev';
-import { flowHash, writeAddress } from '../../src/balancer/flow-hash';
-import { murmur3String } from '../../src/balancer/hash';
+import { flowHash, flowKeyBytes, addressKeyBytes } from '../../src/balancer/flow-hash';
+import { murmur3, murmur3String } from '../../src/balancer/hash';
 import { Backend } from '../../src/backend/backend';
 import type { Flow } from '../../src/balancer/picker';
 import type { PoolConfig } from '../../src/config/schema';
@@ -98,37 +98,41 @@ test('weights 1:3 give 1:3 entries within 1%', () => {
   five.forEach((x, i) => assert.ok(Math.abs(x / M - (i + 1) / 15) < 0.01, `backend ${i}: ${x / M}`));
 });
 
-test('flow keys: IPv4, IPv6 (all spellings) and IPv4-mapped IPv6 parse to the documented bytes', () => {
-  const buf = new Uint8Array(16);
-  assert.equal(writeAddress('192.0.2.7', buf, 0), 4);
-  assert.deepEqual([...buf.subarray(0, 4)], [192, 0, 2, 7]);
-  assert.equal(writeAddress('::ffff:192.0.2.7', buf, 0), 4);
-  assert.deepEqual([...buf.subarray(0, 4)], [192, 0, 2, 7]);
-  const v6 = (s: string): number[] => {
-    const b = new Uint8Array(16);
-    assert.equal(writeAddress(s, b, 0), 16, s);
-    return [...b];
-  };
+test('flow keys: IPv4, IPv6 (all spellings) and IPv4-mapped IPv6 give the documented bytes', () => {
+  assert.deepEqual([...addressKeyBytes('192.0.2.7')], [192, 0, 2, 7]);
+  assert.deepEqual([...addressKeyBytes('::ffff:192.0.2.7')], [192, 0, 2, 7]);
   const db8 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-  assert.deepEqual(v6('2001:db8::1'), db8);
-  assert.deepEqual(v6('2001:DB8:0:0:0:0:0:1'), db8);
-  assert.deepEqual(v6('2001:db8::1%eth0'), db8);
-  assert.deepEqual(v6('::1'), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-  assert.deepEqual(v6('::'), new Array(16).fill(0));
-  assert.deepEqual(v6('64:ff9b::192.0.2.7'), [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 192, 0, 2, 7]);
-  for (const bad of ['1.2.3', '1.2.3.256', 'x', '1:2:3', '1::2::3', '12345::1']) assert.equal(writeAddress(bad, new Uint8Array(16), 0), -1, bad);
+  assert.deepEqual([...addressKeyBytes('2001:db8::1')], db8);
+  assert.deepEqual([...addressKeyBytes('2001:DB8:0:0:0:0:0:1')], db8);
+  assert.deepEqual([...addressKeyBytes('2001:db8::1%eth0')], db8);
+  assert.deepEqual([...addressKeyBytes('::1')], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+  assert.deepEqual([...addressKeyBytes('::')], new Array(16).fill(0));
+  assert.deepEqual([...addressKeyBytes('1::')], [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  assert.deepEqual([...addressKeyBytes('64:ff9b::192.0.2.7')], [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 192, 0, 2, 7]);
+  for (const bad of ['1.2.3', '1.2.3.256', 'x', '1:2:3', '1::2::3', '12345::1', '']) assert.equal(addressKeyBytes(bad).length, 0, bad);
 });
 
-test('flow hash: mapped IPv4 hashes like IPv4; source-ip ignores ports; the byte layout is as documented', () => {
+test('flow hash: murmur3 over the documented key bytes; mapped IPv4 hashes like IPv4; source-ip ignores ports', () => {
   const f = (src: string, sport: number, dst = '10.0.0.1', dport = 5432, protocol: 6 | 17 = 6): Flow => ({ protocol, srcAddr: src, srcPort: sport, dstAddr: dst, dstPort: dport });
+  // TCP 192.0.2.7:1000 -> 10.0.0.1:5432 is c0000207 0a000001 03e8 1538 06.
+  const key = Uint8Array.from([192, 0, 2, 7, 10, 0, 0, 1, 0x03, 0xe8, 0x15, 0x38, 6]);
+  assert.deepEqual(flowKeyBytes(f('192.0.2.7', 1000), false), key);
+  assert.equal(flowHash(f('192.0.2.7', 1000), false), murmur3(key, key.length, 0));
+  const rnd = mulberry32(5);
+  for (let i = 0; i < 500; i++) {
+    const v6 = rnd() < 0.5;
+    const src = v6 ? `2001:db8::${Math.floor(rnd() * 65535).toString(16)}` : `198.51.100.${Math.floor(rnd() * 256)}`;
+    const flow = f(src, Math.floor(rnd() * 65536), v6 ? '2001:db8::1' : '10.0.0.1', Math.floor(rnd() * 65536), rnd() < 0.5 ? 6 : 17);
+    for (const so of [false, true]) {
+      const k = flowKeyBytes(flow, so);
+      assert.equal(flowHash(flow, so), murmur3(k, k.length, 0));
+    }
+  }
   assert.equal(flowHash(f('192.0.2.7', 1000), false), flowHash(f('::ffff:192.0.2.7', 1000, '::ffff:10.0.0.1'), false));
   assert.notEqual(flowHash(f('192.0.2.7', 1000), false), flowHash(f('192.0.2.7', 1001), false));
   assert.notEqual(flowHash(f('192.0.2.7', 1000), false), flowHash(f('192.0.2.7', 1000, '10.0.0.1', 5432, 17), false));
   assert.equal(flowHash(f('192.0.2.7', 1000), true), flowHash(f('192.0.2.7', 2000, '10.9.9.9', 1), true));
-  // Key bytes for TCP 192.0.2.7:1000 -> 10.0.0.1:5432: 06 c0000207 03e8 0a000001 1538.
-  const { murmur3 } = require('../../src/balancer/hash') as typeof import('../../src/balancer/hash');
-  const key = Uint8Array.from([6, 192, 0, 2, 7, 0x03, 0xe8, 10, 0, 0, 1, 0x15, 0x38]);
-  assert.equal(flowHash(f('192.0.2.7', 1000), false), murmur3(key, key.length, 0));
+  assert.equal(flowHash(f('192.0.2.7', 1000), true), murmur3(Uint8Array.from([192, 0, 2, 7]), 4, 0));
 });
 
 const pool = (over: Partial<PoolConfig> = {}): PoolConfig => ({ tableSize: M, hashKey: '5-tuple', hashBalanceFactor: 0, ...over }) as PoolConfig;
