@@ -11,6 +11,7 @@ import { loadConfigFile } from './config/load';
 import { ConfigError, EXIT, L4lbError, formatConfigIssue } from './errors';
 import { Server } from './server';
 import { VERSION } from './version';
+import { inheritedSockets } from './systemd/activation';
 
 const DEFAULT_CONFIG = '/etc/l4lb/lb.toml';
 
@@ -94,11 +95,12 @@ async function main(): Promise<void> {
   });
 
   try {
-    server = await Server.start({ configPath: path, config });
+    server = await Server.start({ configPath: path, config, fds: inheritedSockets() });
   } catch (err) {
     const msg = err instanceof L4lbError ? err.message : String((err as Error)?.message ?? err);
     fail(EXIT.FAILURE, `l4lb: ${msg}`);
   }
+  void server.notifier.ready();
   if (stopRequested !== null) {
     signals = 0;
     stop(stopRequested);

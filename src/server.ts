@@ -13,6 +13,10 @@ import { DataPlane, type BackendSpec, type ListenerBinding } from './dataplane/d
 import type { BackendSnapshot, DataPlaneSnapshot } from './dataplane/stats';
 import { HealthMonitor } from './health/monitor';
 import { VERSION } from './version';
+import { AdminServer } from './admin/admin';
+import { createRegistry } from './metrics/metrics';
+import { Notifier } from './systemd/notify';
+import type { Registry } from 'prom-client';
 import { PoolResolver, type LookupFn } from './dns/resolver';
 import { formatAddress } from './backend/backend';
 
@@ -44,6 +48,9 @@ export class Server {
   private reloadChain: Promise<unknown> = Promise.resolve();
   private readonly fds: ReadonlyMap<string, number> | undefined;
   bindings: ListenerBinding[] = [];
+  readonly registry: Registry;
+  admin: AdminServer | null = null;
+  readonly notifier: Notifier;
   readonly health: HealthMonitor;
   /** One per pool: its backends by name, re-resolved every resolve_interval. */
   resolvers = new Map<string, PoolResolver>();
@@ -60,6 +67,8 @@ export class Server {
     const pump = choosePump(opts.config.global.splice);
     this.log.info({ pump: pump.kind, reason: pump.reason }, 'byte pump');
     this.lookup = opts.lookup;
+    this.registry = createRegistry(this);
+    this.notifier = new Notifier(this.log);
     this.dataPlane = new DataPlane({
       log: this.log,
       splice: pump.kind === 'splice' ? { pump: splicePump, canSplice } : null,
@@ -88,6 +97,18 @@ export class Server {
     }
     s.health.sync(opts.config, backends, true);
     s.installResolvers(resolvers);
+    if (opts.config.admin !== null) {
+      const admin = new AdminServer(opts.config.admin, s, s.registry);
+      try {
+        await admin.listen();
+      } catch (err) {
+        await s.dataPlane.stopAccepting();
+        s.stopControlPlane();
+        throw bindError(err, 'admin');
+      }
+      s.admin = admin;
+      s.log.info({ address: admin.address, port: admin.port, token: opts.config.admin.token !== null }, 'admin listening');
+    }
     return s;
   }
 
@@ -171,6 +192,7 @@ export class Server {
         return this.reloadFailed(errors);
       }
       this.reloading = true;
+      void this.notifier.reloading();
       let resolvers: Map<string, PoolResolver> | null = null;
       try {
         const resolved = await this.resolveAll(next);
@@ -181,6 +203,7 @@ export class Server {
         this.reloading = false;
         if (resolvers !== null) for (const [name, r] of resolvers) if (this.resolvers.get(name) !== r) r.stop();
         for (const name of this.resolvers.keys()) this.syncPool(name);
+        void this.notifier.ready();
         return this.reloadFailed([bindError(err).message]);
       }
       this.reloading = false;
@@ -189,12 +212,50 @@ export class Server {
       this.generation++;
       this.reloads.success++;
       this.log.level = next.global.logLevel;
+      await this.applyAdmin(next);
       this.log.info({ config_generation: this.generation }, 'config reloaded');
+      void this.notifier.ready();
       return { ok: true, generation: this.generation };
     };
     const p = this.reloadChain.then(run, run);
     this.reloadChain = p;
     return p;
+  }
+
+  /**
+   * Follows a change of [admin] on reload: a new bind address is bound
+   * before the old one is closed; a failure to bind keeps the old endpoint
+   * (logged). A token change takes effect at once.
+   */
+  private async applyAdmin(next: Config): Promise<void> {
+    const cur = this.admin;
+    const want = next.admin;
+    if (cur !== null && want !== null && cur.config.bind.host === want.bind.host && cur.config.bind.port === want.bind.port && cur.config.token === want.token) return;
+    if (want === null) {
+      this.admin = null;
+      if (cur !== null) await cur.close();
+      return;
+    }
+    const sameBind = cur !== null && cur.config.bind.host === want.bind.host && cur.config.bind.port === want.bind.port;
+    if (sameBind && cur !== null) await cur.close();
+    const fresh = new AdminServer(want, this, this.registry);
+    try {
+      await fresh.listen();
+    } catch (err) {
+      this.log.error({ err: bindError(err, 'admin').message }, 'admin endpoint could not move; keeping the old one');
+      if (sameBind && cur !== null) await cur.listen().catch(() => undefined);
+      return;
+    }
+    if (!sameBind && cur !== null) await cur.close();
+    this.admin = fresh;
+    this.log.info({ address: fresh.address, port: fresh.port, token: want.token !== null }, 'admin listening');
+  }
+
+  /** Stops timers of the control plane (health, DNS, watchdog). */
+  private stopControlPlane(): void {
+    this.health.stop();
+    for (const r of this.resolvers.values()) r.stop();
+    this.notifier.close();
   }
 
   private reloadFailed(errors: string[]): ReloadResult {
@@ -210,8 +271,8 @@ export class Server {
   drain(): Promise<void> {
     if (this.drainPromise !== null) return this.drainPromise;
     this.draining = true;
-    this.health.stop();
-    for (const r of this.resolvers.values()) r.stop();
+    void this.notifier.stopping();
+    this.stopControlPlane();
     this.drainPromise = (async () => {
       const dp = this.dataPlane;
       await dp.stopAccepting();
@@ -230,6 +291,8 @@ export class Server {
         await dp.whenIdle();
       }
       dp.dispose();
+      if (this.admin !== null) await this.admin.close();
+      await this.notifier.send(); // let queued notifications go out
       this.log.info('stopped');
     })();
     return this.drainPromise;
@@ -301,12 +364,12 @@ function choosePump(mode: SpliceMode): { kind: 'js' | 'splice'; reason: string }
   return { kind: 'js', reason: `splice addon not available: ${info.reason}` };
 }
 
-function bindError(err: unknown): L4lbError {
+function bindError(err: unknown, what = 'listener'): L4lbError {
   if (err instanceof L4lbError) return err;
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
   if (e && (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')) {
-    const what = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : 'address not available';
-    return new L4lbError('ERR_L4LB_BIND', `cannot bind ${e.address ?? '?'}:${e.port ?? '?'}: ${what}`, { cause: err });
+    const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : 'address not available';
+    return new L4lbError('ERR_L4LB_BIND', `${what}: cannot bind ${e.address ?? '?'}:${e.port ?? '?'}: ${why}`, { cause: err });
   }
   return new L4lbError('ERR_L4LB_START', e?.message ?? String(err), { cause: err });
 }

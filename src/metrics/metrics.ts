@@ -1,0 +1,184 @@
+/**
+ * Prometheus metrics (SPEC §6), every one declared in the list below and
+ * read at scrape time from a data-plane snapshot: the hot path only bumps
+ * plain numbers. With several workers the snapshot is the sum over workers,
+ * so nothing here knows about workers.
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DataPlaneSnapshot } from '../dataplane/stats';
+import { REJECT_REASONS } from '../dataplane/stats';
+
+/** What the metrics read at each scrape. */
+export interface MetricsSource {
+  snapshot(): DataPlaneSnapshot;
+  reloads: { success: number; failure: number };
+}
+
+type Labels = Record<string, string>;
+type Sample = [Labels, number];
+
+interface MetricDef {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  labels: string[];
+  samples(s: DataPlaneSnapshot, src: MetricsSource): Sample[];
+}
+
+/**
+ * Listeners by name, summed: a listener removed by a reload may still be
+ * finishing connections while a new one of the same name runs.
+ */
+function perListener(s: DataPlaneSnapshot, f: (l: DataPlaneSnapshot['listeners'][number]) => number): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const l of s.listeners) m.set(l.name, (m.get(l.name) ?? 0) + f(l));
+  return m;
+}
+
+function listenerSamples(s: DataPlaneSnapshot, f: (l: DataPlaneSnapshot['listeners'][number]) => number, extra: Labels = {}): Sample[] {
+  return [...perListener(s, f)].map(([listener, v]) => [{ listener, ...extra }, v]);
+}
+
+function backendSamples(s: DataPlaneSnapshot, f: (b: DataPlaneSnapshot['pools'][number]['backends'][number]) => number): Sample[] {
+  const out: Sample[] = [];
+  for (const p of s.pools) for (const b of p.backends) out.push([{ pool: p.name, backend: b.address }, f(b)]);
+  return out;
+}
+
+const TCP_ONLY = (l: DataPlaneSnapshot['listeners'][number]): boolean => l.protocol === 'tcp';
+
+/** Every l4lb metric, in one list. */
+export const METRICS: readonly MetricDef[] = [
+  {
+    name: 'l4lb_connections_total',
+    help: 'Client connections accepted (UDP: sessions created), by listener',
+    type: 'counter',
+    labels: ['listener'],
+    samples: (s) => listenerSamples(s, (l) => l.connections_total),
+  },
+  {
+    name: 'l4lb_connections_active',
+    help: 'Client connections open now (UDP: sessions), by listener',
+    type: 'gauge',
+    labels: ['listener'],
+    samples: (s) => listenerSamples(s, (l) => l.active_connections),
+  },
+  {
+    name: 'l4lb_connections_rejected_total',
+    help: 'Client connections (UDP: datagrams of new clients) refused, by listener and reason',
+    type: 'counter',
+    labels: ['listener', 'reason'],
+    samples: (s) => REJECT_REASONS.flatMap((reason) => listenerSamples(s, (l) => l.rejected[reason], { reason })),
+  },
+  {
+    name: 'l4lb_bytes_total',
+    help: 'Bytes carried, by listener and direction (open connections included, at most 5 s behind)',
+    type: 'counter',
+    labels: ['listener', 'direction'],
+    samples: (s) => [
+      ...listenerSamples(s, (l) => l.bytes_in, { direction: 'client_to_backend' }),
+      ...listenerSamples(s, (l) => l.bytes_out, { direction: 'backend_to_client' }),
+    ],
+  },
+  {
+    name: 'l4lb_backend_connections_total',
+    help: 'Connections (UDP: sessions) sent to a backend',
+    type: 'counter',
+    labels: ['pool', 'backend'],
+    samples: (s) => backendSamples(s, (b) => b.total_connections),
+  },
+  {
+    name: 'l4lb_backend_connections_active',
+    help: 'Connections (UDP: sessions) open to a backend now',
+    type: 'gauge',
+    labels: ['pool', 'backend'],
+    samples: (s) => backendSamples(s, (b) => b.active_connections),
+  },
+  {
+    name: 'l4lb_backend_connect_failures_total',
+    help: 'Client connects to a backend that failed or timed out (health probes not included)',
+    type: 'counter',
+    labels: ['pool', 'backend'],
+    samples: (s) => backendSamples(s, (b) => b.connect_failures),
+  },
+  {
+    name: 'l4lb_backend_up',
+    help: '1 when the backend is up (takes new connections), 0 when down or draining',
+    type: 'gauge',
+    labels: ['pool', 'backend'],
+    samples: (s) => backendSamples(s, (b) => (b.state === 'up' ? 1 : 0)),
+  },
+  {
+    name: 'l4lb_udp_sessions_active',
+    help: 'UDP sessions open now, by listener',
+    type: 'gauge',
+    labels: ['listener'],
+    samples: (s) => listenerSamples({ ...s, listeners: s.listeners.filter((l) => !TCP_ONLY(l)) }, (l) => l.udp_sessions_active),
+  },
+  {
+    name: 'l4lb_udp_datagrams_total',
+    help: 'UDP datagrams forwarded, by listener and direction',
+    type: 'counter',
+    labels: ['listener', 'direction'],
+    samples: (s) => {
+      const udp = { ...s, listeners: s.listeners.filter((l) => !TCP_ONLY(l)) };
+      return [
+        ...listenerSamples(udp, (l) => l.datagrams_in, { direction: 'client_to_backend' }),
+        ...listenerSamples(udp, (l) => l.datagrams_out, { direction: 'backend_to_client' }),
+      ];
+    },
+  },
+  {
+    name: 'l4lb_config_reloads_total',
+    help: 'Configuration reloads, by result',
+    type: 'counter',
+    labels: ['result'],
+    samples: (_s, src) => [
+      [{ result: 'success' }, src.reloads.success],
+      [{ result: 'failure' }, src.reloads.failure],
+    ],
+  },
+];
+
+/**
+ * A registry with every metric of METRICS plus prom-client's default
+ * process and Node.js metrics. One snapshot is taken per scrape, shared by
+ * all metrics of that scrape.
+ */
+export function createRegistry(src: MetricsSource): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  let snap: DataPlaneSnapshot | null = null;
+  const current = (): DataPlaneSnapshot => {
+    // The collect() calls of one scrape run within one turn of the event
+    // loop (microtasks): share one snapshot, dropped before the next turn.
+    if (snap === null) {
+      snap = src.snapshot();
+      setImmediate(() => {
+        snap = null;
+      });
+    }
+    return snap;
+  };
+  for (const def of METRICS) {
+    const opts = { name: def.name, help: def.help, labelNames: def.labels, registers: [registry] };
+    if (def.type === 'counter') {
+      new Counter({
+        ...opts,
+        collect() {
+          this.reset();
+          for (const [labels, v] of def.samples(current(), src)) this.inc(labels, v);
+        },
+      });
+    } else {
+      new Gauge({
+        ...opts,
+        collect() {
+          this.reset();
+          for (const [labels, v] of def.samples(current(), src)) this.set(labels, v);
+        },
+      });
+    }
+  }
+  return registry;
+}
