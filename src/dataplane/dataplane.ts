@@ -11,6 +11,10 @@ import type { Logger } from '../log';
 import { Backend, type BackendState } from '../backend/backend';
 import { Pool } from '../backend/pool';
 import { TcpListener, type TcpContext } from '../tcp/listener';
+import { UdpListener } from '../udp/listener';
+
+/** Every listener, TCP or UDP, is driven through the same methods. */
+export type Listener = TcpListener | UdpListener;
 import type { Pump } from '../tcp/pump';
 import { jsPump } from '../tcp/js-pump';
 import type { DataPlaneSnapshot, PoolSnapshot } from './stats';
@@ -48,9 +52,9 @@ export interface ListenerBinding {
 export class DataPlane {
   private readonly opts: DataPlaneOptions;
   readonly pools = new Map<string, Pool>();
-  readonly listeners = new Map<string, TcpListener>();
+  readonly listeners = new Map<string, Listener>();
   /** Listeners removed by a reload, finishing their open connections. */
-  readonly retired = new Set<TcpListener>();
+  readonly retired = new Set<Listener>();
   private readonly ctx: TcpContext;
   private accepting = true;
 
@@ -82,7 +86,7 @@ export class DataPlane {
     for (const pc of config.pools) nextPools.set(pc.name, this.buildPool(pc, backends.get(pc.name) ?? []));
 
     const bound: ListenerBinding[] = [];
-    const added: TcpListener[] = [];
+    const added: Listener[] = [];
     const wanted = new Set(config.listeners.map((l) => l.name));
     try {
       for (const lc of config.listeners) {
@@ -90,8 +94,7 @@ export class DataPlane {
         if (pool === undefined) throw new Error(`listener ${lc.name}: pool ${lc.pool} missing`); // validated before
         const existing = this.listeners.get(lc.name);
         if (existing !== undefined && sameSocket(existing.config, lc)) continue;
-        if (lc.protocol !== 'tcp') throw new Error(`listener ${lc.name}: protocol ${lc.protocol} is not supported yet`);
-        const l = new TcpListener(lc, pool, this.ctx);
+        const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, pool, this.ctx) : new TcpListener(lc, pool, this.ctx);
         const a = await l.listen(fds?.get(lc.name));
         added.push(l);
         bound.push({ name: lc.name, address: a.address, port: a.port });
@@ -121,6 +124,7 @@ export class DataPlane {
       }
     }
     if (!this.accepting) for (const l of added) void l.stopAccepting();
+    this.endUdpSessionsOfGoneBackends();
     return bound;
   }
 
@@ -164,11 +168,12 @@ export class DataPlane {
     next.onChange = old.onChange;
     this.pools.set(pool, next);
     for (const l of this.listeners.values()) if (l.pool === old) l.update(l.config, next);
+    this.endUdpSessionsOfGoneBackends();
     if (this.opts.onPoolChanged) this.opts.onPoolChanged(pool);
     return true;
   }
 
-  private retire(l: TcpListener): void {
+  private retire(l: Listener): void {
     l.current = false;
     this.retired.add(l);
     void l.stopAccepting();
@@ -183,7 +188,9 @@ export class DataPlane {
     const p = this.pools.get(pool);
     const b = p?.find(address);
     if (p === undefined || b === undefined) return null;
-    return p.setState(b, state);
+    const from = p.setState(b, state);
+    if (state === 'down') this.endUdpSessionsOfGoneBackends();
+    return from;
   }
 
   /** Sets a backend's effective weight (slow start, > 0). Returns false if unknown. */
@@ -193,6 +200,15 @@ export class DataPlane {
     if (p === undefined || b === undefined) return false;
     p.setEffectiveWeight(b, effectiveWeight);
     return true;
+  }
+
+  /**
+   * UDP sessions of a backend that went down or left its pool end at once,
+   * so the client's next datagram opens a session on a healthy backend
+   * (TCP connections are left to end on their own).
+   */
+  private endUdpSessionsOfGoneBackends(): void {
+    for (const l of this.allListeners()) if (l instanceof UdpListener) l.endSessionsOfGoneBackends();
   }
 
   /** Stops accepting on every listener (drain). */
@@ -222,7 +238,7 @@ export class DataPlane {
     for (const l of this.allListeners()) l.dispose();
   }
 
-  private allListeners(): TcpListener[] {
+  private allListeners(): Listener[] {
     return [...this.listeners.values(), ...this.retired];
   }
 

@@ -1,0 +1,353 @@
+/**
+ * A UDP listener: one session per client address and port, each with its
+ * own connected upstream socket, so replies come back to the right client
+ * from the listener's own address. Datagrams are forwarded whole and
+ * unchanged (up to 65,507 bytes).
+ *
+ * Hot path (`onMessage`): two Map lookups (address string, then port
+ * number: no key string is built per datagram), one send, plain counters.
+ * Expiry is one coarse sweep per listener over last-activity stamps, not a
+ * timer per session (SPEC: idle_timeout, default 30 s for UDP).
+ *
+ * A session ends on idle_timeout, after `udp_responses` backend datagrams,
+ * on ICMP port unreachable from the backend (ECONNREFUSED on the connected
+ * socket: a passive health failure), when its backend goes down or leaves
+ * the pool (the client's next datagram opens a session on a healthy
+ * backend), or on shutdown. Draining a backend leaves its sessions alone.
+ *
+ * Drain (SIGTERM) and removal by reload: no new sessions are opened; the
+ * listening socket stays open so open sessions can still answer, until they
+ * end or the drain deadline resets them.
+ */
+import dgram from 'node:dgram';
+import type { ListenerConfig } from '../config/schema';
+import type { Pool } from '../backend/pool';
+import type { Backend } from '../backend/backend';
+import type { Flow } from '../balancer/picker';
+import { compileAcl } from '../net/cidr';
+import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
+import type { TcpContext } from '../tcp/listener';
+import { formatHostPort } from '../tcp/listener';
+
+const SOCKET_BUFFER = 4 * 1024 * 1024;
+
+export type UdpEndReason = 'idle_timeout' | 'responses' | 'backend_refused' | 'backend_gone' | 'shutdown' | 'drain_timeout' | 'error';
+
+class UdpSession {
+  readonly clientAddr: string;
+  readonly clientPort: number;
+  readonly backend: Backend;
+  readonly upstream: dgram.Socket;
+  readonly startedAt: number;
+  lastActive: number;
+  connected = false;
+  /** Datagrams that arrived before the upstream socket was connected. */
+  pending: Buffer[] | null = null;
+  responses = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  ended = false;
+
+  constructor(clientAddr: string, clientPort: number, backend: Backend, upstream: dgram.Socket, now: number) {
+    this.clientAddr = clientAddr;
+    this.clientPort = clientPort;
+    this.backend = backend;
+    this.upstream = upstream;
+    this.startedAt = now;
+    this.lastActive = now;
+  }
+}
+
+export class UdpListener {
+  config: ListenerConfig;
+  pool: Pool;
+  readonly ctx: TcpContext;
+  readonly stats = new ListenerStats();
+  current = true;
+  private socket: dgram.Socket | null = null;
+  private acl: (addr: string) => boolean;
+  /** Flow table: client address → client port → session. */
+  private readonly flows = new Map<string, Map<number, UdpSession>>();
+  /** Sessions by backend, so a backend that goes away ends its sessions at once. */
+  private readonly byBackend = new Map<Backend, Set<UdpSession>>();
+  private sessionCount = 0;
+  private readonly flow: Flow = { protocol: 17, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
+  private boundAddress = '';
+  private boundPort = 0;
+  private accepting = true;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private emptyWaiters: (() => void)[] = [];
+  private closed = false;
+
+  constructor(config: ListenerConfig, pool: Pool, ctx: TcpContext) {
+    this.config = config;
+    this.pool = pool;
+    this.ctx = ctx;
+    this.acl = compileAcl(config.allow, config.deny);
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  /** Binds (or adopts an inherited socket `fd`) and resolves with the bound address. */
+  listen(fd?: number): Promise<{ address: string; port: number }> {
+    const type = this.config.bind.family === 6 ? 'udp6' : 'udp4';
+    const socket = dgram.createSocket({ type, recvBufferSize: SOCKET_BUFFER, sendBufferSize: SOCKET_BUFFER });
+    this.socket = socket;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => {
+        socket.close();
+        reject(err);
+      };
+      socket.once('error', onError);
+      socket.on('message', this.onMessage);
+      const done = (): void => {
+        socket.removeListener('error', onError);
+        socket.on('error', (err: NodeJS.ErrnoException) => this.ctx.log.warn({ listener: this.name, err: err.code ?? err.message }, 'udp socket error'));
+        const a = socket.address();
+        this.boundAddress = a.address;
+        this.boundPort = a.port;
+        this.flow.dstAddr = a.address;
+        this.flow.dstPort = a.port;
+        this.updateSweep();
+        resolve({ address: a.address, port: a.port });
+      };
+      if (fd !== undefined) socket.bind({ fd }, done);
+      else socket.bind({ address: this.config.bind.host, port: this.config.bind.port, exclusive: true }, done);
+    });
+  }
+
+  update(config: ListenerConfig, pool: Pool): void {
+    this.config = config;
+    this.pool = pool;
+    this.acl = compileAcl(config.allow, config.deny);
+    this.updateSweep();
+  }
+
+  private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
+    const byPort = this.flows.get(rinfo.address);
+    const s = byPort?.get(rinfo.port);
+    if (s !== undefined) {
+      this.toBackend(s, msg);
+      return;
+    }
+    this.newSession(msg, rinfo.address, rinfo.port, byPort);
+  };
+
+  private toBackend(s: UdpSession, msg: Buffer): void {
+    s.lastActive = Date.now();
+    s.bytesIn += msg.length;
+    this.stats.datagramsIn++;
+    if (!s.connected) {
+      if (s.pending === null) s.pending = [];
+      if (s.pending.length < 64) s.pending.push(msg);
+      return;
+    }
+    s.upstream.send(msg);
+  }
+
+  /** A datagram from a client without a session: ACL, limits, pick, then a session. */
+  private newSession(msg: Buffer, addr: string, port: number, byPort: Map<number, UdpSession> | undefined): void {
+    const stats = this.stats;
+    if (!this.accepting) return;
+    if (!this.acl(addr)) {
+      stats.rejected.acl++;
+      return;
+    }
+    const cfg = this.config;
+    if (cfg.maxConnections > 0 && this.sessionCount >= cfg.maxConnections) {
+      stats.rejected.limit++;
+      return;
+    }
+    const f = this.flow;
+    f.srcAddr = addr;
+    f.srcPort = port;
+    const backend = this.pool.pick(f, null);
+    if (backend === null) {
+      stats.rejected.no_backend++;
+      return;
+    }
+    const upstream = dgram.createSocket({ type: backend.family === 6 ? 'udp6' : 'udp4' });
+    const s = new UdpSession(addr, port, backend, upstream, Date.now());
+    if (byPort === undefined) {
+      byPort = new Map();
+      this.flows.set(addr, byPort);
+    }
+    byPort.set(port, s);
+    let set = this.byBackend.get(backend);
+    if (set === undefined) {
+      set = new Set();
+      this.byBackend.set(backend, set);
+    }
+    set.add(s);
+    this.sessionCount++;
+    stats.connectionsTotal++;
+    stats.active++;
+    stats.udpSessionsActive++;
+    backend.active++;
+    backend.total++;
+
+    upstream.on('message', (reply: Buffer) => this.toClient(s, reply));
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNREFUSED') {
+        // ICMP port unreachable: the backend is not there. Passive failure.
+        this.end(s, 'backend_refused');
+        backend.connectFailures++;
+        this.ctx.onConnectFailure(this.pool, backend, 'refused');
+      } else this.end(s, 'error');
+    });
+    upstream.connect(backend.port, backend.host, () => {
+      if (s.ended) return;
+      s.connected = true;
+      const q = s.pending;
+      s.pending = null;
+      if (q !== null) for (const m of q) upstream.send(m);
+    });
+    this.toBackend(s, msg);
+  }
+
+  private toClient(s: UdpSession, reply: Buffer): void {
+    if (s.ended || this.socket === null) return;
+    s.lastActive = Date.now();
+    s.bytesOut += reply.length;
+    this.stats.datagramsOut++;
+    this.socket.send(reply, s.clientPort, s.clientAddr);
+    if (this.config.udpResponses > 0 && ++s.responses >= this.config.udpResponses) this.end(s, 'responses');
+  }
+
+  /** Ends one session: closes its upstream socket, releases counts, logs it when asked. */
+  private end(s: UdpSession, reason: UdpEndReason): void {
+    if (s.ended) return;
+    s.ended = true;
+    try {
+      s.upstream.close();
+    } catch {
+      /* already closed */
+    }
+    const byPort = this.flows.get(s.clientAddr);
+    if (byPort !== undefined && byPort.get(s.clientPort) === s) {
+      byPort.delete(s.clientPort);
+      if (byPort.size === 0) this.flows.delete(s.clientAddr);
+    }
+    const set = this.byBackend.get(s.backend);
+    if (set !== undefined) {
+      set.delete(s);
+      if (set.size === 0) this.byBackend.delete(s.backend);
+    }
+    this.sessionCount--;
+    const stats = this.stats;
+    stats.active--;
+    stats.udpSessionsActive--;
+    stats.bytesIn += s.bytesIn;
+    stats.bytesOut += s.bytesOut;
+    s.backend.active--;
+    if (this.ctx.connectionLog) {
+      this.ctx.log.info(
+        {
+          listener: this.name,
+          client: formatHostPort(s.clientAddr, s.clientPort),
+          backend: s.backend.address,
+          bytes_in: s.bytesIn,
+          bytes_out: s.bytesOut,
+          duration_ms: Date.now() - s.startedAt,
+          reason,
+        },
+        'connection closed',
+      );
+    }
+    if (this.sessionCount === 0) {
+      const w = this.emptyWaiters;
+      this.emptyWaiters = [];
+      for (const f of w) f();
+      if (!this.accepting && !this.current) this.closeSocket();
+    }
+  }
+
+  /**
+   * Ends the sessions of backends that can no longer take them: down, or no
+   * longer in the pool. Called by the data plane after a state or pool change.
+   */
+  endSessionsOfGoneBackends(): void {
+    for (const [backend, set] of [...this.byBackend]) {
+      if (backend.state === 'down' || !backend.member) for (const s of [...set]) this.end(s, 'backend_gone');
+    }
+  }
+
+  private updateSweep(): void {
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    const idle = this.config.idleTimeoutMs;
+    if (idle <= 0 || this.socket === null) return;
+    const every = Math.max(10, Math.min(1000, Math.floor(idle / 4)));
+    this.sweepTimer = setInterval(() => this.sweep(idle), every);
+    this.sweepTimer.unref();
+  }
+
+  private sweep(idle: number): void {
+    const now = Date.now();
+    for (const byPort of [...this.flows.values()]) {
+      for (const s of [...byPort.values()]) if (now - s.lastActive >= idle) this.end(s, 'idle_timeout');
+    }
+  }
+
+  stopAccepting(): Promise<void> {
+    this.accepting = false;
+    if (this.sessionCount === 0 && !this.current) this.closeSocket();
+    return Promise.resolve();
+  }
+
+  whenEmpty(): Promise<void> {
+    if (this.sessionCount === 0) return Promise.resolve();
+    return new Promise((resolve) => this.emptyWaiters.push(resolve));
+  }
+
+  abortAll(reason: 'drain_timeout' | 'shutdown'): void {
+    for (const byPort of [...this.flows.values()]) for (const s of [...byPort.values()]) this.end(s, reason);
+  }
+
+  private closeSocket(): void {
+    if (this.closed || this.socket === null) return;
+    this.closed = true;
+    try {
+      this.socket.close();
+    } catch {
+      /* already closed */
+    }
+  }
+
+  dispose(): void {
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    this.abortAll('shutdown');
+    this.closeSocket();
+  }
+
+  snapshot(): ListenerSnapshot {
+    let liveIn = 0;
+    let liveOut = 0;
+    for (const byPort of this.flows.values())
+      for (const s of byPort.values()) {
+        liveIn += s.bytesIn;
+        liveOut += s.bytesOut;
+      }
+    const st = this.stats;
+    return {
+      name: this.name,
+      protocol: 'udp',
+      bind: this.config.bindText,
+      address: this.boundAddress,
+      port: this.boundPort,
+      pool: this.config.pool,
+      current: this.current,
+      active_connections: st.active,
+      connections_total: st.connectionsTotal,
+      rejected: { ...st.rejected },
+      bytes_in: st.bytesIn + liveIn,
+      bytes_out: st.bytesOut + liveOut,
+      udp_sessions_active: st.udpSessionsActive,
+      datagrams_in: st.datagramsIn,
+      datagrams_out: st.datagramsOut,
+    };
+  }
+}
