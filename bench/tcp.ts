@@ -23,12 +23,26 @@ const arg = (name: string, def: string): string => {
 };
 const SECONDS = Number(arg('seconds', '5'));
 const PUMP = arg('pump', 'off'); // splice = "off" | "auto"
+const WORKERS = Number(arg('workers', '1'));
+const PIN = arg('pin', 'yes') === 'yes';
 const CLK_TCK = 100;
 
 function cpuSeconds(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) / CLK_TCK; // utime + stime
+  // utime + stime, plus cutime + cstime? No: workers are alive; add their own stat.
+  let t = (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+  for (const child of childPids(pid)) t += cpuSeconds(child);
+  return t;
+}
+
+/** Child processes of pid (the data-plane workers when workers > 1). */
+function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
 }
 
 function hasTaskset(): boolean {
@@ -58,14 +72,14 @@ async function startL4lb(sink: number, echo: number): Promise<{ child: ChildProc
   const cfg = join(dir, 'lb.toml');
   writeFileSync(
     cfg,
-    `[global]\nlog_level = "info"\nsplice = "${PUMP}"\n` +
+    `[global]\nlog_level = "info"\nsplice = "${PUMP}"\nworkers = ${WORKERS}\n` +
       `[[listeners]]\nname = "bulk"\nbind = "127.0.0.1:0"\npool = "sink"\n` +
       `[[listeners]]\nname = "short"\nbind = "127.0.0.1:0"\npool = "echo"\n` +
       `[pools.sink]\nalgorithm = "round-robin"\nbackends = [{ address = "127.0.0.1:${sink}" }]\n[pools.sink.health_check]\nenabled = false\n` +
       `[pools.echo]\nalgorithm = "round-robin"\nbackends = [{ address = "127.0.0.1:${echo}" }]\n[pools.echo.health_check]\nenabled = false\n`,
   );
   const cli = join(__dirname, '..', 'src', 'cli.js');
-  const cmd = hasTaskset() ? ['taskset', '-c', '0', process.execPath, cli, '-c', cfg] : [process.execPath, cli, '-c', cfg];
+  const cmd = PIN && hasTaskset() ? ['taskset', '-c', '0', process.execPath, cli, '-c', cfg] : [process.execPath, cli, '-c', cfg];
   const child = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   const ports = new Map<string, number>();
   await new Promise<void>((resolve, reject) => {
@@ -146,7 +160,7 @@ async function shortConns(port: number, concurrency: number, seconds: number): P
 }
 
 async function main(): Promise<void> {
-  if (hasTaskset()) spawnSync('taskset', ['-pc', '1', String(process.pid)]);
+  if (PIN && hasTaskset()) spawnSync('taskset', ['-pc', '1', String(process.pid)]);
   const be = await backends();
   const lb = await startL4lb(be.sink, be.echo);
   const pid = lb.child.pid as number;
@@ -176,7 +190,7 @@ async function main(): Promise<void> {
   }
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i] as number)).join('  '));
-  console.log(`(${SECONDS} s per case; splice = "${PUMP}"; taskset: ${hasTaskset() ? 'l4lb on CPU 0, generator on CPU 1' : 'not available'})`);
+  console.log(`(${SECONDS} s per case; workers = ${WORKERS}; splice = "${PUMP}"; taskset: ${PIN && hasTaskset() ? 'l4lb on CPU 0, generator on CPU 1' : 'not available'})`);
   process.exit(0);
 }
 

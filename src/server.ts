@@ -9,7 +9,8 @@ import { canSplice, splicePump, spliceEngineInfo } from './tcp/splice-pump';
 import { loadConfigFile } from './config/load';
 import { ConfigError, L4lbError, formatConfigIssue } from './errors';
 import { createLogger, type Logger } from './log';
-import { DataPlane, type BackendSpec, type ListenerBinding } from './dataplane/dataplane';
+import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from './dataplane/dataplane';
+import { ClusterDataPlane } from './cluster/primary';
 import type { BackendSnapshot, DataPlaneSnapshot } from './dataplane/stats';
 import { HealthMonitor } from './health/monitor';
 import { VERSION } from './version';
@@ -41,7 +42,7 @@ export class Server {
   config: Config;
   generation = 1;
   readonly startedAt = Date.now();
-  readonly dataPlane: DataPlane;
+  readonly dataPlane: DataPlaneApi;
   reloads = { success: 0, failure: 0 };
   draining = false;
   private drainPromise: Promise<void> | null = null;
@@ -69,15 +70,20 @@ export class Server {
     this.lookup = opts.lookup;
     this.registry = createRegistry(this);
     this.notifier = new Notifier(this.log);
-    this.dataPlane = new DataPlane({
-      log: this.log,
-      splice: pump.kind === 'splice' ? { pump: splicePump, canSplice } : null,
-      onListening: (listener, address, port) => this.log.info({ listener, address, port }, 'listening'),
-      onConnectFailure: (pool, address, kind) => this.health.onConnectFailure(pool, address, kind),
-      onPoolChanged: (pool) => {
-        for (const fn of this.poolChangedListeners) fn(pool);
-      },
-    });
+    const onListening = (listener: string, address: string, port: number): void => this.log.info({ listener, address, port }, 'listening');
+    const onConnectFailure = (pool: string, address: string, kind: 'refused' | 'timeout'): void => this.health.onConnectFailure(pool, address, kind);
+    const workers = opts.config.global.workers;
+    if (workers > 1) {
+      this.log.info({ workers }, 'data plane in worker processes');
+      this.dataPlane = new ClusterDataPlane({ log: this.log, workers, splice: pump.kind === 'splice' ? opts.config.global.splice : 'off', onConnectFailure, onListening });
+    } else {
+      this.dataPlane = new DataPlane({
+        log: this.log,
+        splice: pump.kind === 'splice' ? { pump: splicePump, canSplice } : null,
+        onListening,
+        onConnectFailure,
+      });
+    }
     this.health = new HealthMonitor({
       log: this.log,
       setState: (pool, address, state) => void this.dataPlane.setBackendState(pool, address, state),
@@ -170,6 +176,7 @@ export class Server {
     const want = specs.map((x) => formatAddress(x.host, x.port, x.family)).join(',');
     if (want === p.backends.map((b) => b.address).join(',')) return;
     this.dataPlane.setPoolBackends(pool, specs);
+    for (const fn of this.poolChangedListeners) fn(pool);
     // New addresses are probed, vanished ones forgotten, as on a reload.
     const all = new Map<string, BackendSpec[]>();
     for (const [name, res] of this.resolvers) all.set(name, res.specs());
@@ -290,7 +297,7 @@ export class Server {
         dp.abortAll('drain_timeout');
         await dp.whenIdle();
       }
-      dp.dispose();
+      await dp.dispose();
       if (this.admin !== null) await this.admin.close();
       await this.notifier.send(); // let queued notifications go out
       this.log.info('stopped');

@@ -49,7 +49,25 @@ export interface ListenerBinding {
   port: number;
 }
 
-export class DataPlane {
+/**
+ * What the control plane may ask of a data plane: the in-process DataPlane
+ * below, or the worker processes behind src/cluster/primary.ts.
+ */
+export interface DataPlaneApi {
+  readonly pools: ReadonlyMap<string, Pool>;
+  apply(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<ListenerBinding[]>;
+  setBackendState(pool: string, address: string, state: BackendState): BackendState | null;
+  setBackendWeight(pool: string, address: string, effectiveWeight: number): boolean;
+  setPoolBackends(pool: string, specs: readonly BackendSpec[]): boolean;
+  stopAccepting(): Promise<void>;
+  whenIdle(): Promise<void>;
+  abortAll(reason: 'drain_timeout' | 'shutdown'): void;
+  activeConnections(): number;
+  dispose(): void | Promise<void>;
+  snapshot(): DataPlaneSnapshot;
+}
+
+export class DataPlane implements DataPlaneApi {
   private readonly opts: DataPlaneOptions;
   readonly pools = new Map<string, Pool>();
   readonly listeners = new Map<string, Listener>();
@@ -100,7 +118,10 @@ export class DataPlane {
         bound.push({ name: lc.name, address: a.address, port: a.port });
       }
     } catch (err) {
-      for (const l of added) await l.stopAccepting();
+      for (const l of added) {
+        await l.stopAccepting();
+        l.dispose();
+      }
       throw err;
     }
 

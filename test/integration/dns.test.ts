@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { startTaggedServer, connect, readLine, waitFor, withTimeout, type TestServer } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { Server } from '../../src/server';
+import type { DataPlane } from '../../src/dataplane/dataplane';
 import { loadConfigFile } from '../../src/config/load';
 import { createLogger } from '../../src/log';
 import type { LookupAddress, LookupFn } from '../../src/dns/resolver';
@@ -252,7 +253,7 @@ describe('dns: changing names (in-process server, injected lookup, real sockets)
     assert.equal(p1?.find(`127.0.0.3:${port}`)?.weight, 2);
     // The listener follows the rebuilt pool.
     const chPort = server.bindings.find((b) => b.name === 'ch')?.port ?? 0;
-    assert.equal(server.dataPlane.listeners.get('ch')?.pool, p1);
+    assert.equal((server.dataPlane as DataPlane).listeners.get('ch')?.pool, p1);
     assert.ok(['A', 'B', 'C'].includes((await via(chPort)).tag));
     dns.table.set('ch.test', ['127.0.0.3', '127.0.0.1']);
     await tick('ch');

@@ -1,0 +1,29 @@
+/**
+ * Messages between the control plane (primary) and data-plane workers.
+ * Sent over the cluster IPC channel with 'advanced' serialization (so Maps
+ * and typed arrays in the configuration survive the trip).
+ */
+import type { Config } from '../config/schema';
+import type { BackendState } from '../backend/backend';
+import type { BackendSpec, ListenerBinding } from '../dataplane/dataplane';
+import type { DataPlaneSnapshot } from '../dataplane/stats';
+
+export type ToWorker =
+  | { t: 'apply'; id: number; config: Config; backends: [string, BackendSpec[]][] }
+  | { t: 'state'; pool: string; address: string; state: BackendState }
+  | { t: 'weight'; pool: string; address: string; weight: number }
+  | { t: 'pool'; pool: string; specs: BackendSpec[] }
+  | { t: 'stop'; id: number }
+  | { t: 'idle'; id: number }
+  | { t: 'abort'; reason: 'drain_timeout' | 'shutdown' }
+  | { t: 'exit' };
+
+export type ToPrimary =
+  | { t: 'applied'; id: number; bindings: ListenerBinding[] }
+  | { t: 'apply-failed'; id: number; error: { message: string; code?: string; address?: string; port?: number } }
+  | { t: 'done'; id: number }
+  | { t: 'snapshot'; snap: DataPlaneSnapshot }
+  | { t: 'connect-failure'; pool: string; address: string; kind: 'refused' | 'timeout' };
+
+/** How often a worker pushes its counters to the primary (metrics may lag this much). */
+export const SNAPSHOT_INTERVAL_MS = 250;

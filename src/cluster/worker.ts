@@ -1,0 +1,83 @@
+/**
+ * A data-plane worker (global.workers > 1): runs one DataPlane and obeys the
+ * primary. Listening TCP sockets are shared by the cluster module (one
+ * socket, accepted by every worker: the kernel spreads connections); UDP
+ * listeners are given to worker 1 only (see primary.ts), so a flow stays on
+ * one worker. The worker pushes its counters to the primary every
+ * SNAPSHOT_INTERVAL_MS, and exits when told or when the primary goes away.
+ */
+import cluster from 'node:cluster';
+import { createLogger } from '../log';
+import { DataPlane, type BackendSpec } from '../dataplane/dataplane';
+import { canSplice, splicePump, spliceEngineInfo } from '../tcp/splice-pump';
+import type { ToPrimary, ToWorker } from './protocol';
+import { SNAPSHOT_INTERVAL_MS } from './protocol';
+
+export function runWorker(): void {
+  const worker = cluster.worker;
+  if (worker === undefined) throw new Error('runWorker() outside a cluster worker');
+  const send = (m: ToPrimary): void => {
+    if (process.connected) process.send!(m);
+  };
+  const level = (process.env.L4LB_LOG_LEVEL ?? 'info') as 'info';
+  const log = createLogger(level).child({ worker: worker.id });
+  const spliceMode = process.env.L4LB_SPLICE ?? 'auto';
+  const useSplice = spliceMode !== 'off' && spliceEngineInfo().ok;
+  const dp = new DataPlane({
+    log,
+    splice: useSplice ? { pump: splicePump, canSplice } : null,
+    onConnectFailure: (pool, address, kind) => send({ t: 'connect-failure', pool, address, kind }),
+  });
+  const push = (): void => send({ t: 'snapshot', snap: dp.snapshot() });
+  const timer = setInterval(push, SNAPSHOT_INTERVAL_MS);
+  timer.unref();
+
+  process.on('message', (raw: unknown) => {
+    const m = raw as ToWorker;
+    switch (m.t) {
+      case 'apply':
+        log.level = m.config.global.logLevel;
+        dp.apply(m.config, new Map<string, BackendSpec[]>(m.backends)).then(
+          (bindings) => {
+            send({ t: 'applied', id: m.id, bindings });
+            push();
+          },
+          (err: NodeJS.ErrnoException & { address?: string; port?: number }) =>
+            send({ t: 'apply-failed', id: m.id, error: { message: err.message, code: err.code, address: err.address, port: err.port } }),
+        );
+        break;
+      case 'state':
+        dp.setBackendState(m.pool, m.address, m.state);
+        break;
+      case 'weight':
+        dp.setBackendWeight(m.pool, m.address, m.weight);
+        break;
+      case 'pool':
+        dp.setPoolBackends(m.pool, m.specs);
+        break;
+      case 'stop':
+        void dp.stopAccepting().then(() => send({ t: 'done', id: m.id }));
+        break;
+      case 'idle':
+        void dp.whenIdle().then(() => {
+          push();
+          send({ t: 'done', id: m.id });
+        });
+        break;
+      case 'abort':
+        dp.abortAll(m.reason);
+        break;
+      case 'exit':
+        clearInterval(timer);
+        dp.dispose();
+        push();
+        process.disconnect();
+        setImmediate(() => process.exit(0));
+        break;
+    }
+  });
+  // The primary is gone: nothing to serve for.
+  process.on('disconnect', () => process.exit(0));
+  // Signals are the primary's business (it drains us through IPC).
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => {});
+}
