@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@ enum Reason : int { R_CLOSED = 0, R_CLIENT_RESET = 1, R_BACKEND_RESET = 2, R_ABO
 constexpr int kMaxRounds = 16;        // splice rounds per direction before requeue
 constexpr int kWantPipe = 256 * 1024; // F_SETPIPE_SZ target; default kept on failure
 constexpr int kMaxEvents = 256;
+constexpr size_t kPipePoolMax = 256;  // empty pipes kept for reuse (2 fds each)
 
 struct Worker;
 
@@ -46,9 +48,24 @@ struct Conn {
   bool eof[2] = {false, false};   // EOF read from fd[d]
   bool shut[2] = {false, false};  // shutdown(fd[1-d], SHUT_WR) done
   uint64_t bytes[2] = {0, 0};     // delivered to the destination
+  uint32_t ev[2] = {0, 0};        // epoll events seen per side since the last service
+  bool again[2] = {false, false}; // direction still busy after kMaxRounds: run it again
   bool closed = false;
   bool pending = false;           // already in this round's service list
 };
+
+// ---- pipes: held only while bytes are in flight ----
+// A direction takes a pipe when it has something to read and gives it back
+// as soon as the pipe is empty again, into a bounded pool of empty pipes
+// shared by the worker threads. Creating pipes (pipe2, F_SETPIPE_SZ) and
+// closing them was a fifth of a short connection's cost, and an idle
+// connection now holds two fds (its sockets), not six.
+struct PipePair {
+  int r, w;
+  size_t cap;
+};
+std::mutex g_pool_mu;
+std::vector<PipePair> g_pool;
 
 struct Report {
   uint32_t id;
@@ -93,6 +110,58 @@ void setLinger0(int fd) {
   l.l_onoff = 1;
   l.l_linger = 0;
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+
+int setupPipe(int& r, int& w, size_t& cap) {
+  {
+    std::lock_guard<std::mutex> g(g_pool_mu);
+    if (!g_pool.empty()) {
+      PipePair p = g_pool.back();
+      g_pool.pop_back();
+      r = p.r;
+      w = p.w;
+      cap = p.cap;
+      return 0;
+    }
+  }
+  int p[2];
+  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
+  r = p[0];
+  w = p[1];
+  int sz = fcntl(w, F_SETPIPE_SZ, kWantPipe);
+  if (sz < 0) sz = fcntl(w, F_GETPIPE_SZ);
+  if (sz <= 0) sz = 65536;
+  cap = static_cast<size_t>(sz);
+  return 0;
+}
+
+// Gives a connection's pipe back: into the pool when it is known empty,
+// closed otherwise (a reset can leave bytes in it).
+void releasePipe(int& r, int& w, size_t cap, bool empty) {
+  if (r < 0 || w < 0) {
+    closeFd(r);
+    closeFd(w);
+    return;
+  }
+  if (empty) {
+    std::lock_guard<std::mutex> g(g_pool_mu);
+    if (g_pool.size() < kPipePoolMax) {
+      g_pool.push_back(PipePair{r, w, cap});
+      r = w = -1;
+      return;
+    }
+  }
+  closeFd(r);
+  closeFd(w);
+}
+
+void drainPool() {
+  std::lock_guard<std::mutex> g(g_pool_mu);
+  for (PipePair& p : g_pool) {
+    close(p.r);
+    close(p.w);
+  }
+  g_pool.clear();
 }
 
 int sockError(int fd) {
@@ -160,10 +229,11 @@ struct Worker {
     if (c->closed) return;
     c->closed = true;
     for (int i = 0; i < 2; i++) {
+      // Explicit DEL: close() alone would leave the registration (and this
+      // Conn's pointer) alive while a forked child still holds the socket.
       if (c->fd[i] >= 0) epoll_ctl(ep, EPOLL_CTL_DEL, c->fd[i], nullptr);
       closeFd(c->fd[i]);
-      closeFd(c->pr[i]);
-      closeFd(c->pw[i]);
+      releasePipe(c->pr[i], c->pw[i], c->pipecap[i], c->inpipe[i] == 0);
     }
     publish(c->slot, 0, c->bytes[0]);
     publish(c->slot, 1, c->bytes[1]);
@@ -186,6 +256,21 @@ struct Worker {
     const int src = c->fd[d], dst = c->fd[1 - d];
     const int srcReason = d == 0 ? R_CLIENT_RESET : R_BACKEND_RESET;
     const int dstReason = d == 0 ? R_BACKEND_RESET : R_CLIENT_RESET;
+    if (c->pr[d] < 0) {
+      if (c->eof[d]) return 0;
+      if (setupPipe(c->pr[d], c->pw[d], c->pipecap[d]) != 0) {
+        // Out of fds (EMFILE/ENFILE): this connection cannot be carried.
+        reset(c, R_ABORTED);
+        return -1;
+      }
+      c->inpipe[d] = 0;
+    }
+    int r = pumpRounds(c, d, src, dst, srcReason, dstReason);
+    if (r == 0 && c->inpipe[d] == 0) releasePipe(c->pr[d], c->pw[d], c->pipecap[d], true);
+    return r;
+  }
+
+  int pumpRounds(Conn* c, int d, int src, int dst, int srcReason, int dstReason) {
     for (int round = 0; round < kMaxRounds; round++) {
       bool moved = false;
       if (!c->eof[d] && c->inpipe[d] < c->pipecap[d]) {
@@ -228,12 +313,29 @@ struct Worker {
     return 1;
   }
 
+  // Runs the directions that can have work: d when its source reported
+  // input (or EOF, hang-up, error), when its destination became writable
+  // while bytes wait in the pipe, or when it was still busy last time. A
+  // direction whose source read EAGAIN into an empty pipe has nothing until
+  // the next edge, so an event on one side no longer costs a splice on the
+  // other (a request/response exchange is three splices per message).
   void service(Conn* c) {
+    constexpr uint32_t kIn = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+    constexpr uint32_t kOut = EPOLLOUT | EPOLLHUP | EPOLLERR;
+    bool want[2];
+    for (int d = 0; d < 2; d++)
+      want[d] = c->again[d] || (c->ev[d] & kIn) != 0 || ((c->ev[1 - d] & kOut) != 0 && c->inpipe[d] > 0);
+    c->ev[0] = c->ev[1] = 0;
+    c->again[0] = c->again[1] = false;
     bool busy = false;
     for (int d = 0; d < 2; d++) {
+      if (!want[d]) continue;
       int r = pump(c, d);
       if (r < 0) return;
-      if (r > 0) busy = true;
+      if (r > 0) {
+        c->again[d] = true;
+        busy = true;
+      }
     }
     publish(c->slot, 0, c->bytes[0]);
     publish(c->slot, 1, c->bytes[1]);
@@ -255,7 +357,9 @@ struct Worker {
         return;
       }
     }
-    service(c);
+    // No service here: EPOLL_CTL_ADD queues an event at once for a socket
+    // that is already readable (or hung up), edge-triggered or not, so bytes
+    // that arrived before the handoff are picked up by the next epoll_wait.
   }
 
   void drainCommands() {
@@ -310,6 +414,7 @@ struct Worker {
             continue;
           }
         }
+        c->ev[side] |= evs[i].events;
         if (!c->pending) {
           c->pending = true;
           batch.push_back(c);
@@ -353,6 +458,7 @@ void stopAll(void*) {
     delete w;
   }
   g_workers.clear();
+  drainPool();
   if (g_tsfn_ok) {
     g_tsfn.Abort();
     g_tsfn_ok = false;
@@ -375,8 +481,13 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   int threads = info[2].As<Napi::Number>().Int32Value();
   if (slots == 0 || slots > (1u << 22)) return Throw(env, "l4lb_splice: slots out of range");
   if (threads <= 0) {
-    unsigned hc = std::thread::hardware_concurrency();
-    threads = static_cast<int>(std::min(2u, hc == 0 ? 1u : hc));
+    // CPUs this process may run on (taskset, cgroup cpusets), not the
+    // machine's: two threads pinned to one CPU only add context switches.
+    int cpus = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
+    if (cpus <= 0) cpus = static_cast<int>(std::thread::hardware_concurrency());
+    threads = std::min(2, std::max(1, cpus));
   }
   threads = std::min(threads, 64);
   if (g_slab == nullptr || g_slab_slots < slots) {
@@ -409,18 +520,6 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return out;
 }
 
-int setupPipe(int& r, int& w, size_t& cap) {
-  int p[2];
-  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
-  r = p[0];
-  w = p[1];
-  int sz = fcntl(w, F_SETPIPE_SZ, kWantPipe);
-  if (sz < 0) sz = fcntl(w, F_GETPIPE_SZ);
-  if (sz <= 0) sz = 65536;
-  cap = static_cast<size_t>(sz);
-  return 0;
-}
-
 // add(clientFd, backendFd, slot) -> id (> 0), or -errno when it could not start
 // (nothing was taken over then: the JS sockets are still the caller's).
 Napi::Value Add(const Napi::CallbackInfo& info) {
@@ -438,15 +537,15 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
     if (c->fd[i] < 0) err = errno;
   }
   for (int i = 0; i < 2 && err == 0; i++) {
+    // The dup shares the file status flags: libuv's sockets are already
+    // non-blocking, so this is one F_GETFL.
     int fl = fcntl(c->fd[i], F_GETFL);
-    if (fl < 0 || fcntl(c->fd[i], F_SETFL, fl | O_NONBLOCK) != 0) err = errno;
+    if (fl < 0 || ((fl & O_NONBLOCK) == 0 && fcntl(c->fd[i], F_SETFL, fl | O_NONBLOCK) != 0)) err = errno;
   }
-  for (int d = 0; d < 2 && err == 0; d++) err = setupPipe(c->pr[d], c->pw[d], c->pipecap[d]);
   if (err != 0) {
     for (int i = 0; i < 2; i++) {
       closeFd(c->fd[i]);
-      closeFd(c->pr[i]);
-      closeFd(c->pw[i]);
+      releasePipe(c->pr[i], c->pw[i], c->pipecap[i], true);
     }
     delete c;
     return Napi::Number::New(env, -err);
@@ -476,12 +575,18 @@ Napi::Value Abort(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// stats() -> { active, threads } (JS-thread view)
+// stats() -> { active, threads, pooledPipes } (JS-thread view)
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("active", Napi::Number::New(env, static_cast<double>(g_active)));
   o.Set("threads", Napi::Number::New(env, static_cast<double>(g_workers.size())));
+  size_t pooled;
+  {
+    std::lock_guard<std::mutex> g(g_pool_mu);
+    pooled = g_pool.size();
+  }
+  o.Set("pooledPipes", Napi::Number::New(env, static_cast<double>(pooled)));
   return o;
 }
 

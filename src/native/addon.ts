@@ -17,7 +17,8 @@ export interface SpliceBinding {
   add(clientFd: number, backendFd: number, slot: number): number;
   /** Resets both sides; the completion report follows. */
   abort(id: number): void;
-  stats(): { active: number; threads: number };
+  /** Connections not yet reported, epoll threads, and empty pipes kept for reuse (2 fds each). */
+  stats(): { active: number; threads: number; pooledPipes: number };
   readonly reasons: readonly string[];
 }
 

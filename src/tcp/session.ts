@@ -34,7 +34,8 @@ export type SessionEndReason =
 
 export class TcpSession {
   readonly listener: TcpListener;
-  readonly client: net.Socket;
+  /** The client socket until the pump owns it (then null: an idle spliced connection keeps no socket object). */
+  private client: net.Socket | null;
   /** Client address as used for limits, logs and hashing (PROXY-aware). */
   clientAddr: string;
   clientPort: number;
@@ -90,8 +91,9 @@ export class TcpSession {
       this.head = mode === 'v1' ? encodeV1(src, dst) : encodeV2(src, dst);
     }
     // Until the pump owns it, the client must never crash us or linger.
-    this.client.on('error', this.onClientEarlyClose);
-    this.client.on('close', this.onClientEarlyClose);
+    const client = this.client as net.Socket;
+    client.on('error', this.onClientEarlyClose);
+    client.on('close', this.onClientEarlyClose);
     return this.connectNext();
   }
 
@@ -109,7 +111,7 @@ export class TcpSession {
     const backend = this.pool.pick(flow, this.tried);
     if (backend === null) {
       this.endReason = this.attempts === 0 ? 'no_backend' : 'connect_failed';
-      this.client.destroy();
+      this.client?.destroy();
       this.finish();
       return false;
     }
@@ -164,7 +166,7 @@ export class TcpSession {
     if (this.attempts <= this.pool.config.retries) this.connectNext();
     else {
       this.endReason = 'connect_failed';
-      this.client.destroy();
+      this.client?.destroy();
       this.finish();
     }
   };
@@ -175,9 +177,11 @@ export class TcpSession {
     up.setTimeout(0);
     up.removeListener('error', this.onUpstreamError);
     up.removeListener('close', this.onUpstreamEarlyClose);
-    this.client.removeListener('error', this.onClientEarlyClose);
-    this.client.removeListener('close', this.onClientEarlyClose);
-    if (this.client.destroyed) {
+    const client = this.client;
+    if (client === null) return;
+    client.removeListener('error', this.onClientEarlyClose);
+    client.removeListener('close', this.onClientEarlyClose);
+    if (client.destroyed) {
       // Client left while we connected.
       this.endReason = 'client_gone';
       up.destroy();
@@ -186,9 +190,13 @@ export class TcpSession {
       this.finish();
       return;
     }
-    const pump = this.listener.ctx.pumpFor(this.client, up);
+    const pump = this.listener.ctx.pumpFor(client, up);
     this.pumpKind = pump.kind;
-    this.pump = pump.start(this.client, up, this.head, this.onPumpDone);
+    this.pump = pump.start(client, up, this.head, this.onPumpDone);
+    // The pump owns both sockets now; drop ours so nothing keeps them alive.
+    this.upstream = null;
+    this.client = null;
+    this.head = null;
   };
 
   private readonly onPumpDone = (reason: PumpEndReason, bytesIn: number, bytesOut: number): void => {
@@ -207,7 +215,7 @@ export class TcpSession {
     if (this.pump !== null) this.pump.abort();
     else {
       this.stopping = true;
-      this.client.destroy();
+      this.client?.destroy();
       // The upstream's 'close' completes the session; without one, finish now.
       if (this.upstream !== null) this.upstream.destroy();
       else this.finish();

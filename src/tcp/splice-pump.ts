@@ -21,7 +21,7 @@ import { jsPump } from './js-pump';
 const REASONS: readonly PumpEndReason[] = ['closed', 'client_reset', 'backend_reset', 'aborted'];
 
 interface Live {
-  slot: number;
+  readonly engineSlot: number;
   finish(reason: PumpEndReason, bytesIn: number, bytesOut: number): void;
 }
 
@@ -47,7 +47,7 @@ function onNativeDone(id: number, reason: number, bytesIn: number, bytesOut: num
   const l = e.live.get(id);
   if (!l) return;
   e.live.delete(id);
-  e.freeSlots.push(l.slot);
+  e.freeSlots.push(l.engineSlot);
   try {
     l.finish(REASONS[reason] ?? 'aborted', bytesIn, bytesOut);
   } catch (err) {
@@ -82,9 +82,10 @@ function getEngine(): Engine | null {
 }
 
 /** Why the splice engine is (not) running; for status/log lines. */
-export function spliceEngineInfo(): { ok: boolean; reason: string; threads: number; active: number } {
+export function spliceEngineInfo(): { ok: boolean; reason: string; threads: number; active: number; pooledPipes: number } {
   const e = getEngine();
-  return { ok: e !== null, reason: engineReason, threads: e ? e.threads : 0, active: e ? e.live.size : 0 };
+  const pooledPipes = e ? (e.addon.stats().pooledPipes ?? 0) : 0;
+  return { ok: e !== null, reason: engineReason, threads: e ? e.threads : 0, active: e ? e.live.size : 0, pooledPipes };
 }
 
 interface HandleLike {
@@ -123,106 +124,141 @@ export function canSplice(client: Socket, backend: Socket): boolean {
 
 const noop = (): void => {};
 
+/**
+ * One spliced connection. A class rather than closures: it is what an idle
+ * connection keeps in memory, so it holds numbers and, until the handoff,
+ * the two sockets — nothing else.
+ */
+class SpliceHandle implements PumpHandle {
+  private client: Socket | null;
+  private backend: Socket | null;
+  private readonly done: PumpDone;
+  private readonly e: Engine | null;
+  private finished = false;
+  private handedOver = false;
+  private aborted = false;
+  private nativeId = 0;
+  private slot = -1;
+  private inBytes = 0;
+  private outBytes = 0;
+  /** Set when the sockets stopped being spliceable between canSplice() and the handoff. */
+  private jsHandle: PumpHandle | null = null;
+
+  constructor(client: Socket, backend: Socket, head: Buffer | null, done: PumpDone) {
+    this.client = client;
+    this.backend = backend;
+    this.done = done;
+    this.e = getEngine();
+    // Errors before the handoff (e.g. while `head` is written) must not crash.
+    client.on('error', this.preClientErr);
+    backend.on('error', this.preBackendErr);
+    if (head && head.length > 0) {
+      if (backend.destroyed || backend.writableEnded) this.fail('backend_reset', null);
+      else backend.write(head, this.onHeadWritten);
+    } else {
+      this.handOver();
+    }
+  }
+
+  get bytesIn(): number {
+    const e = this.e;
+    if (this.nativeId !== 0 && e !== null) return e.slab[this.slot * 2] ?? this.inBytes;
+    return this.jsHandle !== null ? this.jsHandle.bytesIn : this.inBytes;
+  }
+
+  get bytesOut(): number {
+    const e = this.e;
+    if (this.nativeId !== 0 && e !== null) return e.slab[this.slot * 2 + 1] ?? this.outBytes;
+    return this.jsHandle !== null ? this.jsHandle.bytesOut : this.outBytes;
+  }
+
+  abort(): void {
+    if (this.finished) return;
+    this.aborted = true;
+    if (this.nativeId !== 0 && this.e !== null) this.e.addon.abort(this.nativeId);
+    else if (this.jsHandle !== null) this.jsHandle.abort();
+    else if (!this.handedOver) this.fail('aborted', null);
+  }
+
+  /** Called by the engine with the final totals (also via the JS fallback). */
+  finish(reason: PumpEndReason, bytesIn: number, bytesOut: number): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.inBytes = bytesIn;
+    this.outBytes = bytesOut;
+    this.nativeId = 0;
+    this.done(reason, bytesIn, bytesOut);
+  }
+
+  private readonly preClientErr = (): void => {
+    if (!this.handedOver) this.fail('client_reset', this.client);
+  };
+
+  private readonly preBackendErr = (): void => {
+    if (!this.handedOver) this.fail('backend_reset', this.backend);
+  };
+
+  private readonly onHeadWritten = (err?: Error | null): void => {
+    if (err) {
+      if (!this.handedOver) this.fail('backend_reset', this.backend);
+      return;
+    }
+    this.handOver();
+  };
+
+  private fail(reason: PumpEndReason, errored: Socket | null): void {
+    this.handedOver = true;
+    for (const s of [this.client, this.backend]) {
+      if (s === null) continue;
+      if (s === errored || s.destroyed) s.destroy();
+      else s.resetAndDestroy();
+    }
+    this.client = this.backend = null;
+    this.finish(reason, this.inBytes, this.outBytes);
+  }
+
+  private handOver(): void {
+    if (this.finished || this.handedOver) return;
+    if (this.aborted) {
+      this.fail('aborted', null);
+      return;
+    }
+    const client = this.client as Socket;
+    const backend = this.backend as Socket;
+    this.handedOver = true;
+    client.off('error', this.preClientErr);
+    backend.off('error', this.preBackendErr);
+    const e = this.e;
+    if (e !== null && e.freeSlots.length > 0 && socketReady(client) && socketReady(backend)) {
+      const s = e.freeSlots.pop() as number;
+      const id = e.addon.add(fdOf(client), fdOf(backend), s);
+      if (id > 0) {
+        this.slot = s;
+        this.nativeId = id;
+        e.live.set(id, this);
+        // libuv closes its fds; the dups keep the connections. No FIN, no RST.
+        client.on('error', noop);
+        backend.on('error', noop);
+        client.destroy();
+        backend.destroy();
+        this.client = this.backend = null;
+        return;
+      }
+      e.freeSlots.push(s);
+    }
+    this.client = this.backend = null;
+    this.jsHandle = jsPump.start(client, backend, null, (r, bi, bo) => this.finish(r, bi, bo));
+  }
+
+  /** The engine's slot for this connection (freed after the completion report). */
+  get engineSlot(): number {
+    return this.slot;
+  }
+}
+
 export const splicePump: Pump = {
   kind: 'splice',
   start(client: Socket, backend: Socket, head: Buffer | null, done: PumpDone): PumpHandle {
-    const counters = { bytesIn: 0, bytesOut: 0 };
-    let finished = false;
-    let nativeId = 0;
-    let slot = -1;
-    // Set when the sockets stopped being spliceable between canSplice() and the handoff.
-    let jsHandle: PumpHandle | null = null;
-    let aborted = false;
-    const e = getEngine();
-
-    const finish = (reason: PumpEndReason, bytesIn = counters.bytesIn, bytesOut = counters.bytesOut): void => {
-      if (finished) return;
-      finished = true;
-      counters.bytesIn = bytesIn;
-      counters.bytesOut = bytesOut;
-      nativeId = 0;
-      done(reason, bytesIn, bytesOut);
-    };
-
-    // Errors before the handoff (e.g. while `head` is written) must not crash.
-    const preClientErr = (): void => {
-      if (!handedOver) fail('client_reset', client);
-    };
-    const preBackendErr = (): void => {
-      if (!handedOver) fail('backend_reset', backend);
-    };
-    let handedOver = false;
-    client.on('error', preClientErr);
-    backend.on('error', preBackendErr);
-    const fail = (reason: PumpEndReason, errored: Socket | null): void => {
-      handedOver = true;
-      for (const s of [client, backend]) {
-        if (s === errored || s.destroyed) s.destroy();
-        else s.resetAndDestroy();
-      }
-      finish(reason);
-    };
-
-    const handOver = (): void => {
-      if (finished || handedOver) return;
-      if (aborted) {
-        fail('aborted', null);
-        return;
-      }
-      handedOver = true;
-      client.off('error', preClientErr);
-      backend.off('error', preBackendErr);
-      if (e && e.freeSlots.length > 0 && socketReady(client) && socketReady(backend)) {
-        const s = e.freeSlots.pop() as number;
-        const id = e.addon.add(fdOf(client), fdOf(backend), s);
-        if (id > 0) {
-          slot = s;
-          nativeId = id;
-          e.live.set(id, { slot: s, finish: (r, bi, bo) => finish(r, bi, bo) });
-          // libuv closes its fds; the dups keep the connections. No FIN, no RST.
-          client.on('error', noop);
-          backend.on('error', noop);
-          client.destroy();
-          backend.destroy();
-          return;
-        }
-        e.freeSlots.push(s);
-      }
-      jsHandle = jsPump.start(client, backend, null, (r, bi, bo) => finish(r, bi, bo));
-    };
-
-    if (head && head.length > 0) {
-      if (backend.destroyed || backend.writableEnded) {
-        fail('backend_reset', null);
-      } else {
-        backend.write(head, (err) => {
-          if (err) {
-            if (!handedOver) fail('backend_reset', backend);
-            return;
-          }
-          handOver();
-        });
-      }
-    } else {
-      handOver();
-    }
-
-    return {
-      get bytesIn(): number {
-        if (nativeId !== 0 && e && slot >= 0) return e.slab[slot * 2] ?? counters.bytesIn;
-        return jsHandle !== null ? jsHandle.bytesIn : counters.bytesIn;
-      },
-      get bytesOut(): number {
-        if (nativeId !== 0 && e && slot >= 0) return e.slab[slot * 2 + 1] ?? counters.bytesOut;
-        return jsHandle !== null ? jsHandle.bytesOut : counters.bytesOut;
-      },
-      abort(): void {
-        if (finished) return;
-        aborted = true;
-        if (nativeId !== 0 && e) e.addon.abort(nativeId);
-        else if (jsHandle !== null) jsHandle.abort();
-        else if (!handedOver) fail('aborted', null);
-      },
-    };
+    return new SpliceHandle(client, backend, head, done);
   },
 };
