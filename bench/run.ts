@@ -3,6 +3,8 @@
  *
  *   scripts/bench-peers.sh          # once, as root: haproxy, nginx + stream, wrk, iperf3
  *   npm run bench -- [--seconds 5] [--only conn,keepalive,bulk,udp,idle] [--quick]
+ *                    [--balancers direct,l4lb-js,l4lb-splice,haproxy,nginx]
+ *                    [--l4lb-node-options "--max-semi-space-size=4"]
  *
  * Each balancer (direct = none, l4lb with the JS pump, l4lb with the splice
  * pump, HAProxy mode tcp, nginx stream) runs pinned to CPU 0; load
@@ -29,6 +31,10 @@ const QUICK = argv.includes('--quick');
 const SECONDS = Number(opt('seconds', QUICK ? '2' : '5'));
 const ONLY = new Set(opt('only', 'conn,keepalive,bulk,udp,idle').split(','));
 const RUNS = QUICK ? 1 : 2;
+/** Which balancers to run (default all): direct, l4lb-js, l4lb-splice, haproxy, nginx. */
+const BALANCERS = new Set(opt('balancers', 'direct,l4lb-js,l4lb-splice,haproxy,nginx').split(','));
+/** Node/V8 options for l4lb (as NODE_OPTIONS in the systemd unit); see bench/README.md. */
+const L4LB_NODE_OPTIONS = opt('l4lb-node-options', '--max-semi-space-size=4').split(' ').filter(Boolean);
 /** The fd hard limit bounds the idle case: a balancer holds 2 fds per connection (ulimit -Hn here may be below 20,000). */
 const FD_LIMIT = Number(spawnSync('sh', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim()) || 1024;
 const IDLE_CONNS = Math.min(QUICK ? 2000 : 10000, Math.floor((FD_LIMIT - 3000) / 2));
@@ -121,7 +127,7 @@ async function startBackends(): Promise<Ports> {
     mkdirSync(dir, { recursive: true });
     writeFileSync(
       join(dir, 'nginx.conf'),
-      `daemon off; worker_processes 1; pid ${dir}/pid; error_log stderr error;\n` +
+      `daemon off; master_process off; worker_processes 1; pid ${dir}/pid; error_log stderr error;\n` +
         `events { worker_connections 65536; }\n` +
         `http { access_log off; keepalive_requests 1000000; server { listen 127.0.0.1:${p.http} backlog=4096; location / { return 200 "ok\\n"; } } }\n`,
     );
@@ -159,7 +165,7 @@ async function startL4lb(backends: Ports, splice: 'on' | 'off'): Promise<Balance
       pool('udp', backends.udp) +
       pool('idle', backends.idle),
   );
-  const child = start(0, [process.execPath, CLI, '-c', cfg]);
+  const child = start(0, [process.execPath, ...L4LB_NODE_OPTIONS, CLI, '-c', cfg]);
   await waitPort(f.http);
   return { name: `l4lb (${splice === 'on' ? 'splice' : 'JS'} pump)`, pid: child.pid as number, front: f, stop: () => stop(child) };
 }
@@ -340,12 +346,14 @@ async function main(): Promise<void> {
   for (const t of ['haproxy', 'nginx', 'wrk', 'iperf3']) if (!has(t)) skipped.push(`${t} not installed (scripts/bench-peers.sh)`);
   const backends = await startBackends();
   const direct: Balancer = { name: 'direct (no balancer)', pid: 0, front: backends, stop: async () => {} };
-  const makers: (() => Promise<Balancer>)[] = [async () => direct, () => startL4lb(backends, 'off')];
+  const makers: (() => Promise<Balancer>)[] = [];
+  if (BALANCERS.has('direct')) makers.push(async () => direct);
+  if (BALANCERS.has('l4lb-js')) makers.push(() => startL4lb(backends, 'off'));
   const splice = spawnSync(process.execPath, ['-e', `process.exit(require(${JSON.stringify(join(ROOT, 'dist/src/native/addon.js'))}).spliceAvailable().ok?0:1)`]).status === 0;
-  if (splice) makers.push(() => startL4lb(backends, 'on'));
-  else skipped.push('l4lb splice pump: native addon not built');
-  if (has('haproxy')) makers.push(() => startHaproxy(backends));
-  if (has('nginx')) makers.push(() => startNginx(backends));
+  if (!splice) skipped.push('l4lb splice pump: native addon not built');
+  else if (BALANCERS.has('l4lb-splice')) makers.push(() => startL4lb(backends, 'on'));
+  if (has('haproxy') && BALANCERS.has('haproxy')) makers.push(() => startHaproxy(backends));
+  if (has('nginx') && BALANCERS.has('nginx')) makers.push(() => startNginx(backends));
 
   const results = new Map<string, Map<CaseName, Figure>>();
   for (const make of makers) {
@@ -372,6 +380,7 @@ async function main(): Promise<void> {
   const lines: string[] = [];
   const commit = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
   lines.push(`l4lb benchmark — ${new Date().toISOString()} — commit ${commit || 'unknown'} — ${SECONDS} s per case, best of ${RUNS}`);
+  lines.push(`l4lb node options: ${L4LB_NODE_OPTIONS.join(' ') || '(none)'}`);
   lines.push(`machine: ${readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? 'unknown'}, ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} CPUs; balancer on CPU 0, load and backends on CPU 1`);
   lines.push('');
   const names = [...results.keys()];
@@ -410,6 +419,8 @@ async function main(): Promise<void> {
 }
 
 const cleanup = (): void => {
+  // Balancers were stopped gently already; what is left (backends, loads —
+  // the backend nginx runs without a master so it has no orphans) goes now.
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   rmSync(work, { recursive: true, force: true });
 };

@@ -29,7 +29,7 @@ async function main() {
     console.error(`quickstart: cannot start demo backends: ${err.message} (are ports 9001/9002 free?)`);
     process.exit(1);
   }
-  const lb = spawn(process.execPath, [join(root, 'dist', 'src', 'cli.js'), '--config', config], { stdio: 'inherit' });
+  const lb = spawn(process.execPath, ['--max-semi-space-size=4', join(root, 'dist', 'src', 'cli.js'), '--config', config], { stdio: 'inherit' });
   console.error(
     [
       '',

@@ -62,7 +62,7 @@ export class ClusterDataPlane implements DataPlaneApi {
     this.shadow = new DataPlane({ log: opts.log, splice: null });
     // NODE_CLUSTER_SCHED_POLICY (Node's own switch) may choose otherwise.
     if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = cluster.SCHED_NONE;
-    cluster.setupPrimary({ exec: join(__dirname, 'worker-main.js'), serialization: 'advanced' });
+    cluster.setupPrimary({ exec: join(__dirname, 'worker-main.js'), serialization: 'advanced', execArgv: workerExecArgv() });
     for (let i = 0; i < opts.workers; i++) this.fork(i);
   }
 
@@ -300,4 +300,17 @@ export class ClusterDataPlane implements DataPlaneApi {
     for (const [key, l] of listeners) if (key.endsWith('\u0000false')) ordered.push(l);
     return { listeners: ordered, pools: base.pools };
   }
+}
+
+/**
+ * Node options for data-plane workers: the primary's own, plus a small V8
+ * young generation unless the operator chose a size (flag or NODE_OPTIONS).
+ * Workers hold the connections; with the default 16 MiB semi-spaces an idle
+ * connection costs ~5 KiB of RSS, with 4 MiB ~3 KiB, at the same CPU per
+ * connection (bench/README.md, "Memory").
+ */
+export function workerExecArgv(): string[] {
+  const own = process.execArgv;
+  const chosen = [...own, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith('--max-semi-space-size'));
+  return chosen ? [...own] : [...own, '--max-semi-space-size=4'];
 }
