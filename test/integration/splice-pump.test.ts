@@ -342,6 +342,9 @@ describe('splice pump', { skip }, () => {
       const live = c.handle.bytesIn;
       assert.ok(live > 0 && live < total * (1 << 20), `live bytesIn ${live}`);
       assert.ok(maxRss - rss0 < 20 * (1 << 20), `rss grew by ${((maxRss - rss0) / 1048576).toFixed(1)} MiB`);
+      // From here this process is also the reader: its own 64 KiB read
+      // buffers would show in its RSS, so memory is judged on the stall above.
+      clearInterval(sampler);
       const hash = createHash('sha256');
       let got = 0;
       c.upstream.on('data', (b: Buffer) => {
@@ -355,7 +358,6 @@ describe('splice pump', { skip }, () => {
       const want = createHash('sha256');
       for (let i = 0; i < total; i++) want.update(chunk);
       assert.equal(hash.digest('hex'), want.digest('hex'));
-      assert.ok(maxRss - rss0 < 20 * (1 << 20), `rss grew by ${((maxRss - rss0) / 1048576).toFixed(1)} MiB`);
       c.upstream.end();
       const d = await withTimeout(c.done, 5000, 'done');
       assert.deepEqual([d.reason, d.bytesIn, d.bytesOut], ['closed', total * (1 << 20), 0]);
