@@ -6,6 +6,7 @@
  */
 import type { Config, PoolConfig, SpliceMode } from './config/schema';
 import { canSplice, splicePump, spliceEngineInfo } from './tcp/splice-pump';
+import { tuneMalloc } from './native/addon';
 import { loadConfigFile } from './config/load';
 import { ConfigError, L4lbError, formatConfigIssue } from './errors';
 import { createLogger, type Logger } from './log';
@@ -65,8 +66,9 @@ export class Server {
     this.config = opts.config;
     this.log = opts.log ?? createLogger(opts.config.global.logLevel);
     this.fds = opts.fds;
+    const mallocTuned = tuneMalloc();
     const pump = choosePump(opts.config.global.splice);
-    this.log.info({ pump: pump.kind, reason: pump.reason }, 'byte pump');
+    this.log.info({ pump: pump.kind, reason: pump.reason, malloc_tuned: mallocTuned }, 'byte pump');
     this.lookup = opts.lookup;
     this.registry = createRegistry(this);
     this.notifier = new Notifier(this.log);

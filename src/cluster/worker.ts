@@ -10,6 +10,7 @@ import cluster from 'node:cluster';
 import { createLogger } from '../log';
 import { DataPlane, type BackendSpec } from '../dataplane/dataplane';
 import { canSplice, splicePump, spliceEngineInfo } from '../tcp/splice-pump';
+import { tuneMalloc } from '../native/addon';
 import type { ToPrimary, ToWorker } from './protocol';
 import { SNAPSHOT_INTERVAL_MS } from './protocol';
 
@@ -21,6 +22,7 @@ export function runWorker(): void {
   };
   const level = (process.env.L4LB_LOG_LEVEL ?? 'info') as 'info';
   const log = createLogger(level).child({ worker: worker.id });
+  tuneMalloc();
   const spliceMode = process.env.L4LB_SPLICE ?? 'auto';
   const useSplice = spliceMode !== 'off' && spliceEngineInfo().ok;
   const dp = new DataPlane({

@@ -19,6 +19,8 @@ export interface SpliceBinding {
   abort(id: number): void;
   /** Connections not yet reported, epoll threads, and empty pipes kept for reuse (2 fds each). */
   stats(): { active: number; threads: number; pooledPipes: number };
+  /** glibc: a fixed 128 MiB trim threshold (see splice.cc); false when not applied. */
+  tuneMalloc?(): boolean;
   readonly reasons: readonly string[];
 }
 
@@ -66,4 +68,19 @@ export function spliceAvailable(): { ok: boolean; reason: string } {
 /** For tests only: forget the memoised result. */
 export function _resetSpliceAddonForTests(): void {
   cached = undefined;
+}
+
+/**
+ * Keeps glibc from returning freed read buffers to the kernel after every
+ * read (see native/src/splice.cc, TuneMalloc): applied once at start, for
+ * both pumps, when the addon is available. Returns whether it was applied.
+ */
+export function tuneMalloc(): boolean {
+  const { addon } = loadSpliceAddon();
+  if (addon === null || typeof addon.tuneMalloc !== 'function') return false;
+  try {
+    return addon.tuneMalloc();
+  } catch {
+    return false;
+  }
 }

@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { spliceAvailable } from '../../src/native/addon';
 import { splicePump, canSplice, spliceEngineInfo } from '../../src/tcp/splice-pump';
@@ -397,6 +397,21 @@ describe('splice pump', { skip }, () => {
     await until(() => fdsNotPooled() <= fd0, 5000, `fds back to ${fd0} (now ${fdsNotPooled()})`);
     assert.ok(spliceEngineInfo().pooledPipes <= 256, 'the pipe pool is bounded');
     assert.equal(countDir('/proc/self/task'), task0);
+  });
+
+  test('malloc tuning: applied on glibc, and an operator\'s MALLOC_TRIM_THRESHOLD_ wins', () => {
+    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+    const glibc = typeof header?.glibcVersionRuntime === 'string';
+    const addonJs = join(__dirname, '..', '..', 'src', 'native', 'addon.js');
+    const run = (env: NodeJS.ProcessEnv): string =>
+      spawnSync(process.execPath, ['-e', `process.stdout.write(String(require(${JSON.stringify(addonJs)}).tuneMalloc()))`], {
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+        timeout: 10000,
+      }).stdout;
+    assert.equal(run({}), String(glibc));
+    assert.equal(run({ MALLOC_TRIM_THRESHOLD_: '1048576' }), 'false');
+    assert.equal(run({ L4LB_NO_NATIVE: '1' }), 'false');
   });
 
   test('the process exits by itself when idle, and stays alive while a spliced connection lives', async () => {
