@@ -55,6 +55,8 @@ export class ClusterDataPlane implements DataPlaneApi {
   private readonly waiting = new Map<number, { left: number; resolve: (v: ToPrimary[]) => void; replies: ToPrimary[] }>();
   private stopping = false;
   private bound = new Map<string, ListenerBinding>();
+  /** Inherited listening sockets by listener name (systemd socket activation). */
+  private fds: ReadonlyMap<string, number> = new Map();
   workerRestarts = 0;
 
   constructor(opts: ClusterOptions) {
@@ -153,7 +155,14 @@ export class ClusterDataPlane implements DataPlaneApi {
 
   private applyMessage(id: number, index: number): ToWorker {
     const backends = [...this.backends].map(([k, v]) => [k, v.map((s) => ({ ...s, maxConnections: s.maxConnections === 0 ? 0 : Math.ceil(s.maxConnections / this.opts.workers) }))] as [string, BackendSpec[]]);
-    return { t: 'apply', id, config: this.workerConfig(this.config as Config, index), backends };
+    const config = this.workerConfig(this.config as Config, index);
+    // Socket activation: a worker listens on the inherited socket by its fd
+    // number. For TCP the cluster module opens that fd in the primary (where
+    // systemd put it) and shares the one socket with every worker; worker 0
+    // opens an inherited UDP socket itself (forked workers inherit the fds
+    // systemd passed, which are not close-on-exec).
+    const fds = [...this.fds].filter(([name]) => config.listeners.some((l) => l.name === name));
+    return { t: 'apply', id, config, backends, fds };
   }
 
   /** A replacement worker learns the states and weights the others have. */
@@ -173,7 +182,8 @@ export class ClusterDataPlane implements DataPlaneApi {
    * workers, the error is thrown (with its errno fields) and the shadow
    * keeps the old pools.
    */
-  async apply(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>): Promise<ListenerBinding[]> {
+  async apply(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<ListenerBinding[]> {
+    if (fds !== undefined) this.fds = fds;
     const prevConfig = this.config;
     const prevBackends = this.backends;
     this.config = config;
@@ -187,6 +197,9 @@ export class ClusterDataPlane implements DataPlaneApi {
       throw Object.assign(new Error(failed.error.message), failed.error);
     }
     await this.shadow.apply({ ...config, listeners: [] }, backends);
+    // An inherited socket whose listener a reload removed is gone with it;
+    // the listener, if added back later, binds its address (as in one process).
+    this.fds = new Map([...this.fds].filter(([name]) => config.listeners.some((l) => l.name === name)));
     const out: ListenerBinding[] = [];
     for (const r of replies) {
       if (r.t !== 'applied') continue;

@@ -9,7 +9,7 @@ import type { BackendSpec, ListenerBinding } from '../dataplane/dataplane';
 import type { DataPlaneSnapshot } from '../dataplane/stats';
 
 export type ToWorker =
-  | { t: 'apply'; id: number; config: Config; backends: [string, BackendSpec[]][] }
+  | { t: 'apply'; id: number; config: Config; backends: [string, BackendSpec[]][]; fds: [string, number][] }
   | { t: 'state'; pool: string; address: string; state: BackendState }
   | { t: 'weight'; pool: string; address: string; weight: number }
   | { t: 'pool'; pool: string; specs: BackendSpec[] }

@@ -39,7 +39,7 @@ export function runWorker(): void {
     switch (m.t) {
       case 'apply':
         log.level = m.config.global.logLevel;
-        dp.apply(m.config, new Map<string, BackendSpec[]>(m.backends)).then(
+        dp.apply(m.config, new Map<string, BackendSpec[]>(m.backends), new Map(m.fds)).then(
           (bindings) => {
             send({ t: 'applied', id: m.id, bindings });
             push();

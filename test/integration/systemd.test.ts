@@ -6,6 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -116,6 +117,75 @@ os.execve(sys.argv[1], [sys.argv[1], sys.argv[2], "-c", sys.argv[3]], env)
       assert.equal(await withTimeout(exited, 10000, 'exit'), 0);
     } finally {
       child.kill('SIGKILL');
+      await echo.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('socket activation with workers = 2: TCP shared by the workers on fd 3, UDP on fd 4', { skip: hasPython ? false : 'python3 not installed' }, async () => {
+    const echo = await startEchoServer();
+    const udpEcho = dgram.createSocket('udp4');
+    udpEcho.on('message', (m, r) => udpEcho.send(m, r.port, r.address));
+    await new Promise<void>((r) => udpEcho.bind(0, '127.0.0.1', () => r()));
+    const dir = mkdtempSync(join(tmpdir(), 'l4lb-activation-'));
+    const cfgPath = join(dir, 'lb.toml');
+    // Both configured binds are unreachable: serving proves the inherited sockets are used.
+    writeFileSync(
+      cfgPath,
+      '[global]\nworkers = 2\n' +
+        listenerToml('web', 'p').replace('127.0.0.1:0', '127.0.0.1:1') +
+        listenerToml('dns', 'u', 'protocol = "udp"\nudp_responses = 1').replace('127.0.0.1:0', '127.0.0.1:1') +
+        poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]) +
+        poolToml('u', 'round-robin', [`{ address = "127.0.0.1:${udpEcho.address().port}" }`]),
+    );
+    const py = `
+import os, socket, sys
+t = socket.socket()
+t.bind(("127.0.0.1", 0))
+t.listen(16)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+print(t.getsockname()[1], u.getsockname()[1], flush=True)
+os.dup2(t.fileno(), 3)
+os.dup2(u.fileno(), 4)
+os.set_inheritable(3, True)
+os.set_inheritable(4, True)
+env = dict(os.environ, LISTEN_FDS="2", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web:dns")
+os.execve(sys.argv[1], [sys.argv[1], sys.argv[2], "-c", sys.argv[3]], env)
+`;
+    const child = spawn('python3', ['-c', py, process.execPath, CLI, cfgPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number>((r) => child.on('exit', (code) => r(code ?? -1)));
+    const client = dgram.createSocket('udp4');
+    try {
+      await waitFor(() => out.includes('\n'), 5000, 'activation ports');
+      const [tcpPort, udpPort] = out.split('\n')[0]!.split(' ').map(Number) as [number, number];
+      const listening = (): { listener: string; port: number }[] =>
+        out
+          .split('\n')
+          .filter((l) => l.includes('"listening"'))
+          .map((l) => JSON.parse(l) as { listener: string; port: number });
+      await waitFor(() => listening().length >= 2, 15000, `l4lb listening (stderr: ${err})`);
+      assert.deepEqual(listening().map((l) => [l.listener, l.port]).sort(), [['dns', udpPort], ['web', tcpPort]]);
+      for (let i = 0; i < 6; i++) {
+        const c = await connect(tcpPort);
+        c.write(`via-fd-3-${i}`);
+        assert.equal((await readBytes(c, 10)).toString(), `via-fd-3-${i}`);
+        c.destroy();
+      }
+      await new Promise<void>((r) => client.bind(0, '127.0.0.1', () => r()));
+      const reply = new Promise<string>((r) => client.once('message', (m) => r(m.toString())));
+      client.send('via-fd-4', udpPort, '127.0.0.1');
+      assert.equal(await withTimeout(reply, 5000, 'udp reply'), 'via-fd-4');
+      child.kill('SIGTERM');
+      assert.equal(await withTimeout(exited, 15000, 'exit'), 0);
+    } finally {
+      child.kill('SIGKILL');
+      client.close();
+      udpEcho.close();
       await echo.close();
       rmSync(dir, { recursive: true, force: true });
     }
