@@ -66,8 +66,10 @@ export class Server {
     this.config = opts.config;
     this.log = opts.log ?? createLogger(opts.config.global.logLevel);
     this.fds = opts.fds;
-    const mallocTuned = tuneMalloc();
     const pump = choosePump(opts.config.global.splice);
+    // Only the JS pump churns 64 KiB read buffers; with splice the tuning
+    // would only cost idle memory (~0.5 KiB per connection, bench/README.md).
+    const mallocTuned = pump.kind === 'js' ? tuneMalloc() : false;
     this.log.info({ pump: pump.kind, reason: pump.reason, malloc_tuned: mallocTuned }, 'byte pump');
     this.lookup = opts.lookup;
     this.registry = createRegistry(this);

@@ -22,9 +22,9 @@ export function runWorker(): void {
   };
   const level = (process.env.L4LB_LOG_LEVEL ?? 'info') as 'info';
   const log = createLogger(level).child({ worker: worker.id });
-  tuneMalloc();
   const spliceMode = process.env.L4LB_SPLICE ?? 'auto';
   const useSplice = spliceMode !== 'off' && spliceEngineInfo().ok;
+  if (!useSplice) tuneMalloc();
   const dp = new DataPlane({
     log,
     splice: useSplice ? { pump: splicePump, canSplice } : null,
