@@ -5,7 +5,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,20 @@ const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
 const hasNotify = spawnSync('systemd-notify', ['--version']).status === 0;
 
 /** A python3 child bound to an AF_UNIX datagram socket, collecting what arrives. */
+/**
+ * Runs python3 `py` (which puts listening sockets on fds 3.. and execs node
+ * with the CLI and `cfgPath`, pid unchanged) and collects its output.
+ */
+function spawnActivated(py: string, cfgPath: string): { child: ChildProcess; exited: Promise<number>; out: () => string; err: () => string } {
+  const child = spawn('python3', ['-c', py, process.execPath, CLI, cfgPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number>((r) => child.on('exit', (code) => r(code ?? -1)));
+  return { child, exited, out: () => out, err: () => err };
+}
+
 function notifySocket(path: string): { messages: string[]; ready: Promise<void>; stop(): void } {
   const py = `
 import socket, sys
@@ -97,17 +111,12 @@ os.set_inheritable(3, True)
 env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")
 os.execve(sys.argv[1], [sys.argv[1], sys.argv[2], "-c", sys.argv[3]], env)
 `;
-    const child = spawn('python3', ['-c', py, process.execPath, CLI, cfgPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<number>((r) => child.on('exit', (code) => r(code ?? -1)));
+    const { child, exited, out, err } = spawnActivated(py, cfgPath);
     try {
-      await waitFor(() => out.includes('\n'), 5000, 'activation port');
-      const port = Number(out.split('\n')[0]);
-      await waitFor(() => out.includes('"listening"'), 10000, `l4lb listening (stderr: ${err})`);
-      const line = out.split('\n').find((l) => l.includes('"listening"'))!;
+      await waitFor(() => out().includes('\n'), 5000, 'activation port');
+      const port = Number(out().split('\n')[0]);
+      await waitFor(() => out().includes('"listening"'), 10000, `l4lb listening (stderr: ${err()})`);
+      const line = out().split('\n').find((l) => l.includes('"listening"'))!;
       assert.equal((JSON.parse(line) as { port: number }).port, port);
       const c = await connect(port);
       c.write('via-fd-3');
@@ -153,22 +162,17 @@ os.set_inheritable(4, True)
 env = dict(os.environ, LISTEN_FDS="2", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web:dns")
 os.execve(sys.argv[1], [sys.argv[1], sys.argv[2], "-c", sys.argv[3]], env)
 `;
-    const child = spawn('python3', ['-c', py, process.execPath, CLI, cfgPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<number>((r) => child.on('exit', (code) => r(code ?? -1)));
+    const { child, exited, out, err } = spawnActivated(py, cfgPath);
     const client = dgram.createSocket('udp4');
     try {
-      await waitFor(() => out.includes('\n'), 5000, 'activation ports');
-      const [tcpPort, udpPort] = out.split('\n')[0]!.split(' ').map(Number) as [number, number];
+      await waitFor(() => out().includes('\n'), 5000, 'activation ports');
+      const [tcpPort, udpPort] = out().split('\n')[0]!.split(' ').map(Number) as [number, number];
       const listening = (): { listener: string; port: number }[] =>
-        out
+        out()
           .split('\n')
           .filter((l) => l.includes('"listening"'))
           .map((l) => JSON.parse(l) as { listener: string; port: number });
-      await waitFor(() => listening().length >= 2, 15000, `l4lb listening (stderr: ${err})`);
+      await waitFor(() => listening().length >= 2, 15000, `l4lb listening (stderr: ${err()})`);
       assert.deepEqual(listening().map((l) => [l.listener, l.port]).sort(), [['dns', udpPort], ['web', tcpPort]]);
       for (let i = 0; i < 6; i++) {
         const c = await connect(tcpPort);
