@@ -72,8 +72,9 @@ export function _resetSpliceAddonForTests(): void {
 
 /**
  * Keeps glibc from returning freed read buffers to the kernel after every
- * read (see native/src/splice.cc, TuneMalloc): applied once at start, for
- * both pumps, when the addon is available. Returns whether it was applied.
+ * read (see native/src/splice.cc, TuneMalloc): called once at start when
+ * the JS pump carries the bytes and the addon is available (L4LB_NO_NATIVE
+ * disables it too). Returns whether it was applied.
  */
 export function tuneMalloc(): boolean {
   const { addon } = loadSpliceAddon();
