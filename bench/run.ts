@@ -2,7 +2,7 @@
  * l4lb side by side with HAProxy and nginx on one core (`npm run bench`).
  *
  *   scripts/bench-peers.sh          # once, as root: haproxy, nginx + stream, wrk, iperf3
- *   npm run bench -- [--seconds 5] [--only conn,keepalive,bulk,udp,idle] [--quick]
+ *   npm run bench -- [--seconds 5] [--runs 3] [--only conn,keepalive,bulk,udp,idle] [--quick]
  *                    [--balancers direct,l4lb-js,l4lb-splice,haproxy,nginx]
  *                    [--l4lb-node-options "--max-semi-space-size=4"]
  *
@@ -11,8 +11,9 @@
  * generators and backends run on CPU 1. The balancer's own CPU time is read
  * from /proc/<pid>/stat over each measurement window, because CPU per unit
  * of work is the stable figure on a shared machine. Every case is bounded in
- * time, run twice, and the better run is kept. What is not installed is
- * skipped and said so. The table goes to stdout and bench/results/<date>.md.
+ * time and run in `--runs` (default 3) rounds that interleave the balancers;
+ * the median is kept. What is not installed is skipped and said so. The
+ * table goes to stdout and bench/results/<date>.md.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync, existsSync } from 'node:fs';
@@ -30,7 +31,7 @@ const opt = (name: string, def: string): string => {
 const QUICK = argv.includes('--quick');
 const SECONDS = Number(opt('seconds', QUICK ? '2' : '5'));
 const ONLY = new Set(opt('only', 'conn,keepalive,bulk,udp,idle').split(','));
-const RUNS = QUICK ? 1 : 2;
+const RUNS = QUICK ? 1 : Number(opt('runs', '3'));
 /** Which balancers to run (default all): direct, l4lb-js, l4lb-splice, haproxy, nginx. */
 const BALANCERS = new Set(opt('balancers', 'direct,l4lb-js,l4lb-splice,haproxy,nginx').split(','));
 /** Node/V8 options for l4lb (as NODE_OPTIONS in the systemd unit); see bench/README.md. */
@@ -355,31 +356,41 @@ async function main(): Promise<void> {
   if (has('haproxy') && BALANCERS.has('haproxy')) makers.push(() => startHaproxy(backends));
   if (has('nginx') && BALANCERS.has('nginx')) makers.push(() => startNginx(backends));
 
+  // Every balancer runs for the whole benchmark (idle, pinned to CPU 0,
+  // when not under load) and the cases interleave them round by round, so
+  // the figures compared were taken minutes, not a quarter of an hour,
+  // apart: this shared VM drifts. Each figure is the median of RUNS rounds.
+  const balancers: Balancer[] = [];
+  for (const make of makers) balancers.push(await make());
   const results = new Map<string, Map<CaseName, Figure>>();
-  for (const make of makers) {
-    const b = await make();
-    const row = new Map<CaseName, Figure>();
-    results.set(b.name, row);
-    // Idle memory first, on a fresh process: after the load cases the heap
-    // has grown and would hide what connections cost.
-    for (const c of [...CASES.filter((x) => x.key === 'idle'), ...CASES.filter((x) => x.key !== 'idle')]) {
-      if (!ONLY.has(c.group)) continue;
-      let best: Figure | null = null;
-      for (let i = 0; i < (c.key === 'idle' ? 1 : RUNS); i++) {
+  for (const b of balancers) results.set(b.name, new Map());
+  // Idle memory first, on fresh processes: after the load cases the heap
+  // has grown and would hide what connections cost.
+  for (const c of [...CASES.filter((x) => x.key === 'idle'), ...CASES.filter((x) => x.key !== 'idle')]) {
+    if (!ONLY.has(c.group)) continue;
+    const rounds = c.key === 'idle' ? 1 : RUNS;
+    const figures = new Map<string, Figure[]>(balancers.map((b) => [b.name, []]));
+    for (let r = 0; r < rounds; r++) {
+      // Rotate the order each round so no balancer always runs first.
+      for (let k = 0; k < balancers.length; k++) {
+        const b = balancers[(k + r) % balancers.length] as Balancer;
         const p = c.run(b);
-        if (p === null) break;
-        const f = await p;
-        if (best === null || f.value > best.value) best = f;
+        if (p === null) continue;
+        figures.get(b.name)!.push(await p);
       }
-      if (best !== null) row.set(c.key, best);
-      process.stderr.write(`${b.name}: ${c.key} ${best ? `${best.value.toFixed(2)} ${c.unit}, ${best.cpu.toFixed(3)} ${c.cpuUnit}` : 'skipped'}\n`);
     }
-    await b.stop();
+    for (const b of balancers) {
+      const fs = figures.get(b.name)!.sort((x, y) => x.cpu - y.cpu || y.value - x.value);
+      const med = fs[Math.floor((fs.length - 1) / 2)];
+      if (med !== undefined) results.get(b.name)!.set(c.key, med);
+      process.stderr.write(`${b.name}: ${c.key} ${med ? `${med.value.toFixed(2)} ${c.unit}, ${med.cpu.toFixed(3)} ${c.cpuUnit} (median of ${fs.length})` : 'skipped'}\n`);
+    }
   }
+  for (const b of balancers) await b.stop();
 
   const lines: string[] = [];
   const commit = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
-  lines.push(`l4lb benchmark — ${new Date().toISOString()} — commit ${commit || 'unknown'} — ${SECONDS} s per case, best of ${RUNS}`);
+  lines.push(`l4lb benchmark — ${new Date().toISOString()} — commit ${commit || 'unknown'} — ${SECONDS} s per case, median of ${RUNS} interleaved rounds`);
   lines.push(`l4lb node options: ${L4LB_NODE_OPTIONS.join(' ') || '(none)'}`);
   lines.push(`machine: ${readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? 'unknown'}, ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} CPUs; balancer on CPU 0, load and backends on CPU 1`);
   lines.push('');
