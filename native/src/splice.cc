@@ -75,9 +75,7 @@ struct Report {
 };
 
 struct Cmd {
-  enum Type { ADD, ABORT } type;
-  Conn* conn;
-  uint32_t id;
+  uint32_t id;  // abort this connection
 };
 
 // ---- process-wide state (one Node environment per process may use it) ----
@@ -178,6 +176,7 @@ struct Worker {
   std::thread thr;
   std::mutex mu;
   std::vector<Cmd> cmds;
+  std::vector<Conn*> incoming;  // added by the JS thread, taken into `conns` by this one
   std::atomic<bool> quit{false};
   std::unordered_map<uint32_t, Conn*> conns;
   std::vector<Conn*> ready;     // busy connections requeued after kMaxRounds
@@ -347,38 +346,46 @@ struct Worker {
     if (busy) ready.push_back(c);
   }
 
-  void addConn(Conn* c) {
-    conns[c->id] = c;
+  // JS thread: hands `c` to this worker by registering its sockets with the
+  // worker's epoll directly; nothing wakes the worker (its first event
+  // does). `c` is queued before the EPOLL_CTL_ADDs, so by the time an event
+  // of `c` is reported the worker finds it in `incoming` (takeIncoming runs
+  // before any event is handled). No service is needed at handoff either:
+  // EPOLL_CTL_ADD queues an event at once for a socket that is already
+  // readable or hung up, edge-triggered or not. Returns false when an ADD
+  // failed (the caller then aborts `c`).
+  bool adopt(Conn* c) {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      incoming.push_back(c);
+    }
     for (int i = 0; i < 2; i++) {
       struct epoll_event ev = {};
       ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
       ev.data.u64 = reinterpret_cast<uint64_t>(c) | static_cast<uint64_t>(i + 1);
-      if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd[i], &ev) != 0) {
-        reset(c, i == 0 ? R_CLIENT_RESET : R_BACKEND_RESET);
-        return;
-      }
+      if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd[i], &ev) != 0) return false;
     }
-    // No service here: EPOLL_CTL_ADD queues an event at once for a socket
-    // that is already readable (or hung up), edge-triggered or not, so bytes
-    // that arrived before the handoff are picked up by the next epoll_wait.
+    return true;
+  }
+
+  void takeIncoming() {
+    std::lock_guard<std::mutex> g(mu);
+    for (Conn* c : incoming) conns[c->id] = c;
+    incoming.clear();
   }
 
   void drainCommands() {
     uint64_t v;
-    while (read(efd, &v, sizeof v) > 0) {
-    }
+    ssize_t r = read(efd, &v, sizeof v);  // one read resets the counter
+    (void)r;
     std::vector<Cmd> local;
     {
       std::lock_guard<std::mutex> g(mu);
       local.swap(cmds);
     }
     for (const Cmd& cmd : local) {
-      if (cmd.type == Cmd::ADD) {
-        addConn(cmd.conn);
-      } else {
-        auto it = conns.find(cmd.id);
-        if (it != conns.end()) reset(it->second, R_ABORTED);
-      }
+      auto it = conns.find(cmd.id);
+      if (it != conns.end()) reset(it->second, R_ABORTED);
     }
   }
 
@@ -391,6 +398,7 @@ struct Worker {
         if (errno == EINTR) continue;
         break;
       }
+      takeIncoming();
       batch.clear();
       for (Conn* c : ready) {
         if (!c->closed && !c->pending) {
@@ -429,6 +437,7 @@ struct Worker {
       graveyard.clear();
     }
     // Shutting down (environment teardown): close what is left.
+    takeIncoming();
     drainCommands();
     for (auto& kv : conns) {
       Conn* c = kv.second;
@@ -537,12 +546,9 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
     c->fd[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
     if (c->fd[i] < 0) err = errno;
   }
-  for (int i = 0; i < 2 && err == 0; i++) {
-    // The dup shares the file status flags: libuv's sockets are already
-    // non-blocking, so this is one F_GETFL.
-    int fl = fcntl(c->fd[i], F_GETFL);
-    if (fl < 0 || ((fl & O_NONBLOCK) == 0 && fcntl(c->fd[i], F_SETFL, fl | O_NONBLOCK) != 0)) err = errno;
-  }
+  // No O_NONBLOCK check: the dups share the file status flags of libuv's
+  // sockets, which libuv always creates non-blocking (accept4/socket with
+  // SOCK_NONBLOCK). JS hands over nothing else.
   if (err != 0) {
     for (int i = 0; i < 2; i++) {
       closeFd(c->fd[i]);
@@ -562,7 +568,10 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
     g_tsfn.Ref(env);
     g_tsfn_ref = true;
   }
-  g_workers[id % g_workers.size()]->post(Cmd{Cmd::ADD, c, id});
+  Worker* w = g_workers[id % g_workers.size()];
+  // An epoll registration that fails (ENOMEM, max_user_watches) resets the
+  // connection: the report says 'aborted'.
+  if (!w->adopt(c)) w->post(Cmd{id});
   return Napi::Number::New(env, id);
 }
 
@@ -572,7 +581,7 @@ Napi::Value Abort(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (g_workers.empty() || info.Length() < 1 || !info[0].IsNumber()) return env.Undefined();
   uint32_t id = info[0].As<Napi::Number>().Uint32Value();
-  g_workers[id % g_workers.size()]->post(Cmd{Cmd::ABORT, nullptr, id});
+  g_workers[id % g_workers.size()]->post(Cmd{id});
   return env.Undefined();
 }
 
