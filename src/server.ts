@@ -67,16 +67,17 @@ export class Server {
     this.log = opts.log ?? createLogger(opts.config.global.logLevel);
     this.fds = opts.fds;
     const pump = choosePump(opts.config.global.splice);
-    // Only the JS pump churns 64 KiB read buffers; with splice the tuning
-    // would only cost idle memory (~0.5 KiB per connection, bench/README.md).
-    const mallocTuned = pump.kind === 'js' ? tuneMalloc() : false;
+    const workers = opts.config.global.workers;
+    // Only the JS pump churns 64 KiB read buffers, and only where the data
+    // plane runs (workers tune themselves); with splice the tuning would only
+    // cost idle memory (~0.5 KiB per connection, bench/README.md).
+    const mallocTuned = pump.kind === 'js' && workers <= 1 ? tuneMalloc() : false;
     this.log.info({ pump: pump.kind, reason: pump.reason, malloc_tuned: mallocTuned }, 'byte pump');
     this.lookup = opts.lookup;
     this.registry = createRegistry(this);
     this.notifier = new Notifier(this.log);
     const onListening = (listener: string, address: string, port: number): void => this.log.info({ listener, address, port }, 'listening');
     const onConnectFailure = (pool: string, address: string, kind: 'refused' | 'timeout'): void => this.health.onConnectFailure(pool, address, kind);
-    const workers = opts.config.global.workers;
     if (workers > 1) {
       this.log.info({ workers }, 'data plane in worker processes');
       this.dataPlane = new ClusterDataPlane({ log: this.log, workers, splice: pump.kind === 'splice' ? opts.config.global.splice : 'off', onConnectFailure, onListening });

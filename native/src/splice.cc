@@ -550,10 +550,8 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   // sockets, which libuv always creates non-blocking (accept4/socket with
   // SOCK_NONBLOCK). JS hands over nothing else.
   if (err != 0) {
-    for (int i = 0; i < 2; i++) {
-      closeFd(c->fd[i]);
-      releasePipe(c->pr[i], c->pw[i], c->pipecap[i], true);
-    }
+    // Pipes are taken later, by the worker: only the dups exist yet.
+    for (int i = 0; i < 2; i++) closeFd(c->fd[i]);
     delete c;
     return Napi::Number::New(env, -err);
   }

@@ -177,8 +177,8 @@ export class TcpSession {
     up.setTimeout(0);
     up.removeListener('error', this.onUpstreamError);
     up.removeListener('close', this.onUpstreamEarlyClose);
-    const client = this.client;
-    if (client === null) return;
+    // Set until the pump starts, and the pump starts only here.
+    const client = this.client as net.Socket;
     client.removeListener('error', this.onClientEarlyClose);
     client.removeListener('close', this.onClientEarlyClose);
     if (client.destroyed) {

@@ -21,7 +21,7 @@ import { jsPump } from './js-pump';
 const REASONS: readonly PumpEndReason[] = ['closed', 'client_reset', 'backend_reset', 'aborted'];
 
 interface Live {
-  readonly engineSlot: number;
+  readonly slot: number;
   finish(reason: PumpEndReason, bytesIn: number, bytesOut: number): void;
 }
 
@@ -47,7 +47,7 @@ function onNativeDone(id: number, reason: number, bytesIn: number, bytesOut: num
   const l = e.live.get(id);
   if (!l) return;
   e.live.delete(id);
-  e.freeSlots.push(l.engineSlot);
+  e.freeSlots.push(l.slot);
   try {
     l.finish(REASONS[reason] ?? 'aborted', bytesIn, bytesOut);
   } catch (err) {
@@ -138,7 +138,8 @@ class SpliceHandle implements PumpHandle {
   private handedOver = false;
   private aborted = false;
   private nativeId = 0;
-  private slot = -1;
+  /** The engine's slot for this connection (freed by the engine after the completion report). */
+  slot = -1;
   private inBytes = 0;
   private outBytes = 0;
   /** Set when the sockets stopped being spliceable between canSplice() and the handoff. */
@@ -248,11 +249,6 @@ class SpliceHandle implements PumpHandle {
     }
     this.client = this.backend = null;
     this.jsHandle = jsPump.start(client, backend, null, (r, bi, bo) => this.finish(r, bi, bo));
-  }
-
-  /** The engine's slot for this connection (freed after the completion report). */
-  get engineSlot(): number {
-    return this.slot;
   }
 }
 
