@@ -51,6 +51,12 @@ struct Conn {
   uint64_t bytes[2] = {0, 0};     // delivered to the destination
   uint32_t ev[2] = {0, 0};        // epoll events seen per side since the last service
   bool again[2] = {false, false}; // direction still busy after kMaxRounds: run it again
+  // A side that failed (read or write error, or SO_ERROR after EPOLLERR).
+  // The connection is not reset at once: what was already read from the
+  // other side, and what the failed side had sent before its reset, is
+  // delivered first; then both sides are reset (see settle()).
+  bool dead[2] = {false, false};
+  int deadReason = -1;            // reason of the first failure
   bool closed = false;
   bool pending = false;           // already in this round's service list
 };
@@ -253,9 +259,9 @@ struct Worker {
   // Returns 0 when idle (waits for an epoll edge), 1 when still busy after
   // kMaxRounds (requeue), -1 when the connection was finished.
   int pump(Conn* c, int d) {
+    // Nothing can be delivered to a failed side: that direction is over.
+    if (c->dead[1 - d]) return 0;
     const int src = c->fd[d], dst = c->fd[1 - d];
-    const int srcReason = d == 0 ? R_CLIENT_RESET : R_BACKEND_RESET;
-    const int dstReason = d == 0 ? R_BACKEND_RESET : R_CLIENT_RESET;
     if (c->pr[d] < 0) {
       if (c->eof[d]) return 0;
       if (setupPipe(c->pr[d], c->pw[d], c->pipecap[d]) != 0) {
@@ -265,12 +271,23 @@ struct Worker {
       }
       c->inpipe[d] = 0;
     }
-    int r = pumpRounds(c, d, src, dst, srcReason, dstReason);
+    int r = pumpRounds(c, d, src, dst);
     if (r == 0 && c->inpipe[d] == 0) releasePipe(c->pr[d], c->pw[d], c->pipecap[d], true);
     return r;
   }
 
-  int pumpRounds(Conn* c, int d, int src, int dst, int srcReason, int dstReason) {
+  // Side `side` failed. Its reset is passed on once the bytes already read
+  // are delivered (settle()). Reading from a side that failed on a write
+  // still yields what it sent before its reset (the write consumed the
+  // socket error, so the read then ends with EOF): run that direction.
+  void markDead(Conn* c, int side) {
+    if (c->dead[side]) return;
+    c->dead[side] = true;
+    if (c->deadReason < 0) c->deadReason = side == 0 ? R_CLIENT_RESET : R_BACKEND_RESET;
+    if (!c->eof[side]) c->again[side] = true;
+  }
+
+  int pumpRounds(Conn* c, int d, int src, int dst) {
     for (int round = 0; round < kMaxRounds; round++) {
       bool moved = false;
       if (!c->eof[d] && c->inpipe[d] < c->pipecap[d]) {
@@ -285,8 +302,11 @@ struct Worker {
         } else if (errno == EINTR) {
           moved = true;
         } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-          reset(c, srcReason);
-          return -1;
+          // The source failed (reset): its earlier bytes were read in order
+          // before the error; deliver what is in the pipe, then reset.
+          c->eof[d] = true;
+          markDead(c, d);
+          moved = true;
         }
         // EAGAIN: socket empty, or the pipe is full (pages, not bytes): the
         // drain below decides; a full destination waits for EPOLLOUT.
@@ -300,10 +320,11 @@ struct Worker {
         } else if (n < 0 && errno == EINTR) {
           moved = true;
         } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-          reset(c, dstReason);
-          return -1;
+          markDead(c, 1 - d);
+          return 0;
         }
       }
+      if (c->dead[d] && c->inpipe[d] == 0) return 0;  // settle() resets, no FIN
       if (c->eof[d] && c->inpipe[d] == 0 && !c->shut[d]) {
         shutdown(dst, SHUT_WR);
         c->shut[d] = true;
@@ -323,49 +344,80 @@ struct Worker {
     constexpr uint32_t kIn = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
     constexpr uint32_t kOut = EPOLLOUT | EPOLLHUP | EPOLLERR;
     bool want[2];
-    for (int d = 0; d < 2; d++)
-      want[d] = c->again[d] || (c->ev[d] & kIn) != 0 || ((c->ev[1 - d] & kOut) != 0 && c->inpipe[d] > 0);
-    c->ev[0] = c->ev[1] = 0;
-    c->again[0] = c->again[1] = false;
-    bool busy = false;
+    bool err[2];
     for (int d = 0; d < 2; d++) {
-      if (!want[d]) continue;
-      int r = pump(c, d);
-      if (r < 0) return;
-      if (r > 0) {
-        c->again[d] = true;
-        busy = true;
-      }
+      want[d] = c->again[d] || (c->ev[d] & kIn) != 0 || ((c->ev[1 - d] & kOut) != 0 && c->inpipe[d] > 0);
+      err[d] = (c->ev[d] & EPOLLERR) != 0;
     }
+    c->ev[0] = c->ev[1] = 0;
+    for (int pass = 0; pass < 2; pass++) {
+      for (int d = 0; d < 2; d++) {
+        if (!want[d]) continue;
+        want[d] = false;
+        c->again[d] = false;
+        int r = pump(c, d);
+        if (r < 0) return;
+        if (r > 0) c->again[d] = true;
+      }
+      // A failure found in the first pass can leave the failed side's last
+      // bytes unread (markDead asked for that direction): one more pass.
+      for (int d = 0; d < 2; d++) want[d] = c->again[d] && c->dead[d] && !c->eof[d];
+    }
+    // EPOLLERR on a side whose reads are over (it half-closed earlier) is
+    // not surfaced by a read: ask the socket. Only on EPOLLERR, so the
+    // common path costs nothing.
+    for (int d = 0; d < 2; d++)
+      if (err[d] && c->eof[d] && !c->dead[d] && sockError(c->fd[d]) != 0) markDead(c, d);
     publish(c->slot, 0, c->bytes[0]);
     publish(c->slot, 1, c->bytes[1]);
+    if (c->deadReason >= 0 && settled(c)) {
+      reset(c, c->deadReason);
+      return;
+    }
     if (c->shut[0] && c->shut[1]) {
       finish(c, R_CLOSED);
       return;
     }
-    if (busy) ready.push_back(c);
+    if (c->again[0] || c->again[1]) ready.push_back(c);
+  }
+
+  // After a failure: true once every direction that can still deliver has
+  // delivered all it read up to its source's end (EOF or error). A full
+  // destination is woken by EPOLLOUT as usual; an abort (idle timeout,
+  // drain deadline) still cuts a destination that never reads.
+  static bool settled(const Conn* c) {
+    for (int d = 0; d < 2; d++)
+      if (!c->dead[1 - d] && !(c->eof[d] && c->inpipe[d] == 0)) return false;
+    return true;
   }
 
   // JS thread: hands `c` to this worker by registering its sockets with the
   // worker's epoll directly; nothing wakes the worker (its first event
-  // does). `c` is queued before the EPOLL_CTL_ADDs, so by the time an event
-  // of `c` is reported the worker finds it in `incoming` (takeIncoming runs
-  // before any event is handled). No service is needed at handoff either:
-  // EPOLL_CTL_ADD queues an event at once for a socket that is already
-  // readable or hung up, edge-triggered or not. Returns false when an ADD
-  // failed (the caller then aborts `c`).
+  // does). No service is needed at handoff either: EPOLL_CTL_ADD queues an
+  // event at once for a socket that is already readable or hung up,
+  // edge-triggered or not.
+  //
+  // Race: the first ADD can make an event of `c` visible to the worker
+  // while this thread still has the second ADD to do; had the worker
+  // serviced `c` then (a client reset finishes and frees it), this thread
+  // would read a freed Conn and register a closed (perhaps reused) fd.
+  // `mu` is held from before the first ADD until `c` is on `incoming`, and
+  // the worker takes `mu` (takeIncoming) after every epoll_wait before it
+  // handles any event: an event of `c` is therefore handled only after
+  // both ADDs are done and `c` is in `conns`. Uncontended, the lock costs
+  // no syscall. Returns false when an ADD failed (the caller then aborts
+  // `c`, which is on `incoming` either way).
   bool adopt(Conn* c) {
-    {
-      std::lock_guard<std::mutex> g(mu);
-      incoming.push_back(c);
-    }
-    for (int i = 0; i < 2; i++) {
+    std::lock_guard<std::mutex> g(mu);
+    bool ok = true;
+    for (int i = 0; i < 2 && ok; i++) {
       struct epoll_event ev = {};
       ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
       ev.data.u64 = reinterpret_cast<uint64_t>(c) | static_cast<uint64_t>(i + 1);
-      if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd[i], &ev) != 0) return false;
+      ok = epoll_ctl(ep, EPOLL_CTL_ADD, c->fd[i], &ev) == 0;
     }
-    return true;
+    incoming.push_back(c);
+    return ok;
   }
 
   void takeIncoming() {
@@ -416,13 +468,9 @@ struct Worker {
         Conn* c = reinterpret_cast<Conn*>(tag & ~static_cast<uint64_t>(7));
         int side = static_cast<int>(tag & 7) - 1;
         if (c->closed) continue;
-        if (evs[i].events & EPOLLERR) {
-          int e = sockError(c->fd[side]);
-          if (e != 0) {
-            reset(c, side == 0 ? R_CLIENT_RESET : R_BACKEND_RESET);
-            continue;
-          }
-        }
+        // EPOLLERR is not judged here: SO_ERROR would consume the socket's
+        // error, and bytes that arrived before a reset must be read first
+        // (a read returns them, then the error). service() handles it.
         c->ev[side] |= evs[i].events;
         if (!c->pending) {
           c->pending = true;
@@ -614,7 +662,24 @@ Napi::Value TuneMalloc(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), applied);
 }
 
+// socketError(fd) -> the socket's pending error (errno, 0 for none), read
+// and cleared with SO_ERROR; -errno when the fd cannot be asked. The JS
+// pump asks once, at a peer's EOF: libuv reports a reset that arrives with
+// the last bytes as EOF (a short read plus EPOLLHUP), and a reset must be
+// passed on as a reset.
+Napi::Value SocketError(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return Napi::Number::New(env, -EINVAL);
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (fd < 0) return Napi::Number::New(env, -EBADF);
+  int e = 0;
+  socklen_t len = sizeof e;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0) return Napi::Number::New(env, -errno);
+  return Napi::Number::New(env, e);
+}
+
 Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
+  exports.Set("socketError", Napi::Function::New(env, SocketError, "socketError"));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc, "tuneMalloc"));
   exports.Set("init", Napi::Function::New(env, Init, "init"));
   exports.Set("add", Napi::Function::New(env, Add, "add"));

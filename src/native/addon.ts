@@ -19,6 +19,8 @@ export interface SpliceBinding {
   abort(id: number): void;
   /** Connections not yet reported, epoll threads, and empty pipes kept for reuse (2 fds each). */
   stats(): { active: number; threads: number; pooledPipes: number };
+  /** The socket's pending error (errno; 0 for none), read and cleared with SO_ERROR; -errno when it cannot be asked. */
+  socketError?(fd: number): number;
   /** glibc: a fixed 128 MiB trim threshold (see splice.cc); false when not applied. */
   tuneMalloc?(): boolean;
   readonly reasons: readonly string[];
@@ -84,4 +86,17 @@ export function tuneMalloc(): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Whether a socket that just reported EOF was in fact reset: libuv turns a
+ * reset arriving together with the last bytes into EOF (a short read plus
+ * EPOLLHUP), so the JS pump asks the kernel once at EOF. Null when the addon
+ * cannot tell (not loaded, or no fd); then EOF is taken as EOF.
+ */
+export function wasReset(fd: number): boolean | null {
+  const { addon } = loadSpliceAddon();
+  if (addon === null || typeof addon.socketError !== 'function' || fd < 0) return null;
+  const e = addon.socketError(fd);
+  return e < 0 ? null : e !== 0;
 }

@@ -7,7 +7,12 @@
  * side leaves the other open) and never reports bytes. This pump:
  *  - needs both sockets created with `allowHalfOpen: true`;
  *  - passes EOF on as `end()` (FIN) while the other direction keeps flowing;
- *  - turns an error or reset on one side into `resetAndDestroy()` of the other;
+ *  - turns an error or reset on one side into `resetAndDestroy()` of the
+ *    other, once every byte read from the failed side before its reset has
+ *    been written (a server's last error message, then its RST, reaches the
+ *    client in that order). libuv reports a reset that arrives with the last
+ *    bytes as EOF; where the addon is loaded the pump asks the kernel at EOF
+ *    (`wasReset`) and passes a reset on as a reset;
  *  - applies backpressure both ways (pause the reader while the writer's
  *    buffer is above its high-water mark), so memory per connection is bounded
  *    by two socket high-water marks;
@@ -15,12 +20,22 @@
  */
 import type { Socket } from 'node:net';
 import type { Pump, PumpDone, PumpEndReason, PumpHandle } from './pump';
+import { wasReset } from '../native/addon';
+
+const EMPTY = Buffer.alloc(0);
+
+function fdOf(s: Socket): number {
+  const h = (s as unknown as { _handle?: { fd?: number } | null })._handle;
+  return h && typeof h.fd === 'number' ? h.fd : -1;
+}
 
 class JsPumpConn implements PumpHandle {
   bytesIn = 0;
   bytesOut = 0;
   private closed = 0;
   private reason: PumpEndReason | null = null;
+  /** The side being reset once its pending writes are flushed (see fail()). */
+  private resetting: Socket | null = null;
   private readonly client: Socket;
   private readonly backend: Socket;
   private readonly done: PumpDone;
@@ -47,8 +62,11 @@ class JsPumpConn implements PumpHandle {
     client.on('drain', () => backend.resume());
 
     // FIN one way is passed on as FIN; the other way keeps flowing.
-    client.on('end', () => backend.end());
-    backend.on('end', () => client.end());
+    client.on('end', () => this.onEnd(client, backend, 'client_reset'));
+    backend.on('end', () => this.onEnd(backend, client, 'backend_reset'));
+    // The client's EOF may have been consumed before the pump existed (the
+    // PROXY header reader resumes the socket): pass it on now.
+    if (client.readableEnded) this.onEnd(client, backend, 'client_reset');
 
     client.on('error', () => this.fail('client_reset', backend));
     backend.on('error', () => this.fail('backend_reset', client));
@@ -59,10 +77,29 @@ class JsPumpConn implements PumpHandle {
     backend.resume();
   }
 
-  /** One side failed: reset the other so its peer learns of it too. */
+  /** EOF from `from`: a FIN to pass on, unless the kernel says it was a reset. */
+  private onEnd(from: Socket, to: Socket, resetReason: PumpEndReason): void {
+    if (wasReset(fdOf(from)) === true) {
+      from.destroy();
+      this.fail(resetReason, to);
+    } else to.end();
+  }
+
+  /**
+   * One side failed: reset the other so its peer learns of it too — after
+   * what was already written to it has reached the kernel, so bytes read
+   * before the failure are not cut off by the reset.
+   */
   private fail(reason: PumpEndReason, other: Socket): void {
     if (this.reason === null) this.reason = reason;
-    if (!other.destroyed) other.resetAndDestroy();
+    if (other.destroyed) return;
+    const reset = (): void => {
+      if (!other.destroyed) other.resetAndDestroy();
+    };
+    if (other.writableLength === 0 && (!other.writableEnded || other.writableFinished)) return reset();
+    this.resetting = other;
+    if (other.writableEnded) other.once('finish', reset);
+    else other.write(EMPTY, reset);
   }
 
   /**
@@ -76,7 +113,7 @@ class JsPumpConn implements PumpHandle {
       // The first side is gone. If the other side has not finished both ways,
       // it can never complete: its partner is gone.
       // It will close by itself once it has received and sent its FIN.
-      if (!other.destroyed && !(other.readableEnded && other.writableEnded)) {
+      if (other !== this.resetting && !other.destroyed && !(other.readableEnded && other.writableEnded)) {
         if (this.reason === null) this.reason = 'aborted';
         other.destroy();
       }

@@ -156,6 +156,17 @@ export class TcpSession {
       this.finish();
       return;
     }
+    const code = (up?.errored as NodeJS.ErrnoException | null | undefined)?.code;
+    if (code === 'ECONNRESET' || code === 'EPIPE') {
+      // The backend accepted and reset before libuv reported the connect
+      // (libuv then fails the connect and closes the fd, so whatever the
+      // backend wrote first is lost with it). Not a connect failure: the
+      // backend answered. Its reset is passed on, not retried elsewhere.
+      this.endReason = 'backend_reset';
+      this.client?.resetAndDestroy();
+      this.finish();
+      return;
+    }
     if (backend !== null) {
       // A failed client connect counts as a failed check (passive health).
       backend.connectFailures++;
