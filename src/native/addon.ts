@@ -41,7 +41,9 @@ function load(): AddonLoad {
   if (process.platform !== 'linux') return { addon: null, reason: `platform ${process.platform} has no splice(2)` };
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const mod = require(ADDON_PATH) as Partial<SpliceBinding>;
+    // L4LB_NATIVE_ADDON: another build of the same addon (the sanitizer
+    // builds the test suite makes); not for production use.
+    const mod = require(process.env.L4LB_NATIVE_ADDON || ADDON_PATH) as Partial<SpliceBinding>;
     if (typeof mod.init !== 'function' || typeof mod.add !== 'function' || typeof mod.abort !== 'function') {
       return { addon: null, reason: `${ADDON_PATH} is not a usable l4lb_splice build` };
     }

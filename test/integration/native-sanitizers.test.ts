@@ -1,0 +1,152 @@
+/**
+ * The splice addon under AddressSanitizer and ThreadSanitizer: the addon is
+ * rebuilt with -fsanitize=address and -fsanitize=thread, loaded into the
+ * real CLI (LD_PRELOAD of the sanitizer runtime, L4LB_NATIVE_ADDON), and
+ * driven through the handoff with thousands of client resets, echo traffic
+ * and backend resets. Any sanitizer report fails the test.
+ *
+ * Skipped, with the reason, where there is no compiler, no sanitizer
+ * runtime or no addon.
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { startServer, startEchoServer, readBytes, withTimeout, type TestServer } from '../helpers/net';
+import { L4lbProcess } from '../helpers/l4lb';
+import { poolToml, listenerToml } from '../helpers/toml';
+import { spliceAvailable } from '../../src/native/addon';
+
+const ROOT = join(__dirname, '..', '..', '..');
+
+/** The sanitizer runtime gcc links against, or null. */
+function runtime(lib: string): string | null {
+  const r = spawnSync('gcc', [`-print-file-name=${lib}`], { encoding: 'utf8' });
+  const p = r.status === 0 ? r.stdout.trim() : '';
+  return p.startsWith('/') && existsSync(p) ? p : null;
+}
+
+/** Builds native/ with `flags` in a temp dir; returns the .node path or the reason it could not. */
+function buildWith(flags: string): { path: string } | { reason: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'l4lb-san-'));
+  cpSync(join(ROOT, 'native', 'binding.gyp'), join(dir, 'binding.gyp'));
+  cpSync(join(ROOT, 'native', 'src'), join(dir, 'src'), { recursive: true });
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  let gyp: string;
+  try {
+    gyp = require.resolve('node-gyp/bin/node-gyp.js');
+  } catch {
+    return { reason: 'node-gyp is not installed' };
+  }
+  const args = [gyp, 'rebuild', '--directory', dir];
+  const prefix = join(dirname(process.execPath), '..');
+  if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
+  const r = spawnSync(process.execPath, args, {
+    encoding: 'utf8',
+    timeout: 240_000,
+    env: { ...process.env, CXXFLAGS: `${flags} -g -O1 -fno-omit-frame-pointer`, LDFLAGS: flags },
+  });
+  const path = join(dir, 'build', 'Release', 'l4lb_splice.node');
+  if (r.status !== 0 || !existsSync(path)) return { reason: `build with ${flags} failed: ${(r.stderr || r.stdout || '').split('\n').slice(-4).join(' ')}` };
+  return { path };
+}
+
+const SANITIZERS = [
+  { name: 'address', lib: 'libasan.so', options: { ASAN_OPTIONS: 'detect_leaks=0:halt_on_error=1:exitcode=86' }, marker: /AddressSanitizer/ },
+  // Node itself is not instrumented: TSan's pthread interceptors report
+  // false races inside V8's platform threads, so only reports whose stacks
+  // reach the addon count, and the exit code is left alone.
+  { name: 'thread', lib: 'libtsan.so', options: { TSAN_OPTIONS: 'halt_on_error=0:exitcode=0:report_signal_unsafe=0' }, marker: /ThreadSanitizer/ },
+] as const;
+
+const addon = spliceAvailable();
+
+for (const san of SANITIZERS) {
+  const rt = process.platform === 'linux' ? runtime(san.lib) : null;
+  const skip = !addon.ok
+    ? `native splice addon not available: ${addon.reason}`
+    : rt === null
+      ? `${san.lib} (gcc's ${san.name} sanitizer runtime) not found`
+      : false;
+  describe(`splice addon under the ${san.name} sanitizer`, { skip }, () => {
+    let build: { path: string } | { reason: string };
+    let echo: TestServer;
+    let rst: TestServer;
+    let lb: L4lbProcess | null = null;
+    let port = 0;
+    let rstPort = 0;
+
+    before(async () => {
+      build = buildWith(`-fsanitize=${san.name}`);
+      echo = await startEchoServer();
+      rst = await startServer((s) => {
+        s.once('data', () => {
+          s.write('no\n');
+          s.resetAndDestroy();
+        });
+      });
+      if (!('path' in build)) return;
+      lb = new L4lbProcess(
+        `[global]\nsplice = "on"\n` +
+          listenerToml('echo', 'echo') +
+          listenerToml('rst', 'rst') +
+          poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]) +
+          poolToml('rst', 'round-robin', [`{ address = "127.0.0.1:${rst.port}" }`], 'retries = 0'),
+        { env: { LD_PRELOAD: rt as string, L4LB_NATIVE_ADDON: build.path, ...san.options } },
+      );
+      port = await lb.port('echo', 30000);
+      rstPort = await lb.port('rst', 30000);
+    });
+    after(async () => {
+      if (lb !== null && lb.exitCode === null) await lb.stop();
+      await echo.close();
+      await rst.close();
+      if ('path' in build) rmSync(join(dirname(build.path), '..', '..'), { recursive: true, force: true });
+    });
+
+    test('2,000 client resets at the handoff, echo traffic and backend resets: no sanitizer report, clean exit', async (t) => {
+      if (!('path' in build)) {
+        t.skip(build.reason);
+        return;
+      }
+      const proc = lb as L4lbProcess;
+      // Client resets racing the handoff: connect, then RST at once.
+      const resetOne = (): Promise<void> =>
+        new Promise((resolve) => {
+          const s = net.connect({ port, host: '127.0.0.1' }, () => {
+            s.resetAndDestroy();
+            resolve();
+          });
+          s.on('error', () => resolve());
+        });
+      for (let i = 0; i < 2000; i += 50) await Promise.all(Array.from({ length: 50 }, resetOne));
+      // The pump still works, echo round trips in between.
+      for (let i = 0; i < 50; i++) {
+        const s = net.connect({ port, host: '127.0.0.1' });
+        s.on('error', () => {});
+        s.write('ping\n');
+        assert.equal((await readBytes(s, 5, 10000)).toString(), 'ping\n');
+        s.destroy();
+      }
+      // Backend resets right after a reply.
+      const rstOne = (): Promise<void> =>
+        new Promise((resolve) => {
+          const s = net.connect({ port: rstPort, host: '127.0.0.1' }, () => s.write('q\n'));
+          s.on('error', () => resolve());
+          s.on('close', () => resolve());
+          s.resume();
+        });
+      for (let i = 0; i < 200; i += 20) await withTimeout(Promise.all(Array.from({ length: 20 }, rstOne)), 20000, 'backend resets');
+      proc.signal('SIGTERM');
+      const code = await proc.waitExit(30000);
+      const reports = proc.stderr
+        .split('==================')
+        .filter((b) => san.marker.test(b) && (san.name === 'address' || /l4lb_splice|splice\.cc/.test(b)));
+      assert.equal(reports.join('\n').slice(0, 4000), '', `${san.name} sanitizer report`);
+      assert.equal(code, 0, `exit code ${code}; stderr: ${proc.stderr.slice(0, 2000)}`);
+    });
+  });
+}
