@@ -195,7 +195,7 @@ export class Server {
    */
   reload(): Promise<ReloadResult> {
     const run = async (): Promise<ReloadResult> => {
-      if (this.draining) return { ok: false, errors: ['draining: reload refused'] };
+      if (this.draining) return this.reloadFailed(['draining: reload refused (the process is shutting down)']);
       let next: Config;
       try {
         next = loadConfigFile(this.configPath);
@@ -242,25 +242,26 @@ export class Server {
   private async applyAdmin(next: Config): Promise<void> {
     const cur = this.admin;
     const want = next.admin;
-    if (cur !== null && want !== null && cur.config.bind.host === want.bind.host && cur.config.bind.port === want.bind.port && cur.config.token === want.token) return;
     if (want === null) {
       this.admin = null;
       if (cur !== null) await cur.close();
       return;
     }
-    const sameBind = cur !== null && cur.config.bind.host === want.bind.host && cur.config.bind.port === want.bind.port;
-    if (sameBind && cur !== null) await cur.close();
+    if (cur !== null && cur.config.bind.host === want.bind.host && cur.config.bind.port === want.bind.port) {
+      cur.setConfig(want);
+      return;
+    }
     const fresh = new AdminServer(want, this, this.registry);
     try {
       await fresh.listen();
     } catch (err) {
       this.log.error({ err: bindError(err, 'admin').message }, 'admin endpoint could not move; keeping the old one');
-      if (sameBind && cur !== null) await cur.listen().catch(() => undefined);
       return;
     }
-    if (!sameBind && cur !== null) await cur.close();
     this.admin = fresh;
     this.log.info({ address: fresh.address, port: fresh.port, token: want.token !== null }, 'admin listening');
+    // Bounded (AdminServer.close): open requests get a second, then are cut.
+    if (cur !== null) await cur.close();
   }
 
   /** Stops timers of the control plane (health, DNS, watchdog). */

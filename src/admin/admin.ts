@@ -11,7 +11,9 @@
  *   GET  /                                          HTML status page
  *
  * Every POST needs `Authorization: Bearer <token>` when a token is set
- * (compared in constant time; never logged). Errors are JSON
+ * (compared in constant time; never logged). Browser guards (guard.ts): a
+ * `Host` that is not an IP literal, `localhost` or the bind host gets 421;
+ * a POST a page of another origin could send gets 403, token or not. Errors are JSON
  * `{"error": "..."}`; 404 for unknown paths, 405 (with Allow) for a known
  * path with the wrong method, 401 (with WWW-Authenticate) without the token.
  */
@@ -21,6 +23,10 @@ import type { Registry } from 'prom-client';
 import type { AdminConfig } from '../config/schema';
 import type { BackendSnapshot } from '../dataplane/stats';
 import { renderStatusPage } from './status-page';
+import { crossSiteReason, hostAllowed } from './guard';
+
+/** How long close() lets open requests finish before it cuts them. */
+const CLOSE_GRACE_MS = 1000;
 
 /** What the admin API needs from the control plane. */
 export interface AdminTarget {
@@ -36,8 +42,8 @@ export class AdminServer {
   private readonly server: http.Server;
   private readonly target: AdminTarget;
   private readonly registry: Registry;
-  private readonly tokenHash: Buffer | null;
-  readonly config: AdminConfig;
+  private tokenHash: Buffer | null;
+  config: AdminConfig;
   address = '';
   port = 0;
 
@@ -45,7 +51,7 @@ export class AdminServer {
     this.config = config;
     this.target = target;
     this.registry = registry;
-    this.tokenHash = config.token === null ? null : sha256(config.token);
+    this.tokenHash = tokenHashOf(config.token);
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         if (!res.headersSent) json(res, 500, { error: `internal error: ${String((err as Error)?.message ?? err)}` });
@@ -75,11 +81,26 @@ export class AdminServer {
     });
   }
 
-  /** Stops listening and closes idle keep-alive connections. Idempotent. */
+  /** A reload that keeps the bind address: the new token applies to the next request. */
+  setConfig(config: AdminConfig): void {
+    this.config = config;
+    this.tokenHash = tokenHashOf(config.token);
+  }
+
+  /**
+   * Stops listening, closes idle keep-alive connections, and cuts requests
+   * still open after a second (a client trickling a body cannot hold the
+   * endpoint or the next reload). Idempotent.
+   */
   close(): Promise<void> {
     return new Promise((resolve) => {
       if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
+      const cut = setTimeout(() => this.server.closeAllConnections(), CLOSE_GRACE_MS);
+      cut.unref();
+      this.server.close(() => {
+        clearTimeout(cut);
+        resolve();
+      });
       this.server.closeIdleConnections();
     });
   }
@@ -97,12 +118,17 @@ export class AdminServer {
     const path = url.pathname;
     const method = req.method ?? 'GET';
     const t = this.target;
+    if (!hostAllowed(req.headers.host, this.config.bind.host)) {
+      return json(res, 421, { error: `Host ${JSON.stringify(req.headers.host)} is not this admin endpoint (use an IP address or localhost)` });
+    }
 
     const get = (fn: () => Promise<void> | void): Promise<void> | void =>
       method === 'GET' || method === 'HEAD' ? fn() : methodNotAllowed(res, 'GET, HEAD');
     const post = async (fn: () => Promise<void> | void): Promise<void> => {
       if (method !== 'POST') return methodNotAllowed(res, 'POST');
       req.resume(); // bodies are not used
+      const crossSite = crossSiteReason(req.headers);
+      if (crossSite !== null) return json(res, 403, { error: `refused: ${crossSite}` });
       if (!this.authorized(req)) {
         res.setHeader('WWW-Authenticate', 'Bearer realm="l4lb"');
         return json(res, 401, { error: 'missing or wrong bearer token' });
@@ -143,6 +169,11 @@ export class AdminServer {
     }
     return json(res, 404, { error: `no such endpoint: ${path}` });
   }
+}
+
+/** Surrounding spaces of the configured token are not part of it (the header's are not either). */
+function tokenHashOf(token: string | null): Buffer | null {
+  return token === null ? null : sha256(token.trim());
 }
 
 function sha256(s: string): Buffer {

@@ -34,6 +34,8 @@ export const WEIGHT_MAX = 1000;
 const LISTENER_NAME = /^[a-z0-9_-]+$/;
 
 const TOP_KEYS = ['global', 'admin', 'listeners', 'pools'];
+/** A process each: more than this is a typo, not a machine (SPEC §8.6). */
+const MAX_WORKERS = 256;
 const GLOBAL_KEYS = ['log_level', 'connection_log', 'workers', 'splice', 'drain_timeout'];
 const ADMIN_KEYS = ['bind', 'token'];
 const LISTENER_KEYS = [
@@ -123,10 +125,10 @@ function readGlobal(r: Reader | null, cpuCount: number): GlobalConfig {
   r.checkKeys(GLOBAL_KEYS);
   let workers: number = d.workers;
   const w = r.get('workers');
-  if (w === 'auto') workers = Math.max(1, cpuCount);
+  if (w === 'auto') workers = Math.min(MAX_WORKERS, Math.max(1, cpuCount));
   else if (w !== undefined) {
-    if (typeof w === 'number' && Number.isInteger(w) && w >= 1) workers = w;
-    else r.sink.at(r.p('workers'), `expected an integer >= 1 or "auto", got ${describe(w)}`);
+    if (typeof w === 'number' && Number.isInteger(w) && w >= 1 && w <= MAX_WORKERS) workers = w;
+    else r.sink.at(r.p('workers'), `expected an integer from 1 to ${MAX_WORKERS} or "auto", got ${describe(w)}`);
   }
   return {
     logLevel: r.oneOf('log_level', LOG_LEVELS, d.log_level),

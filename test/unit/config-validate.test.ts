@@ -50,7 +50,7 @@ port = 0
   const issues = issuesOf(text);
   const e = (path: string, needle: string, re: RegExp): void => expectIssue(text, issues, path, needle, re);
   e('global.log_level', '"loud"', /expected one of "trace", "debug", "info", "warn", "error", got "loud"/);
-  e('global.workers', 'workers = |0', /expected an integer >= 1 or "auto", got 0/);
+  e('global.workers', 'workers = |0', /expected an integer from 1 to 256 or "auto", got 0/);
   e('global.drain_timeout', '= |30', /expected a duration string with a unit .*got 30$/);
   e('global.connection_log', '"yes"', /expected true or false, got "yes"/);
   e('global.splice', '"maybe"', /expected one of "auto", "on", "off"/);
@@ -300,6 +300,15 @@ test('workers = "auto" resolves to the CPU count', () => {
   assert.equal(parseConfig(`[global]\nworkers = 4\n${BASE}`, FILE, { cpuCount: 6 }).global.workers, 4);
   const bad = `[global]\nworkers = "many"\n${BASE}`;
   expectIssue(bad, issuesOf(bad), 'global.workers', '"many"', /got "many"/);
+});
+
+test('workers is bounded: 256 is accepted, 257 and 100000 name the key and line', () => {
+  const base = (w: string): string => `[global]\nworkers = ${w}\n[[listeners]]\nname = "a"\nbind = "127.0.0.1:0"\npool = "p"\n[pools.p]\nbackends = [{ address = "127.0.0.1:1" }]\n`;
+  assert.equal(parseConfig(base('256'), FILE, { cpuCount: 3 }).global.workers, 256);
+  for (const w of ['257', '100000']) {
+    const text = base(w);
+    expectIssue(text, issuesOf(text), 'global.workers', `workers = |${w}`, new RegExp(`expected an integer from 1 to 256 or "auto", got ${w}`));
+  }
 });
 
 test('wrongly typed sections are reported', () => {
