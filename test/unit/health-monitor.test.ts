@@ -58,7 +58,10 @@ function pool(name: string, over: Partial<PoolConfig> = {}, hc: Partial<PoolConf
     slowStartMs: 0,
     backends: [],
     resolveIntervalMs: 30000,
-    healthCheck: { enabled: true, intervalMs: 20, timeoutMs: 10, rise: 2, fall: 3, port: null, ...hc },
+    healthCheck: {
+      enabled: true, intervalMs: 20, timeoutMs: 10, rise: 2, fall: 3, port: null,
+      type: 'connect', protocol: 'tcp', sendHex: '', expect: null, expectRegex: null, path: '/', expectStatus: null, ...hc,
+    },
     ...over,
   };
 }
@@ -80,13 +83,13 @@ const changes = (h: Harness, a: string) => h.logs.filter((l) => l.msg === 'backe
 test('probe failures mark a backend down after fall, successes up after rise; logged and pushed', async () => {
   const h = harness();
   h.mon.sync(config([pool('p')]), new Map([['p', [spec(1), spec(2)]]]), true);
-  h.result.set(addr(1), { ok: false, error: 'ECONNREFUSED' });
+  h.result.set(addr(1), { ok: false, reason: 'refused', error: 'ECONNREFUSED' });
   await waitFor(() => h.mon.health('p', addr(1)) === 'down', 3000, 'down');
   assert.deepEqual(h.states, [{ pool: 'p', address: addr(1), state: 'down' }]);
   const [c] = changes(h, addr(1));
   assert.equal(c?.from, 'up');
   assert.equal(c?.to, 'down');
-  assert.equal(c?.reason, 'probe_failed');
+  assert.equal(c?.reason, 'refused');
   assert.equal(c?.error, 'ECONNREFUSED');
   assert.ok((h.probes.get(addr(1)) ?? 0) >= 3);
   h.result.delete(addr(1));
@@ -119,7 +122,7 @@ test('drain keeps probing and remembers health; enable returns to what the check
   assert.equal(h.mon.setDrain('p', addr(1), true), true);
   assert.deepEqual(h.states.at(-1), { pool: 'p', address: addr(1), state: 'draining' });
   assert.equal(changes(h, addr(1))[0]?.reason, 'admin_drain');
-  h.result.set(addr(1), { ok: false, error: 'ECONNREFUSED' });
+  h.result.set(addr(1), { ok: false, reason: 'refused', error: 'ECONNREFUSED' });
   await waitFor(() => h.mon.health('p', addr(1)) === 'down', 3000, 'down while draining');
   assert.equal(h.states.length, 1, 'state stays draining');
   h.mon.setDrain('p', addr(1), false);
@@ -134,7 +137,7 @@ test('reload sync: kept backends keep state, new ones are probed, removed ones a
   const h = harness();
   const cfg = config([pool('p')]);
   h.mon.sync(cfg, new Map([['p', [spec(1), spec(2)]]]), true);
-  h.result.set(addr(1), { ok: false, error: 'ECONNREFUSED' });
+  h.result.set(addr(1), { ok: false, reason: 'refused', error: 'ECONNREFUSED' });
   await waitFor(() => h.mon.health('p', addr(1)) === 'down', 3000, 'down');
   h.mon.sync(cfg, new Map([['p', [spec(1), spec(3)]]]), false);
   assert.equal(h.mon.health('p', addr(1)), 'down');
