@@ -403,7 +403,7 @@ export function isUdpOnlyPool(config: Config, pool: string): boolean {
 }
 
 /** Contract: true when two health checks probe the same way (rise / fall may differ: they need no new probe). */
-function sameProbe(a: HealthCheckConfig, b: HealthCheckConfig): boolean {
+export function sameProbe(a: HealthCheckConfig, b: HealthCheckConfig): boolean {
   const probeOf = ({ rise: _r, fall: _f, ...rest }: HealthCheckConfig): string => JSON.stringify(rest);
   return probeOf(a) === probeOf(b);
 }
