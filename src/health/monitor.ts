@@ -179,6 +179,7 @@ export class HealthMonitor {
         if (probeChanged) {
           this.stopProbing(t);
           if (probing) this.startProbing(t);
+          else t.last = null; // not probed any more: no last check to show
         }
         if (!checking && t.counter.health === 'down') {
           t.counter = INITIAL_HEALTH;
