@@ -135,6 +135,18 @@ test('http: the request; statuses in and out of expect_status', async () => {
   assert.deepEqual(await run(httpProbe({ path: '/', expectStatus: [200, 503] }), unavailable.port), { ok: true });
   const redirect = await httpServer('HTTP/1.0 302 Found\nLocation: /\n\n');
   assert.deepEqual(await run(httpProbe({ path: '/', expectStatus: null }), redirect.port), { ok: true });
+  await waitFor(() => clientSockets(ok.port) === 0 && clientSockets(unavailable.port) === 0, 3000, 'probe sockets closed');
+});
+
+test('http: a server that ignores Connection: close; the probe still closes its socket (FIN, then at most timeout)', async () => {
+  let fin = 0;
+  const srv = await server((s) => {
+    s.on('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npartial body'));
+    s.on('end', () => fin++);
+  });
+  assert.deepEqual(await run(httpProbe({ path: '/', expectStatus: null }), srv.port, 200), { ok: true });
+  await waitFor(() => fin === 1, 2000, 'the probe sent FIN');
+  await waitFor(() => clientSockets(srv.port) === 0, 3000, 'probe socket destroyed after the linger');
 });
 
 test('http: garbage, truncated, empty, oversized head are bad_http_response; silence is timeout', async () => {

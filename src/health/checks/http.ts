@@ -10,13 +10,16 @@
  * closed before the head was complete (truncated, empty) →
  * `bad_http_response`; nothing complete within the timeout → `timeout`.
  * The timeout covers the whole probe. The probe owns its socket and always
- * destroys it; nothing here throws.
+ * closes it: after a well-formed answer with a FIN (the body is discarded,
+ * the socket destroyed when the server closes or after `timeout`), else at
+ * once. Nothing here throws.
  */
 import net from 'node:net';
 import { formatAddress } from '../../backend/backend';
 import { VERSION } from '../../version';
 import { BoundedBuffer, describeReply, errorResult, MAX_REPLY, type ProbeFn, type ProbeResult } from '../probe';
 import { deferred } from './send-expect';
+import { closeCleanly } from '../tcp-probe';
 
 export type HttpHead =
   | { kind: 'incomplete' }
@@ -89,13 +92,15 @@ export function httpProbe(opts: HttpProbeOptions): ProbeFn {
     const timer = setTimeout(() => finish({ ok: false, reason: 'timeout', ...(reply.length > 0 ? { detail: describeReply(reply.view()) } : {}) }), Math.max(1, timeoutMs));
     timer.unref();
 
-    function finish(r: ProbeResult): void {
+    /** A well-formed answer (any status) closes politely (FIN, the body discarded); anything else is cut. */
+    function finish(r: ProbeResult, polite = false): void {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
       s.removeAllListeners('data');
       s.removeAllListeners('end');
-      s.destroy();
+      if (polite) closeCleanly(s, timeoutMs);
+      else s.destroy();
       cb(r);
     }
 
@@ -105,8 +110,8 @@ export function httpProbe(opts: HttpProbeOptions): ProbeFn {
       const full = reply.push(chunk);
       const head = parseHttpHead(reply.view());
       if (head.kind === 'ok') {
-        if (statusHealthy(head.status, opts.expectStatus)) finish({ ok: true });
-        else finish({ ok: false, reason: `http_status_${head.status}` });
+        if (statusHealthy(head.status, opts.expectStatus)) finish({ ok: true }, true);
+        else finish({ ok: false, reason: `http_status_${head.status}` }, true);
       } else if (head.kind === 'bad') {
         finish({ ok: false, reason: 'bad_http_response', detail: `${head.detail}; ${describeReply(reply.view())}` });
       } else if (full) {
