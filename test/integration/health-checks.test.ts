@@ -483,3 +483,42 @@ describe('health checks: send-expect over UDP against an in-test responder', () 
     await up;
   });
 });
+
+describe('health checks: a reload changes the check type of kept backends', () => {
+  let data: { server: net.Server; port: number };
+  let side: SidePort;
+  let lb: L4lbProcess;
+  let admin: number;
+  let addr: string;
+  const cfg = (health: string): string =>
+    ADMIN + listenerToml('r', 'r') + pool('r', [addr], `interval = "100ms"\ntimeout = "150ms"\nrise = 2\nfall = 2\n${health}`);
+
+  before(async () => {
+    data = await taggedOn('127.0.0.1', 'R');
+    side = await sidePort('127.0.0.1', 0);
+    side.mode = '503';
+    addr = `127.0.0.1:${data.port}`;
+    lb = new L4lbProcess(cfg('type = "connect"'));
+    admin = await adminPort(lb);
+    await lb.port('r');
+  });
+  after(async () => {
+    await lb?.stop();
+    data?.server.close();
+    side?.server.close();
+  });
+
+  test('connect -> http (side port answers 503): down with http_status_503; -> connect again: up', async () => {
+    await waitFor(async () => (await backendStatus(admin, 'r', addr)).check?.result === 'ok', 5000, 'connect probes ok');
+    const sideP = (side.server.address() as net.AddressInfo).port;
+    const down = nextChange(lb, addr, 'down');
+    lb.writeConfig(cfg(`type = "http"\nport = ${sideP}\npath = "/primary"`));
+    lb.signal('SIGHUP');
+    assert.equal((await down).reason, 'http_status_503');
+    assert.ok(side.requests.length >= 2);
+    const up = nextChange(lb, addr, 'up');
+    lb.writeConfig(cfg('type = "connect"'));
+    lb.signal('SIGHUP');
+    assert.equal((await up).reason, 'probe_ok');
+  });
+});
