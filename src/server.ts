@@ -327,6 +327,21 @@ export class Server {
     return this.dataPlane.snapshot();
   }
 
+  /**
+   * SPEC §8.1 per backend: `check` (the last probe, null before the first
+   * or when not probed) and `state_since` (ISO; null for a backend the
+   * health monitor does not know, such as one removed by a reload).
+   */
+  private checkFields(pool: string, address: string): { check: unknown; state_since: string | null } {
+    const c = this.health.checkStatus(pool, address);
+    return { check: c?.check ?? null, state_since: c?.state_since ?? null };
+  }
+
+  /** Probe outcomes per backend, for `l4lb_health_checks_total` (read at scrape time). */
+  healthChecks(): readonly { pool: string; backend: string; ok: number; failed: number }[] {
+    return this.health.checkCounts();
+  }
+
   /** The status document of SPEC §5 (`GET /api/v1/status`). */
   status(): Record<string, unknown> {
     const snap = this.snapshot();
@@ -358,6 +373,7 @@ export class Server {
           backup: b.backup,
           active_connections: b.active_connections,
           total_connections: b.total_connections,
+          ...this.checkFields(p.name, b.address),
         })),
       })),
     };

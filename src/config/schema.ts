@@ -12,6 +12,7 @@ export type Algorithm = 'consistent-hash' | 'least-connections' | 'round-robin' 
 export type HashKey = '5-tuple' | 'source-ip';
 export type SpliceMode = 'auto' | 'on' | 'off';
 export type ProxyProtocolMode = 'off' | 'v1' | 'v2';
+export type HealthCheckType = 'connect' | 'send-expect' | 'http';
 
 /** A parsed "host:port" or "[v6]:port". `host` has no brackets. */
 export interface HostPort {
@@ -84,8 +85,22 @@ export interface HealthCheckConfig {
   readonly timeoutMs: number;
   readonly rise: number;
   readonly fall: number;
-  /** null = the backend's own port (TCP pools); UDP pools probe only with a port. */
+  /** null = the backend's own port (TCP pools); UDP pools probe only with a port (or a udp send-expect). */
   readonly port: number | null;
+  /** SPEC §8.1: connect (default) | send-expect | http. */
+  readonly type: HealthCheckType;
+  /** send-expect: tcp (default) | udp. */
+  readonly protocol: Protocol;
+  /** send-expect: the bytes sent, as lower-case hex ("" = nothing), from `send` or `send_hex`. */
+  readonly sendHex: string;
+  /** send-expect: a substring the reply must contain; null = not set. */
+  readonly expect: string | null;
+  /** send-expect: a JavaScript regex source the reply must match (validated); null = not set. */
+  readonly expectRegex: string | null;
+  /** http: the path requested (default "/"). */
+  readonly path: string;
+  /** http: the status codes that mean healthy; null = 200-399. */
+  readonly expectStatus: readonly number[] | null;
 }
 
 export interface PoolConfig {
@@ -141,5 +156,5 @@ export const DEFAULTS = Object.freeze({
     resolve_interval: '30s',
   }),
   backend: Object.freeze({ weight: 1, max_connections: 0, backup: false }),
-  healthCheck: Object.freeze({ enabled: true, interval: '2s', timeout: '1s', rise: 2, fall: 3 }),
+  healthCheck: Object.freeze({ enabled: true, interval: '2s', timeout: '1s', rise: 2, fall: 3, type: 'connect' as HealthCheckType, protocol: 'tcp' as Protocol, path: '/' }),
 });

@@ -69,3 +69,17 @@ export function suggest(key: string, known: readonly string[]): string | null {
   const limit = Math.max(2, Math.floor(key.length / 3));
   return bestD <= limit ? best : null;
 }
+
+/**
+ * Contract: decodes hex text ("0a1B ff", upper or lower case; spaces, tabs
+ * and newlines between digits are ignored) into bytes. Returns a string
+ * saying what is wrong for a character that is not a hex digit or an odd
+ * number of digits. "" gives an empty buffer. Pure.
+ */
+export function parseHex(text: string): Buffer | string {
+  const digits = text.replace(/[ \t\r\n]+/g, '');
+  const bad = /[^0-9a-fA-F]/.exec(digits);
+  if (bad !== null) return `${JSON.stringify(bad[0])} is not a hex digit`;
+  if (digits.length % 2 !== 0) return `odd number of hex digits (${digits.length})`;
+  return Buffer.from(digits, 'hex');
+}

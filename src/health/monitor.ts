@@ -16,7 +16,8 @@ import { formatAddress } from '../backend/backend';
 import type { Logger } from '../log';
 import { INITIAL_HEALTH, observe, type HealthCounter } from './hysteresis';
 import { ProbeTimer } from './schedule';
-import { probeTcp, type ProbeFn, type ProbeHandle, type ProbeResult } from './tcp-probe';
+import type { FailReason, ProbeFn, ProbeHandle, ProbeResult } from './probe';
+import { createProbe, probesOverUdp } from './checks';
 import { rampStep, rampWeight } from './slow-start';
 
 /** What the monitor needs to know of one resolved backend (a BackendSpec fits). */
@@ -33,14 +34,38 @@ export interface HealthMonitorOptions {
   setState(pool: string, address: string, state: BackendState): void;
   /** Pushes an effective weight to the data plane (slow start). */
   setWeight(pool: string, address: string, effectiveWeight: number): void;
-  /** The probe; tests may inject one. */
+  /** The probe for every backend (tests inject one); default: the one `health_check.type` names. */
   probe?: ProbeFn;
   /** Random source for probe jitter; tests may seed one. */
   random?: () => number;
 }
 
 /** Why a state changed: the `reason` field of `backend state changed`. */
-export type TransitionReason = 'probe_failed' | 'connect_failed' | 'probe_ok' | 'admin_drain' | 'admin_enable' | 'health_check_disabled';
+export type TransitionReason = FailReason | 'connect_failed' | 'probe_ok' | 'admin_drain' | 'admin_enable' | 'health_check_disabled';
+
+/** The last probe of a backend, as the status API shows it (SPEC §8.1 `check`). */
+export interface CheckRecord {
+  readonly result: 'ok' | 'failed';
+  /** null when ok. */
+  readonly reason: FailReason | null;
+  readonly latency_ms: number;
+  /** ISO time the probe finished. */
+  readonly at: string;
+}
+
+/** Probe outcomes of one backend so far (`l4lb_health_checks_total`). */
+export interface CheckCount {
+  readonly pool: string;
+  readonly backend: string;
+  ok: number;
+  failed: number;
+}
+
+/** What a failed check left for the transition log: the errno code and what was seen. */
+interface Failure {
+  error?: string;
+  detail?: string;
+}
 
 interface Target {
   readonly pool: string;
@@ -53,8 +78,14 @@ interface Target {
   hc: HealthCheckConfig;
   /** Health checking counts at all (enabled); passive failures count only then. */
   checking: boolean;
-  /** Active probes run (enabled, and a port for UDP-only pools). */
+  /** Active probes run (enabled, and for UDP-only pools a port or a UDP probe). */
   probing: boolean;
+  /** The probe for `hc`, built when probing starts. */
+  probeFn: ProbeFn | null;
+  /** The last probe's outcome; null before the first. */
+  last: CheckRecord | null;
+  /** Date.now() of the last state change (or of the record's creation). */
+  stateSince: number;
   counter: HealthCounter;
   drain: boolean;
   /** The state last pushed to the data plane. */
@@ -62,21 +93,24 @@ interface Target {
   timer: ProbeTimer | null;
   probe: ProbeHandle | null;
   ramp: { startedAt: number; timer: NodeJS.Timeout | null } | null;
-  /** Last check error, for the transition log. */
-  lastError: string | null;
+  /** Last check failure, for the transition log. */
+  lastFailure: Failure | null;
 }
 
 export class HealthMonitor {
   private readonly opts: HealthMonitorOptions;
-  private readonly probeFn: ProbeFn;
+  /** The injected probe, or null: each backend uses the probe of its health_check.type. */
+  private readonly probeFn: ProbeFn | null;
   private readonly random: () => number;
   /** pool name → address → record. */
   private readonly pools = new Map<string, Map<string, Target>>();
+  /** pool + "\n" + address → probe outcomes; kept after a backend goes (counters never go down). */
+  private readonly counts = new Map<string, CheckCount>();
   private stopped = false;
 
   constructor(opts: HealthMonitorOptions) {
     this.opts = opts;
-    this.probeFn = opts.probe ?? probeTcp;
+    this.probeFn = opts.probe ?? null;
     this.random = opts.random ?? Math.random;
   }
 
@@ -101,7 +135,7 @@ export class HealthMonitor {
       }
       const udpOnly = isUdpOnlyPool(config, pc.name);
       const checking = pc.healthCheck.enabled;
-      const probing = checking && (!udpOnly || pc.healthCheck.port !== null);
+      const probing = checking && (!udpOnly || pc.healthCheck.port !== null || probesOverUdp(pc.healthCheck));
       const wanted = new Set<string>();
       for (const spec of backends.get(pc.name) ?? []) {
         const address = formatAddress(spec.host, spec.port, spec.family);
@@ -120,13 +154,16 @@ export class HealthMonitor {
             hc: pc.healthCheck,
             checking,
             probing,
+            probeFn: null,
+            last: null,
+            stateSince: Date.now(),
             counter: INITIAL_HEALTH,
             drain: false,
             state: 'up',
             timer: null,
             probe: null,
             ramp: null,
-            lastError: null,
+            lastFailure: null,
           };
           records.set(address, t);
           if (!initial && t.slowStartMs > 0) this.startRamp(t);
@@ -142,6 +179,7 @@ export class HealthMonitor {
         if (probeChanged) {
           this.stopProbing(t);
           if (probing) this.startProbing(t);
+          else t.last = null; // not probed any more: no last check to show
         }
         if (!checking && t.counter.health === 'down') {
           t.counter = INITIAL_HEALTH;
@@ -176,7 +214,7 @@ export class HealthMonitor {
   onConnectFailure(pool: string, address: string, kind: 'refused' | 'timeout'): void {
     const t = this.pools.get(pool)?.get(address);
     if (t === undefined || !t.checking || this.stopped) return;
-    this.record(t, false, kind, 'connect_failed');
+    this.record(t, false, { error: kind }, 'connect_failed');
   }
 
   /**
@@ -199,6 +237,23 @@ export class HealthMonitor {
     return this.pools.get(pool)?.get(address)?.counter.health ?? null;
   }
 
+  /**
+   * Contract: what the status API shows of a backend's checks (SPEC §8.1):
+   * the last probe (null before the first) and the ISO time of its last
+   * state change (start-up, or when it was added, before any). Null for an
+   * unknown pool or backend.
+   */
+  checkStatus(pool: string, address: string): { check: CheckRecord | null; state_since: string } | null {
+    const t = this.pools.get(pool)?.get(address);
+    if (t === undefined) return null;
+    return { check: t.last, state_since: new Date(t.stateSince).toISOString() };
+  }
+
+  /** Contract: probe outcomes per backend ever probed (for `l4lb_health_checks_total`); read at scrape time. */
+  checkCounts(): readonly CheckCount[] {
+    return [...this.counts.values()];
+  }
+
   /** Contract: stops every probe timer, in-flight probe and ramp; later calls do nothing. Idempotent. */
   stop(): void {
     this.stopped = true;
@@ -207,6 +262,7 @@ export class HealthMonitor {
   }
 
   private startProbing(t: Target): void {
+    t.probeFn = this.probeFn ?? createProbe(t.hc);
     const timer = new ProbeTimer(t.hc.intervalMs, (done) => this.runProbe(t, timer, done), this.random);
     t.timer = timer;
     timer.start();
@@ -228,28 +284,45 @@ export class HealthMonitor {
   private runProbe(t: Target, timer: ProbeTimer, done: () => void): void {
     const target = { host: t.host, port: t.hc.port ?? t.port, family: t.family };
     let handle: ProbeHandle | null = null;
+    const started = performance.now();
     const onResult = (r: ProbeResult): void => {
       if (t.probe === handle) t.probe = null;
       if (t.timer !== timer || this.stopped) return;
       try {
-        this.record(t, r.ok, r.ok ? null : r.error, r.ok ? 'probe_ok' : 'probe_failed');
+        const latency = Math.round((performance.now() - started) * 100) / 100;
+        t.last = { result: r.ok ? 'ok' : 'failed', reason: r.ok ? null : r.reason, latency_ms: latency, at: new Date().toISOString() };
+        this.count(t, r.ok);
+        if (r.ok) this.record(t, true, null, 'probe_ok');
+        else this.record(t, false, { ...(r.error !== undefined ? { error: r.error } : {}), ...(r.detail !== undefined ? { detail: r.detail } : {}) }, r.reason);
       } catch (err) {
         this.opts.log.error({ pool: t.pool, backend: t.address, err: String(err) }, 'health check update failed');
       }
       done();
     };
     try {
-      handle = this.probeFn(target, t.hc.timeoutMs, onResult);
+      handle = (t.probeFn ?? createProbe(t.hc))(target, t.hc.timeoutMs, onResult);
       t.probe = handle;
     } catch (err) {
       // A probe must never crash the process: count it as failed.
-      onResult({ ok: false, error: String((err as Error)?.message ?? err) });
+      onResult({ ok: false, reason: 'error', error: String((err as Error)?.message ?? err) });
     }
   }
 
+  /** Contract: counts one probe outcome of `t` for the metric. */
+  private count(t: Target, ok: boolean): void {
+    const key = `${t.pool}\n${t.address}`;
+    let c = this.counts.get(key);
+    if (c === undefined) {
+      c = { pool: t.pool, backend: t.address, ok: 0, failed: 0 };
+      this.counts.set(key, c);
+    }
+    if (ok) c.ok++;
+    else c.failed++;
+  }
+
   /** Contract: feeds one check result through the hysteresis and pushes a resulting state change. */
-  private record(t: Target, ok: boolean, error: string | null, reason: TransitionReason): void {
-    if (!ok) t.lastError = error;
+  private record(t: Target, ok: boolean, failure: Failure | null, reason: TransitionReason): void {
+    if (!ok) t.lastFailure = failure;
     const before = t.counter.health;
     t.counter = observe(t.counter, ok, t.hc.rise, t.hc.fall);
     if (t.counter.health === before) return;
@@ -271,8 +344,12 @@ export class HealthMonitor {
     const from = t.state;
     if (to === from) return;
     t.state = to;
+    t.stateSince = Date.now();
     const fields: Record<string, unknown> = { pool: t.pool, backend: t.address, from, to, reason };
-    if (to === 'down' && t.lastError !== null) fields.error = t.lastError;
+    if (to === 'down' && t.lastFailure !== null) {
+      if (t.lastFailure.error !== undefined) fields.error = t.lastFailure.error;
+      if (t.lastFailure.detail !== undefined) fields.detail = t.lastFailure.detail;
+    }
     this.opts.log.info(fields, 'backend state changed');
     if (to === 'up') {
       if (t.slowStartMs > 0) this.startRamp(t);
@@ -326,6 +403,8 @@ export function isUdpOnlyPool(config: Config, pool: string): boolean {
   return users.length > 0 && users.every((l) => l.protocol === 'udp');
 }
 
-function sameProbe(a: HealthCheckConfig, b: HealthCheckConfig): boolean {
-  return a.enabled === b.enabled && a.intervalMs === b.intervalMs && a.timeoutMs === b.timeoutMs && a.port === b.port;
+/** Contract: true when two health checks probe the same way (rise / fall may differ: they need no new probe). */
+export function sameProbe(a: HealthCheckConfig, b: HealthCheckConfig): boolean {
+  const probeOf = ({ rise: _r, fall: _f, ...rest }: HealthCheckConfig): string => JSON.stringify(rest);
+  return probeOf(a) === probeOf(b);
 }

@@ -9,26 +9,15 @@
  * whichever comes first. Nothing here throws; every timer is unref'd.
  */
 import net from 'node:net';
+import { errorResult, type ProbeFn, type ProbeResult } from './probe';
 
-export type ProbeResult = { ok: true } | { ok: false; error: string };
-
-export interface ProbeTarget {
-  host: string;
-  port: number;
-  family: 4 | 6;
-}
-
-export interface ProbeHandle {
-  /** Contract: abandons the probe: the socket is destroyed and the callback is never called. Idempotent. */
-  cancel(): void;
-}
-
-export type ProbeFn = (target: ProbeTarget, timeoutMs: number, cb: (r: ProbeResult) => void) => ProbeHandle;
+export type { ProbeFn, ProbeHandle, ProbeResult, ProbeTarget } from './probe';
 
 /**
  * Contract: connects to `target`, calls `cb` exactly once (unless cancelled)
- * with ok, or with the error code (`timeout` when no connect within
- * `timeoutMs`, else the errno code such as ECONNREFUSED). Never throws.
+ * with ok, or with the reason (`timeout` when no connect within `timeoutMs`,
+ * else the errno's reason such as `refused`, with the code in `error`).
+ * Never throws.
  */
 export const probeTcp: ProbeFn = (target, timeoutMs, cb) => {
   let finished = false;
@@ -36,11 +25,11 @@ export const probeTcp: ProbeFn = (target, timeoutMs, cb) => {
   try {
     socket = net.connect({ host: target.host, port: target.port, family: target.family, allowHalfOpen: false, noDelay: true });
   } catch (err) {
-    const error = (err as NodeJS.ErrnoException).code ?? 'error';
+    const r = errorResult(err);
     const t = setImmediate(() => {
       if (!finished) {
         finished = true;
-        cb({ ok: false, error });
+        cb(r);
       }
     });
     return {
@@ -51,7 +40,7 @@ export const probeTcp: ProbeFn = (target, timeoutMs, cb) => {
     };
   }
   const s = socket;
-  const timer = setTimeout(() => finish({ ok: false, error: 'timeout' }), Math.max(1, timeoutMs));
+  const timer = setTimeout(() => finish({ ok: false, reason: 'timeout' }), Math.max(1, timeoutMs));
   timer.unref();
 
   function finish(r: ProbeResult): void {
@@ -63,7 +52,7 @@ export const probeTcp: ProbeFn = (target, timeoutMs, cb) => {
     cb(r);
   }
 
-  s.on('error', (err: NodeJS.ErrnoException) => finish({ ok: false, error: err.code ?? 'error' }));
+  s.on('error', (err: NodeJS.ErrnoException) => finish(errorResult(err)));
   s.once('connect', () => finish({ ok: true }));
   return {
     cancel: () => {
@@ -78,7 +67,7 @@ export const probeTcp: ProbeFn = (target, timeoutMs, cb) => {
  * Contract: sends FIN, discards anything the backend sends (a greeting), and
  * destroys the socket when the backend closes its side or after `lingerMs`.
  */
-function closeCleanly(s: net.Socket, lingerMs: number): void {
+export function closeCleanly(s: net.Socket, lingerMs: number): void {
   const t = setTimeout(() => s.destroy(), Math.max(1, lingerMs));
   t.unref();
   s.once('close', () => clearTimeout(t));

@@ -12,6 +12,8 @@ import { REJECT_REASONS } from '../dataplane/stats';
 export interface MetricsSource {
   snapshot(): DataPlaneSnapshot;
   reloads: { success: number; failure: number };
+  /** Active probe outcomes per backend (the health monitor runs in the primary, so no worker sum). */
+  healthChecks?(): readonly { pool: string; backend: string; ok: number; failed: number }[];
 }
 
 type Labels = Record<string, string>;
@@ -137,6 +139,17 @@ export const METRICS: readonly MetricDef[] = [
       [{ result: 'success' }, src.reloads.success],
       [{ result: 'failure' }, src.reloads.failure],
     ],
+  },
+  {
+    name: 'l4lb_health_checks_total',
+    help: 'Active health probes of a backend, by result (passive failures not included)',
+    type: 'counter',
+    labels: ['pool', 'backend', 'result'],
+    samples: (_s, src) =>
+      (src.healthChecks?.() ?? []).flatMap((c): Sample[] => [
+        [{ pool: c.pool, backend: c.backend, result: 'ok' }, c.ok],
+        [{ pool: c.pool, backend: c.backend, result: 'failed' }, c.failed],
+      ]),
   },
 ];
 

@@ -110,7 +110,7 @@ describe('health: down and up', () => {
     const took = Date.now() - t0;
     assert.equal(line.from, 'up');
     assert.equal(line.pool, 'web');
-    assert.ok(line.reason === 'connect_failed' || line.reason === 'probe_failed', String(line.reason));
+    assert.ok(line.reason === 'connect_failed' || line.reason === 'refused', String(line.reason));
     assert.ok(took <= DOWN_BOUND, `down after ${took} ms (bound ${DOWN_BOUND})`);
     assert.equal(a.accepted, acceptedBefore, 'nothing reached the stopped backend');
     process.stdout.write(`# measured: stopped backend down after ${took} ms with client traffic (reason ${String(line.reason)})\n`);
@@ -122,7 +122,7 @@ describe('health: down and up', () => {
     await stopBackend(c);
     const line = await down;
     const took = Date.now() - t0;
-    assert.equal(line.reason, 'probe_failed');
+    assert.equal(line.reason, 'refused');
     assert.equal(line.error, 'ECONNREFUSED');
     assert.ok(took <= DOWN_BOUND, `down after ${took} ms (bound ${DOWN_BOUND})`);
     process.stdout.write(`# measured: stopped backend down after ${took} ms by probes only\n`);
@@ -184,7 +184,7 @@ describe('health: probe outcomes', () => {
     const line = await lb.waitForLog((l) => l.msg === 'backend state changed' && l.backend === `127.0.0.1:${hole.port}`, 5000, 'blackhole down');
     const took = Date.now() - t0;
     assert.equal(line.to, 'down');
-    assert.equal(line.error, 'timeout');
+    assert.equal(line.reason, 'timeout');
     // From process spawn: start-up (~node boot) + first probe phase (< 1 interval) + the bound.
     assert.ok(took <= DOWN_BOUND + INTERVAL + 2000, `down after ${took} ms`);
     assert.equal(await tagOf(await lb.port('hole')), 'OK');

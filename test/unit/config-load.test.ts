@@ -68,7 +68,10 @@ test('every default applies when keys are absent', () => {
     name: 'web', algorithm: 'consistent-hash', hashKey: '5-tuple', hashBalanceFactor: 0, tableSize: 65537, retries: 2,
     slowStartMs: 0, resolveIntervalMs: 30_000,
     backends: [{ address: '10.0.0.1:80', host: '10.0.0.1', port: 80, family: 4, weight: 1, maxConnections: 0, backup: false }],
-    healthCheck: { enabled: true, intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, port: null },
+    healthCheck: {
+      enabled: true, intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, port: null,
+      type: 'connect', protocol: 'tcp', sendHex: '', expect: null, expectRegex: null, path: '/', expectStatus: null,
+    },
   });
   const udp = parseConfig(BASE.replace('pool = "web"', 'pool = "web"\nprotocol = "udp"'), FILE);
   assert.equal(udp.listeners[0]?.idleTimeoutMs, 30_000);

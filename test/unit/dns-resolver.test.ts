@@ -32,7 +32,10 @@ function pool(backends: BackendConfig[], resolveIntervalMs = 30000): PoolConfig 
     slowStartMs: 0,
     backends,
     resolveIntervalMs,
-    healthCheck: { enabled: false, intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, port: null },
+    healthCheck: {
+      enabled: false, intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, port: null,
+      type: 'connect', protocol: 'tcp', sendHex: '', expect: null, expectRegex: null, path: '/', expectStatus: null,
+    },
   };
 }
 

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { HealthMonitor } from '../../src/health/monitor';
+import { HealthMonitor, sameProbe } from '../../src/health/monitor';
 import type { ProbeFn, ProbeResult } from '../../src/health/tcp-probe';
 import type { Config, PoolConfig, ListenerConfig } from '../../src/config/schema';
 import type { BackendState } from '../../src/backend/backend';
@@ -58,7 +58,10 @@ function pool(name: string, over: Partial<PoolConfig> = {}, hc: Partial<PoolConf
     slowStartMs: 0,
     backends: [],
     resolveIntervalMs: 30000,
-    healthCheck: { enabled: true, intervalMs: 20, timeoutMs: 10, rise: 2, fall: 3, port: null, ...hc },
+    healthCheck: {
+      enabled: true, intervalMs: 20, timeoutMs: 10, rise: 2, fall: 3, port: null,
+      type: 'connect', protocol: 'tcp', sendHex: '', expect: null, expectRegex: null, path: '/', expectStatus: null, ...hc,
+    },
     ...over,
   };
 }
@@ -80,13 +83,13 @@ const changes = (h: Harness, a: string) => h.logs.filter((l) => l.msg === 'backe
 test('probe failures mark a backend down after fall, successes up after rise; logged and pushed', async () => {
   const h = harness();
   h.mon.sync(config([pool('p')]), new Map([['p', [spec(1), spec(2)]]]), true);
-  h.result.set(addr(1), { ok: false, error: 'ECONNREFUSED' });
+  h.result.set(addr(1), { ok: false, reason: 'refused', error: 'ECONNREFUSED' });
   await waitFor(() => h.mon.health('p', addr(1)) === 'down', 3000, 'down');
   assert.deepEqual(h.states, [{ pool: 'p', address: addr(1), state: 'down' }]);
   const [c] = changes(h, addr(1));
   assert.equal(c?.from, 'up');
   assert.equal(c?.to, 'down');
-  assert.equal(c?.reason, 'probe_failed');
+  assert.equal(c?.reason, 'refused');
   assert.equal(c?.error, 'ECONNREFUSED');
   assert.ok((h.probes.get(addr(1)) ?? 0) >= 3);
   h.result.delete(addr(1));
@@ -119,7 +122,7 @@ test('drain keeps probing and remembers health; enable returns to what the check
   assert.equal(h.mon.setDrain('p', addr(1), true), true);
   assert.deepEqual(h.states.at(-1), { pool: 'p', address: addr(1), state: 'draining' });
   assert.equal(changes(h, addr(1))[0]?.reason, 'admin_drain');
-  h.result.set(addr(1), { ok: false, error: 'ECONNREFUSED' });
+  h.result.set(addr(1), { ok: false, reason: 'refused', error: 'ECONNREFUSED' });
   await waitFor(() => h.mon.health('p', addr(1)) === 'down', 3000, 'down while draining');
   assert.equal(h.states.length, 1, 'state stays draining');
   h.mon.setDrain('p', addr(1), false);
@@ -134,7 +137,7 @@ test('reload sync: kept backends keep state, new ones are probed, removed ones a
   const h = harness();
   const cfg = config([pool('p')]);
   h.mon.sync(cfg, new Map([['p', [spec(1), spec(2)]]]), true);
-  h.result.set(addr(1), { ok: false, error: 'ECONNREFUSED' });
+  h.result.set(addr(1), { ok: false, reason: 'refused', error: 'ECONNREFUSED' });
   await waitFor(() => h.mon.health('p', addr(1)) === 'down', 3000, 'down');
   h.mon.sync(cfg, new Map([['p', [spec(1), spec(3)]]]), false);
   assert.equal(h.mon.health('p', addr(1)), 'down');
@@ -190,4 +193,73 @@ test('stop(): no probe, no push afterwards', async () => {
   h.mon.onConnectFailure('p', addr(1), 'refused');
   h.mon.sync(config([pool('p')]), new Map([['p', [spec(1)]]]), false);
   assert.equal(h.states.length, 0);
+});
+
+test('a probe failure goes down with its specific reason, error and detail; status has the last check and state_since', async () => {
+  const h = harness();
+  const t0 = Date.now();
+  h.mon.sync(config([pool('p')]), new Map([['p', [spec(1)]]]), true);
+  const before = h.mon.checkStatus('p', addr(1));
+  assert.equal(before?.check, null, 'no check before the first probe');
+  assert.ok(Date.parse(before!.state_since) >= t0 - 5 && Date.parse(before!.state_since) <= Date.now(), 'state_since = start');
+  await waitFor(() => h.mon.checkStatus('p', addr(1))?.check !== null, 3000, 'first probe');
+  const ok = h.mon.checkStatus('p', addr(1))!.check!;
+  assert.equal(ok.result, 'ok');
+  assert.equal(ok.reason, null);
+  assert.ok(ok.latency_ms >= 0 && ok.latency_ms < 1000);
+  assert.match(ok.at, /^\d{4}-\d\d-\d\dT.*Z$/);
+  h.result.set(addr(1), { ok: false, reason: 'expect_mismatch', detail: 'got 3 bytes: "abc"' });
+  await waitFor(() => h.mon.health('p', addr(1)) === 'down', 3000, 'down');
+  const [c] = changes(h, addr(1));
+  assert.equal(c?.reason, 'expect_mismatch');
+  assert.equal(c?.detail, 'got 3 bytes: "abc"');
+  assert.equal(c?.error, undefined);
+  const st = h.mon.checkStatus('p', addr(1))!;
+  assert.deepEqual([st.check?.result, st.check?.reason], ['failed', 'expect_mismatch']);
+  assert.equal(st.state_since, new Date(Date.parse(String(c?.time))).toISOString());
+  assert.equal(h.mon.checkStatus('p', addr(9)), null);
+  assert.equal(h.mon.checkStatus('nope', addr(1)), null);
+  h.mon.stop();
+});
+
+test('checkCounts: ok and failed probes per backend, kept after the backend is removed', async () => {
+  const h = harness();
+  h.mon.sync(config([pool('p')]), new Map([['p', [spec(1), spec(2)]]]), true);
+  h.result.set(addr(2), { ok: false, reason: 'timeout' });
+  await waitFor(() => (h.probes.get(addr(1)) ?? 0) >= 3 && (h.probes.get(addr(2)) ?? 0) >= 3, 3000, 'probes');
+  const byAddr = (): Map<string, { ok: number; failed: number }> => new Map(h.mon.checkCounts().map((c) => [c.backend, { ok: c.ok, failed: c.failed }]));
+  assert.equal(byAddr().get(addr(1))?.failed, 0);
+  assert.ok((byAddr().get(addr(1))?.ok ?? 0) >= 2);
+  assert.equal(byAddr().get(addr(2))?.ok, 0);
+  assert.ok((byAddr().get(addr(2))?.failed ?? 0) >= 2);
+  // passive failures are not probes
+  const failed2 = byAddr().get(addr(1))!.failed;
+  h.mon.onConnectFailure('p', addr(1), 'refused');
+  assert.equal(byAddr().get(addr(1))!.failed, failed2);
+  h.mon.sync(config([pool('p')]), new Map([['p', [spec(1)]]]), false);
+  const kept = byAddr().get(addr(2));
+  assert.ok(kept !== undefined && kept.failed >= 2, 'a removed backend keeps its count');
+  h.mon.stop();
+});
+
+test('UDP-only pools: a udp send-expect probes without a port, a tcp one does not', async () => {
+  const h = harness();
+  const udpListeners = [{ name: 'u', protocol: 'udp' as const, pool: 'u' }, { name: 'w', protocol: 'udp' as const, pool: 'w' }];
+  const udpCheck = { type: 'send-expect' as const, protocol: 'udp' as const, sendHex: '00' };
+  const tcpCheck = { type: 'send-expect' as const, protocol: 'tcp' as const, sendHex: '00' };
+  h.mon.sync(config([pool('u', {}, udpCheck), pool('w', {}, tcpCheck)], udpListeners), new Map([['u', [spec(1)]], ['w', [spec(2)]]]), true);
+  await waitFor(() => (h.probes.get(addr(1)) ?? 0) >= 2, 3000, 'udp probes');
+  assert.equal(h.probes.get(addr(2)), undefined);
+  h.mon.stop();
+});
+
+test('sameProbe: rise/fall changes keep the probe running; any probe setting restarts it', () => {
+  const base = pool('p').healthCheck;
+  assert.equal(sameProbe(base, { ...base, rise: 9, fall: 9 }), true);
+  for (const change of [
+    { type: 'http' as const }, { path: '/x' }, { expectStatus: [200] }, { sendHex: '00' }, { expect: 'a' },
+    { expectRegex: 'a' }, { protocol: 'udp' as const }, { port: 7 }, { intervalMs: 21 }, { timeoutMs: 11 }, { enabled: false },
+  ]) {
+    assert.equal(sameProbe(base, { ...base, ...change }), false, JSON.stringify(change));
+  }
 });

@@ -45,7 +45,7 @@ test('a backend that sends a greeting and never closes: the probe socket is dest
 
 test('a closed port fails with ECONNREFUSED', async () => {
   const r = await probe(await deadPort());
-  assert.deepEqual(r, { ok: false, error: 'ECONNREFUSED' });
+  assert.deepEqual(r, { ok: false, reason: 'refused', error: 'ECONNREFUSED' });
 });
 
 test('a blackholed backend fails with timeout after timeoutMs', async () => {
@@ -53,7 +53,7 @@ test('a blackholed backend fails with timeout after timeoutMs', async () => {
   const t0 = Date.now();
   const r = await probe(hole.port, 200);
   const took = Date.now() - t0;
-  assert.deepEqual(r, { ok: false, error: 'timeout' });
+  assert.deepEqual(r, { ok: false, reason: 'timeout' });
   assert.ok(took >= 190 && took < 1000, `took ${took} ms`);
 });
 
