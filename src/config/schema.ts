@@ -59,6 +59,12 @@ export interface ListenerConfig {
   readonly idleTimeoutMs: number;
   readonly proxyProtocol: ProxyProtocolMode;
   readonly acceptProxyProtocol: boolean;
+  /**
+   * With accept_proxy_protocol: the peers allowed to send PROXY headers
+   * (others are refused before a byte is read); null = any peer, and ACLs
+   * then see whatever address a header claims.
+   */
+  readonly trustedProxies: readonly Cidr[] | null;
   /** null when `allow` is absent (everyone allowed unless denied). */
   readonly allow: readonly Cidr[] | null;
   readonly deny: readonly Cidr[];

@@ -40,7 +40,7 @@ const GLOBAL_KEYS = ['log_level', 'connection_log', 'workers', 'splice', 'drain_
 const ADMIN_KEYS = ['bind', 'token'];
 const LISTENER_KEYS = [
   'name', 'protocol', 'bind', 'pool', 'max_connections', 'connect_timeout', 'idle_timeout', 'proxy_protocol',
-  'accept_proxy_protocol', 'allow', 'deny', 'max_connections_per_source', 'udp_responses',
+  'accept_proxy_protocol', 'allow', 'deny', 'max_connections_per_source', 'udp_responses', 'trusted_proxies',
 ];
 const POOL_KEYS = [
   'algorithm', 'hash_key', 'hash_balance_factor', 'table_size', 'retries', 'slow_start', 'backends',
@@ -186,6 +186,10 @@ function readListener(r: Reader): ListenerConfig {
   tcpOnly('proxy_protocol', proxyProtocol !== 'off');
   const acceptProxyProtocol = r.bool('accept_proxy_protocol', d.accept_proxy_protocol);
   tcpOnly('accept_proxy_protocol', acceptProxyProtocol);
+  const trustedProxies = readCidrs(r, 'trusted_proxies');
+  if (trustedProxies !== null && !acceptProxyProtocol) {
+    r.sink.at(r.p('trusted_proxies'), 'trusted_proxies applies only with accept_proxy_protocol = true');
+  }
   const maxConnectionsPerSource = r.int('max_connections_per_source', d.max_connections_per_source, 0);
   tcpOnly('max_connections_per_source', maxConnectionsPerSource !== 0);
   const connectTimeoutMs = r.duration('connect_timeout', d.connect_timeout);
@@ -204,6 +208,7 @@ function readListener(r: Reader): ListenerConfig {
     idleTimeoutMs: r.duration('idle_timeout', udp ? d.idle_timeout_udp : d.idle_timeout_tcp),
     proxyProtocol,
     acceptProxyProtocol,
+    trustedProxies,
     allow: readCidrs(r, 'allow'),
     deny: readCidrs(r, 'deny') ?? [],
     maxConnectionsPerSource,

@@ -10,6 +10,7 @@
  * sync(...) again (kept backends keep their record, new ones start probing,
  * removed ones stop) → stop() on drain.
  */
+import { LOCAL_ERRORS } from '../net/fd-budget';
 import type { Config, HealthCheckConfig } from '../config/schema';
 import type { BackendState } from '../backend/backend';
 import { formatAddress } from '../backend/backend';
@@ -98,6 +99,9 @@ interface Target {
 }
 
 export class HealthMonitor {
+  /** Probes not judged because this process was out of fds or buffers. */
+  localSkips = 0;
+  private lastLocalSkipLog = 0;
   private readonly opts: HealthMonitorOptions;
   /** The injected probe, or null: each backend uses the probe of its health_check.type. */
   private readonly probeFn: ProbeFn | null;
@@ -288,6 +292,18 @@ export class HealthMonitor {
     const onResult = (r: ProbeResult): void => {
       if (t.probe === handle) t.probe = null;
       if (t.timer !== timer || this.stopped) return;
+      if (!r.ok && r.error !== undefined && LOCAL_ERRORS.has(r.error)) {
+        // Out of fds or buffers here (SPEC §8.6): that says nothing about the
+        // backend, so it neither counts against it nor replaces its last check.
+        this.localSkips++;
+        const now = Date.now();
+        if (now - this.lastLocalSkipLog >= 1000) {
+          this.lastLocalSkipLog = now;
+          this.opts.log.warn({ pool: t.pool, backend: t.address, error: r.error, skipped: this.localSkips }, 'health check skipped: local resources exhausted');
+        }
+        done();
+        return;
+      }
       try {
         const latency = Math.round((performance.now() - started) * 100) / 100;
         t.last = { result: r.ok ? 'ok' : 'failed', reason: r.ok ? null : r.reason, latency_ms: latency, at: new Date().toISOString() };

@@ -18,6 +18,8 @@ import { compileAcl } from '../net/cidr';
 import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
 import { TcpSession, type PeerAddresses, type SessionEndReason } from './session';
 import { readProxyHeader } from './proxy-accept';
+import { RejectLog } from '../dataplane/reject-log';
+import { fdBudget } from '../net/fd-budget';
 
 /** What a listener needs from the data plane around it. */
 export interface TcpContext {
@@ -41,6 +43,9 @@ export class TcpListener {
   current = true;
   private server: net.Server | null = null;
   private acl: (addr: string) => boolean;
+  /** Peers that may send PROXY headers (trusted_proxies); null = any. */
+  private trusted: ((addr: string) => boolean) | null;
+  private readonly rejectLog: RejectLog;
   private perSource = new Map<string, number>();
   private readonly flow: Flow = { protocol: 6, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
   private boundAddress = '';
@@ -54,6 +59,8 @@ export class TcpListener {
     this.pool = pool;
     this.ctx = ctx;
     this.acl = compileAcl(config.allow, config.deny);
+    this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
+    this.rejectLog = new RejectLog(ctx.log, config.name);
   }
 
   get name(): string {
@@ -112,6 +119,7 @@ export class TcpListener {
     this.config = config;
     this.pool = pool;
     this.acl = compileAcl(config.allow, config.deny);
+    this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
     this.updateSweep();
   }
 
@@ -125,15 +133,55 @@ export class TcpListener {
       return;
     }
     socket.on('error', noop);
+    // The reserve of fds stays free for probes, the admin endpoint and the
+    // backend connects of clients already accepted.
+    if (!fdBudget.has(1, Date.now())) return this.reject(socket, 'resources');
+    fdBudget.add(1);
     const peer: PeerAddresses = {
       srcAddr: addr,
       srcPort: socket.remotePort ?? 0,
       dstAddr: socket.localAddress ?? this.boundAddress,
       dstPort: socket.localPort ?? this.boundPort,
     };
-    if (this.config.acceptProxyProtocol) readProxyHeader(socket, peer, this);
+    if (this.config.acceptProxyProtocol) this.awaitHeader(socket, peer);
     else this.admit(socket, peer);
   };
+
+  /**
+   * accept_proxy_protocol (SPEC §8.6): only trusted peers may send a header
+   * at all; a connection waiting for its header already counts against
+   * max_connections and, by its real peer address, against
+   * max_connections_per_source; the header has an absolute deadline.
+   */
+  private awaitHeader(socket: net.Socket, peer: PeerAddresses): void {
+    const cfg = this.config;
+    const real = peer.srcAddr;
+    if (this.trusted !== null && !this.trusted(real)) return this.reject(socket, 'acl');
+    if (cfg.maxConnectionsPerSource > 0) {
+      const n = this.perSource.get(real) ?? 0;
+      if (n >= cfg.maxConnectionsPerSource) return this.reject(socket, 'source_limit');
+      this.perSource.set(real, n + 1);
+    }
+    if (cfg.maxConnections > 0 && this.stats.active >= cfg.maxConnections) {
+      this.releaseSource(real);
+      return this.reject(socket, 'limit');
+    }
+    this.stats.active++;
+    this.awaitingHeader.add(socket);
+    readProxyHeader(socket, peer, (ok) => {
+      // The header is in (or not): the waiting connection's counts are
+      // released, and admit() counts it again under the claimed address.
+      this.awaitingHeader.delete(socket);
+      this.stats.active--;
+      this.releaseSource(real);
+      if (!ok) this.reject(socket, 'proxy_protocol');
+      else if (!socket.destroyed) this.admit(socket, peer);
+      else fdBudget.add(-1);
+      this.notifyIfEmpty();
+    });
+  }
+  /** Connections still waiting for their PROXY header (counted in stats.active). */
+  private readonly awaitingHeader = new Set<net.Socket>();
 
   /**
    * ACL and limits for a client whose address is known (the socket's own, or
@@ -155,14 +203,22 @@ export class TcpListener {
       return this.reject(socket, 'limit');
     }
     stats.active++;
+    fdBudget.add(1); // the backend connection's
     const session = new TcpSession(this, socket, this.pool, peer, Date.now());
     this.sessions.add(session);
     session.start();
   }
 
-  reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol'): void {
+  reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol' | 'resources'): void {
     this.stats.rejected[reason]++;
+    if (reason === 'resources') this.warnResources();
+    else fdBudget.add(-1);
     socket.destroy();
+  }
+
+  /** Refusals for lack of fds are logged at warn (rate-limited, see RejectLog). */
+  warnResources(): void {
+    this.rejectLog.note('resources', { fd_limit: fdBudget.limit });
   }
 
   private releaseSource(addr: string): void {
@@ -186,8 +242,13 @@ export class TcpListener {
   onSessionEnd(session: TcpSession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void {
     this.sessions.delete(session);
     this.stats.active--;
+    fdBudget.add(-2);
     this.releaseSource(session.clientAddr);
     if (reason === 'no_backend' || reason === 'connect_failed') this.stats.rejected.no_backend++;
+    else if (reason === 'resources') {
+      this.stats.rejected.resources++;
+      this.warnResources();
+    }
     if (this.ctx.connectionLog) {
       this.ctx.log.info(
         {
@@ -203,7 +264,11 @@ export class TcpListener {
         'connection closed',
       );
     }
-    if (this.sessions.size === 0 && this.emptyWaiters.length > 0) {
+    this.notifyIfEmpty();
+  }
+
+  private notifyIfEmpty(): void {
+    if (this.sessions.size === 0 && this.awaitingHeader.size === 0 && this.emptyWaiters.length > 0) {
       const waiters = this.emptyWaiters;
       this.emptyWaiters = [];
       for (const w of waiters) w();
@@ -249,13 +314,14 @@ export class TcpListener {
 
   /** Resolves once every session has ended. */
   whenEmpty(): Promise<void> {
-    if (this.sessions.size === 0) return Promise.resolve();
+    if (this.sessions.size === 0 && this.awaitingHeader.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.emptyWaiters.push(resolve));
   }
 
   /** Resets every open connection (drain deadline, shutdown). */
   abortAll(reason: SessionEndReason): void {
     for (const s of [...this.sessions]) s.abort(reason);
+    for (const socket of [...this.awaitingHeader]) socket.destroy(); // its reader completes (not ok)
   }
 
   /** Stops timers; call after the last session ended. */

@@ -14,6 +14,7 @@ import type { Pool } from '../backend/pool';
 import type { PumpEndReason, PumpHandle } from './pump';
 import type { TcpListener } from './listener';
 import { encodeV1, encodeV2 } from '../proxy';
+import { isLocalError } from '../net/fd-budget';
 
 /** Who the client is and what it connected to: the socket's own, or what a PROXY header said. */
 export interface PeerAddresses {
@@ -27,6 +28,7 @@ export type SessionEndReason =
   | PumpEndReason
   | 'no_backend'        // no backend could take it (after retries)
   | 'connect_failed'    // every attempt failed
+  | 'resources'         // this process ran out of fds (or buffers) to connect the backend
   | 'client_gone'       // the client went away while connecting
   | 'idle_timeout'
   | 'drain_timeout'
@@ -153,6 +155,15 @@ export class TcpSession {
       this.backend = null;
     }
     if (this.stopping || this.finished) {
+      this.finish();
+      return;
+    }
+    if (isLocalError(up?.errored)) {
+      // EMFILE, ENOBUFS, EADDRNOTAVAIL...: this process's shortage, not the
+      // backend's failure. Not passive health, not retried (it would fail
+      // the same way); refused with reason `resources`.
+      this.endReason = 'resources';
+      this.client?.destroy();
       this.finish();
       return;
     }

@@ -28,6 +28,8 @@ import { compileAcl } from '../net/cidr';
 import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
 import type { TcpContext } from '../tcp/listener';
 import { formatHostPort } from '../tcp/listener';
+import { RejectLog } from '../dataplane/reject-log';
+import { fdBudget, isLocalError } from '../net/fd-budget';
 
 const SOCKET_BUFFER = 4 * 1024 * 1024;
 
@@ -66,6 +68,7 @@ export class UdpListener {
   current = true;
   private socket: dgram.Socket | null = null;
   private acl: (addr: string) => boolean;
+  private readonly rejectLog: RejectLog;
   /** Flow table: client address → client port → session. */
   private readonly flows = new Map<string, Map<number, UdpSession>>();
   /** Sessions by backend, so a backend that goes away ends its sessions at once. */
@@ -84,6 +87,7 @@ export class UdpListener {
     this.pool = pool;
     this.ctx = ctx;
     this.acl = compileAcl(config.allow, config.deny);
+    this.rejectLog = new RejectLog(ctx.log, config.name);
   }
 
   get name(): string {
@@ -123,6 +127,11 @@ export class UdpListener {
     this.pool = pool;
     this.acl = compileAcl(config.allow, config.deny);
     this.updateSweep();
+  }
+
+  /** Refusals for lack of fds are logged at warn (rate-limited, see RejectLog). */
+  warnResources(): void {
+    this.rejectLog.note('resources', { fd_limit: fdBudget.limit });
   }
 
   private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
@@ -168,6 +177,14 @@ export class UdpListener {
       stats.rejected.no_backend++;
       return;
     }
+    // A session costs an fd: the reserve stays free for probes, the admin
+    // endpoint and TCP (an unlimited UDP listener must not take them all).
+    if (!fdBudget.has(1, Date.now())) {
+      stats.rejected.resources++;
+      this.warnResources();
+      return;
+    }
+    fdBudget.add(1);
     const upstream = dgram.createSocket({ type: backend.family === 6 ? 'udp6' : 'udp4' });
     const s = new UdpSession(addr, port, backend, upstream, Date.now());
     if (byPort === undefined) {
@@ -190,7 +207,11 @@ export class UdpListener {
 
     upstream.on('message', (reply: Buffer) => this.toClient(s, reply));
     upstream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ECONNREFUSED') {
+      if (isLocalError(err)) {
+        this.stats.rejected.resources++;
+        this.warnResources();
+        this.end(s, 'error');
+      } else if (err.code === 'ECONNREFUSED') {
         // ICMP port unreachable: the backend is not there. Passive failure.
         this.end(s, 'backend_refused');
         backend.connectFailures++;
@@ -236,6 +257,7 @@ export class UdpListener {
       if (set.size === 0) this.byBackend.delete(s.backend);
     }
     this.sessionCount--;
+    fdBudget.add(-1);
     const stats = this.stats;
     stats.active--;
     stats.udpSessionsActive--;
