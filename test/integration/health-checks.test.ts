@@ -84,6 +84,8 @@ function changesOf(lb: L4lbProcess, backend: string): LogLine[] {
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
 describe('health checks: send-expect over TCP: silence is timeout, 1 MiB of junk is expect_mismatch with a bounded read', () => {
+  // Long enough that a loaded CI machine never times out the good backend's probe.
+  const TIMEOUT_MS = 600;
   const JUNK = Buffer.alloc(1 << 20, 'x');
   let silent: TestServer;
   let junk: TestServer;
@@ -92,7 +94,7 @@ describe('health checks: send-expect over TCP: silence is timeout, 1 MiB of junk
   let admin: number;
   let spawnedAt: number;
   const hc = (interval: string): string =>
-    `type = "send-expect"\nsend = "PING\\r\\n"\nexpect = "+PONG"\ninterval = "${interval}"\ntimeout = "150ms"\nrise = 2\nfall = 2`;
+    `type = "send-expect"\nsend = "PING\\r\\n"\nexpect = "+PONG"\ninterval = "${interval}"\ntimeout = "${TIMEOUT_MS}ms"\nrise = 2\nfall = 2`;
 
   before(async () => {
     silent = await startServer(() => {});
@@ -162,7 +164,7 @@ describe('health checks: send-expect over TCP: silence is timeout, 1 MiB of junk
     const rss1 = rssKiB(pid);
     const st = await backendStatus(admin, 'junk', addr);
     assert.equal(st.check?.reason, 'expect_mismatch');
-    assert.ok((st.check?.latency_ms ?? 1e9) < 150, `judged before the timeout: ${st.check?.latency_ms} ms`);
+    assert.ok((st.check?.latency_ms ?? 1e9) < TIMEOUT_MS, `judged before the timeout: ${st.check?.latency_ms} ms`);
     process.stdout.write(`# measured: l4lb RSS ${rss0} KiB -> ${rss1} KiB over 40 probes answered with 1 MiB each\n`);
     assert.ok(rss1 - rss0 < 16 * 1024, `RSS grew ${rss1 - rss0} KiB over 40 MiB of junk offered`);
   });

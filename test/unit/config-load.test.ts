@@ -61,7 +61,7 @@ test('every default applies when keys are absent', () => {
   assert.equal(cfg.admin, null);
   assert.deepEqual(cfg.listeners[0], {
     name: 'web', protocol: 'tcp', bindText: '127.0.0.1:8080', bind: { host: '127.0.0.1', port: 8080, family: 4 }, pool: 'web',
-    maxConnections: 0, connectTimeoutMs: 5000, idleTimeoutMs: 0, proxyProtocol: 'off', acceptProxyProtocol: false,
+    maxConnections: 0, connectTimeoutMs: 5000, idleTimeoutMs: 0, proxyProtocol: 'off', acceptProxyProtocol: false, trustedProxies: null,
     allow: null, deny: [], maxConnectionsPerSource: 0, udpResponses: 0,
   });
   assert.deepEqual(cfg.pools[0], {
