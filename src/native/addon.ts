@@ -3,6 +3,7 @@
  * Never throws: when the addon cannot be used, `addon` is null and `reason`
  * says why (the caller then uses the JavaScript pump).
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The raw binding; see native/README.md. */
@@ -32,6 +33,18 @@ export interface AddonLoad {
 /** dist/src/native/addon.js → <root>/native/build/Release/l4lb_splice.node */
 export const ADDON_PATH = join(__dirname, '..', '..', '..', 'native', 'build', 'Release', 'l4lb_splice.node');
 
+/** The script that builds the addon where l4lb is installed (a checkout, install.sh, npm -g, .deb). */
+export const BUILD_SCRIPT = join(__dirname, '..', '..', '..', 'scripts', 'build-native.js');
+
+/** What an operator can run to get the splice pump where the addon is missing. */
+export function notBuiltReason(): string {
+  const tools = 'it needs a C++ compiler, make and python3';
+  if (existsSync(BUILD_SCRIPT)) {
+    return `native addon not built (build it with \`${process.execPath} ${BUILD_SCRIPT}\`; ${tools})`;
+  }
+  return `native addon not built (${ADDON_PATH} is missing; reinstall l4lb where ${tools})`;
+}
+
 let cached: AddonLoad | undefined;
 
 function load(): AddonLoad {
@@ -47,7 +60,7 @@ function load(): AddonLoad {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e && e.code === 'MODULE_NOT_FOUND') {
-      return { addon: null, reason: 'native addon not built (run `node scripts/build-native.js`)' };
+      return { addon: null, reason: notBuiltReason() };
     }
     return { addon: null, reason: `native addon failed to load: ${e && e.message ? e.message.split('\n')[0] : String(err)}` };
   }
