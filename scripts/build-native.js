@@ -11,7 +11,7 @@
 // npm_config_node_gyp), the copy bundled with the npm that runs us
 // (npm_execpath), and the copy bundled with the npm installed next to this
 // node (<prefix>/lib/node_modules/npm).
-const { existsSync, realpathSync } = require('node:fs');
+const { existsSync, mkdirSync, realpathSync, rmSync, writeFileSync } = require('node:fs');
 const { join, dirname, resolve } = require('node:path');
 const { spawnSync } = require('node:child_process');
 
@@ -23,7 +23,16 @@ const TOOLS = 'a C++ compiler, make and python3 (Debian/Ubuntu: apt-get install 
 function later() {
   return `to build it later, install ${TOOLS} and run \`${process.execPath} ${self}\``;
 }
+// Why the last build did not happen, for the `byte pump` log line
+// (npm hides a successful install script's output).
+const note = join(dir, 'build', 'not-built.txt');
 function skip(why, hint = true) {
+  try {
+    mkdirSync(join(dir, 'build'), { recursive: true });
+    writeFileSync(note, `${why}\n`);
+  } catch {
+    // read-only tree: the log line then says less
+  }
   console.log(`l4lb: native splice addon not built (${why}); the JavaScript pump will be used${hint ? `; ${later()}` : ''}`);
   process.exit(0);
 }
@@ -91,4 +100,5 @@ if (r.status !== 0) {
   console.log(tail);
   skip(`${gyp} rebuild failed with status ${r.status}${r.error ? ` (${r.error.message})` : ''}`);
 }
+rmSync(note, { force: true });
 console.log(`l4lb: native splice addon built (${join(dir, 'build', 'Release', 'l4lb_splice.node')})`);

@@ -189,9 +189,12 @@ elif [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   if systemctl is-active --quiet l4lb.service 2>/dev/null; then
     echo "l4lb.service is running the previous version: systemctl restart l4lb (drains open connections)"
   fi
-  echo "Next: edit /etc/l4lb/lb.toml, check it with \`l4lb --config /etc/l4lb/lb.toml --check\`, then: systemctl enable --now l4lb"
+  echo "Next: edit /etc/l4lb/lb.toml (the starter listens on loopback only), check it with"
+  echo "\`l4lb --config /etc/l4lb/lb.toml --check\`, then: systemctl enable --now l4lb"
 else
-  echo "systemd is not running here, so it was not told about the units."
-  echo "Once it runs (e.g. after booting this image): systemctl daemon-reload && systemctl enable --now l4lb"
-  echo "Without systemd: l4lb --config /etc/l4lb/lb.toml   (foreground, logs JSON on stdout)"
+  echo "Next: edit /etc/l4lb/lb.toml (the starter listens on loopback only), check it with"
+  echo "\`l4lb --config /etc/l4lb/lb.toml --check\`."
+  echo "systemd is not running here, so systemctl was not called. Once it runs (e.g. when"
+  echo "this image boots): systemctl daemon-reload && systemctl enable --now l4lb"
+  echo "Without systemd: l4lb --config /etc/l4lb/lb.toml   (foreground, JSON logs on stdout)"
 fi
