@@ -175,6 +175,7 @@ fi
 run install -m 0644 "$src/configs/l4lb.socket" "$D$unitdir/l4lb.socket"
 
 # 6. Tell systemd, when it runs here; otherwise say what to do later.
+[ "$dry" = 0 ] || { echo "Dry run: nothing was changed."; exit 0; }
 echo "l4lb installed in $D$prefix ($node $("$host_node" --version 2>/dev/null), splice addon: $([ -f "$D$prefix/$addon" ] || [ "$dry" = 1 ] && echo built || echo 'not built, JavaScript pump'))."
 if [ -n "$D" ]; then
   cat <<EOF
