@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # throwaway-root.sh [--bind DIR] BASE COMMAND...: runs COMMAND with
 # $ROOT=BASE/root, a copy-on-write view of this system (overlayfs over /usr,
-# /etc, /var and /root, /bin etc. as on the host, /dev and /proc bound, an
+# /etc, /var, /root, /opt and /home, /bin etc. as on the host, /dev and /proc bound, an
 # empty /run so systemd looks absent, DIR bound read-only at /src), in a
 # private mount namespace. Every write lands in BASE/upper/* or BASE/root,
 # which outlive the namespace: a second call with the same BASE sees the
@@ -17,7 +17,8 @@ if [ "${L4LB_THROWAWAY_NS:-}" != "$base" ]; then
 fi
 root="$base/root"
 mkdir -p "$root"
-for d in usr etc var root; do
+for d in usr etc var root opt home; do
+  [ -d "/$d" ] || continue
   mkdir -p "$base/upper/$d" "$base/work/$d" "$root/$d"
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=$base/upper/$d,workdir=$base/work/$d" "$root/$d"
 done
