@@ -7,7 +7,8 @@
  *
  * The throwaway root (test/support/throwaway-root.sh) is a copy-on-write
  * view of this system in a private mount namespace: nothing is written to
- * the real root.
+ * the real root. install.sh and dpkg run chrooted in it, like on a host
+ * (or in a container) of their own.
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -278,6 +279,9 @@ describe('packaging', () => {
       // tarball, say), the dependency check is forced and /usr/bin/node is made to point at this node.
       const depsOk = sh('sh', ['-c', `dpkg --compare-versions "$(dpkg-query -W -f='\${Version}' nodejs 2>/dev/null)" ge 20 && dpkg-query -W adduser`]).status === 0;
       if (!depsOk) t.diagnostic('nodejs >= 20 or adduser is not a dpkg package here: dpkg -i --force-depends');
+      // dpkg runs inside the root (it resolves the statoverride's group l4lb there), the package in its /tmp.
+      mkdirSync(join(base, 'root', 'tmp'), { recursive: true, mode: 0o1777 });
+      writeFileSync(join(base, 'root', 'tmp', 'l4lb.deb'), readFileSync(deb));
       const prep = existsSync('/usr/bin/node') ? '' : `ln -s '${process.execPath}' "$ROOT/usr/bin/node" && `;
       const inst = sh(
         'bash',
@@ -286,9 +290,11 @@ describe('packaging', () => {
           base,
           'sh',
           '-c',
-          `${prep}dpkg --root="$ROOT" ${depsOk ? '' : '--force-depends '}-i '${deb}' && echo "version=$(chroot "$ROOT" /usr/bin/l4lb --version)" && ` +
+          `${prep}chroot "$ROOT" dpkg ${depsOk ? '' : '--force-depends '}-i /tmp/l4lb.deb && echo "version=$(chroot "$ROOT" /usr/bin/l4lb --version)" && ` +
             `chroot --userspec=l4lb:l4lb "$ROOT" /usr/bin/l4lb --config /etc/l4lb/lb.toml --check && ` +
-            `echo "status=$(dpkg-query --root="$ROOT" -W -f='\${db:Status-Abbrev}' l4lb)"`,
+            `echo "status=$(chroot "$ROOT" dpkg-query -W -f='\${db:Status-Abbrev}' l4lb)" && ` +
+            // Installed again over an operator's edit: the edit stays.
+            `echo '# edited by the operator' >> "$ROOT/etc/l4lb/lb.toml" && chroot "$ROOT" dpkg ${depsOk ? '' : '--force-depends '}-i /tmp/l4lb.deb </dev/null`,
         ],
         { timeout: 90000 },
       );
@@ -296,6 +302,9 @@ describe('packaging', () => {
       assert.match(inst.stdout, new RegExp(`^version=${VERSION.replace(/\./g, '\\.')}$`, 'm'));
       assert.match(inst.stdout, /^listener example: tcp 127\.0\.0\.1:8080 -> pool example$/m);
       assert.match(inst.stdout, /^status=ii/m);
+      const live = readFileSync(join(base, 'upper', 'etc', 'l4lb', 'lb.toml'), 'utf8');
+      assert.ok(live.endsWith('# edited by the operator\n'), 'the edited conffile is kept on reinstall');
+      assert.equal(statSync(join(base, 'upper', 'etc', 'l4lb', 'lb.toml')).mode & 0o777, 0o640);
       const passwd = readFileSync(join(base, 'upper', 'etc', 'passwd'), 'utf8');
       assert.match(passwd, /^l4lb:x:\d+:\d+::\/nonexistent:\/usr\/sbin\/nologin$/m);
       assert.match(readFileSync(join(base, 'upper', 'var', 'lib', 'dpkg', 'statoverride'), 'utf8'), /^root l4lb 640 \/etc\/l4lb\/lb\.toml$/m);
@@ -315,7 +324,7 @@ describe('packaging', () => {
 
       const purge = sh(
         'bash',
-        [THROWAWAY, base, 'sh', '-c', `dpkg --root="$ROOT" --purge l4lb && if chroot "$ROOT" getent passwd l4lb; then echo user=kept; else echo user=gone; fi; dpkg-query --root="$ROOT" -W l4lb || echo package=gone`],
+        [THROWAWAY, base, 'sh', '-c', `chroot "$ROOT" dpkg --purge l4lb && if chroot "$ROOT" getent passwd l4lb; then echo user=kept; else echo user=gone; fi; chroot "$ROOT" dpkg-query -W l4lb || echo package=gone`],
         { timeout: 60000 },
       );
       assert.equal(purge.status, 0, out(purge));
