@@ -117,25 +117,41 @@ write() {
 addon="native/build/Release/l4lb_splice.node"
 
 # 1. The program: built code, the addon, what rebuilds the addon, docs.
-run mkdir -p "$D$prefix" "$D$docdir" "$D$bindir" "$D$unitdir" "$D/etc/l4lb"
-run rm -rf "$D$prefix/dist" "$D$prefix/native" "$D$prefix/scripts" "$D$prefix/configs"
-run mkdir -p "$D$prefix/dist" "$D$prefix/native/build/Release" "$D$prefix/scripts"
-run cp -R "$src/dist/src" "$D$prefix/dist/src"
-run cp "$src/package.json" "$src/package-lock.json" "$D$prefix/"
-run cp -R "$src/configs" "$D$prefix/configs"
-run cp "$src/scripts/build-native.js" "$D$prefix/scripts/"
-run cp -R "$src/native/binding.gyp" "$src/native/src" "$D$prefix/native/"
-run cp -R "$src/README.md" "$src/LICENSE" "$src/docs" "$D$docdir/"
-if [ -f "$src/$addon" ]; then
-  run cp "$src/$addon" "$D$prefix/$addon"
+# Built complete in a sibling directory, then swapped in for the previous
+# one: a failed step leaves the installed version as it was, and a running
+# l4lb never finds files missing.
+if [ -e "$D$prefix" ] && [ -n "$(ls -A "$D$prefix" 2>/dev/null)" ] && [ ! -f "$D$prefix/dist/src/cli.js" ]; then
+  die "$D$prefix exists and is not an l4lb installation: choose another --prefix (it is replaced on every run)"
 fi
-run chmod 755 "$D$prefix/dist/src/cli.js"
+new="$D$prefix.new.$$"
+old="$D$prefix.old.$$"
+[ "$dry" = 1 ] || trap 'rm -rf "$new"' EXIT
+run mkdir -p "$(dirname "$D$prefix")" "$D$docdir" "$D$bindir" "$D$unitdir" "$D/etc/l4lb"
+run mkdir -p "$new/dist" "$new/native/build/Release" "$new/scripts"
+run cp -R "$src/dist/src" "$new/dist/src"
+run cp "$src/package.json" "$src/package-lock.json" "$new/"
+run cp -R "$src/configs" "$new/configs"
+run cp "$src/scripts/build-native.js" "$new/scripts/"
+run cp -R "$src/native/binding.gyp" "$src/native/src" "$new/native/"
+if [ "$docdir" = "$prefix" ]; then
+  run cp -R "$src/README.md" "$src/LICENSE" "$src/docs" "$new/"
+else
+  run rm -rf "$D$docdir/docs"
+  run cp -R "$src/README.md" "$src/LICENSE" "$src/docs" "$D$docdir/"
+fi
+if [ -f "$src/$addon" ]; then
+  run cp "$src/$addon" "$new/$addon"
+fi
+run chmod 755 "$new/dist/src/cli.js"
 # Production dependencies only; from npm's cache when `npm ci` ran here.
-run sh -c "cd '$D$prefix' && '$npm' ci --omit=dev --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error"
+run sh -c "cd '$new' && '$npm' ci --omit=dev --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error"
 if [ ! -f "$src/$addon" ]; then
   # Not built in the checkout: try in the installed tree (never fails).
-  run "$host_node" "$D$prefix/scripts/build-native.js"
+  run "$host_node" "$new/scripts/build-native.js"
 fi
+if [ -e "$D$prefix" ]; then run mv "$D$prefix" "$old"; fi
+run mv "$new" "$D$prefix"
+run rm -rf "$old"
 
 # 2. The command: node's absolute path, so it works without node on PATH.
 write "$D$bindir/l4lb.new" 755 <<EOF
