@@ -13,7 +13,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEchoServer, connect, readBytes, type TestServer } from '../helpers/net';
@@ -183,6 +183,20 @@ describe('packaging', () => {
     assert.equal(again.status, 0, out(again));
     assert.match(again.stdout, /keeping the existing \/etc\/l4lb\/lb\.toml/);
     assert.equal(readFileSync(join(stage, 'etc', 'l4lb', 'lb.toml'), 'utf8'), '# the operator\'s\n');
+
+    // A step that fails (here npm) leaves the installed version as it was, and no half-built tree.
+    const broken = join(tmp, 'broken-npm');
+    mkdirSync(broken);
+    symlinkSync(process.execPath, join(broken, 'node'));
+    writeFileSync(join(broken, 'npm'), '#!/bin/sh\necho "npm: simulated failure" >&2\nexit 1\n');
+    chmodSync(join(broken, 'npm'), 0o755);
+    writeFileSync(join(prefix, 'marker'), 'previous install');
+    const failed = sh('bash', ['scripts/install.sh', '--prefix', '/opt/l4lb-test', '--node', join(broken, 'node')], { env });
+    assert.notEqual(failed.status, 0, out(failed));
+    assert.match(failed.stderr, /simulated failure/);
+    assert.equal(readFileSync(join(prefix, 'marker'), 'utf8'), 'previous install');
+    assert.ok(existsSync(join(prefix, 'dist', 'src', 'cli.js')) && existsSync(join(prefix, 'node_modules', 'pino', 'package.json')), 'the previous install is whole');
+    assert.deepEqual(readdirSync(join(stage, 'opt')), ['l4lb-test']);
 
     // Where the addon cannot be built: the build script exits 0 with a hint, l4lb runs the JS pump and says how to build it.
     rmSync(join(prefix, 'native', 'build'), { recursive: true, force: true });
