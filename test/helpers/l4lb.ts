@@ -26,14 +26,8 @@ export class L4lbProcess {
   private readonly exited: Promise<number>;
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
 
-  /**
-   * `launcher` runs another l4lb than this checkout's (an installed one): it
-   * gets the config file's path and returns the command and its arguments.
-   */
-  constructor(
-    config: string,
-    opts: { env?: NodeJS.ProcessEnv; args?: string[]; uid?: number; gid?: number; launcher?: (configPath: string) => [string, string[]] } = {},
-  ) {
+  /** `launcher` runs an installed l4lb instead of this checkout's: config path → command and arguments. */
+  constructor(config: string, opts: { env?: NodeJS.ProcessEnv; args?: string[]; uid?: number; gid?: number; launcher?: (configPath: string) => [string, string[]] } = {}) {
     this.dir = mkdtempSync(join(tmpdir(), 'l4lb-test-'));
     this.configPath = join(this.dir, 'lb.toml');
     writeFileSync(this.configPath, config);
