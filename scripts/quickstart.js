@@ -34,8 +34,8 @@ async function main() {
     [
       '',
       'l4lb quick start: demo backends on 127.0.0.1:9001 and 127.0.0.1:9002, l4lb on 127.0.0.1:8080.',
-      'Try it:   nc 127.0.0.1 8080        (run it twice: round-robin alternates the backends)',
-      'Status:   curl -s 127.0.0.1:9090/api/v1/status ; metrics: curl -s 127.0.0.1:9090/metrics',
+      'Try it:   (exec 3<>/dev/tcp/127.0.0.1/8080; head -n1 <&3)   (bash; twice: round-robin alternates the backends)',
+      'Status:   http://127.0.0.1:9090/ ; JSON: curl -s 127.0.0.1:9090/api/v1/status ; metrics: curl -s 127.0.0.1:9090/metrics',
       'Stop:     Ctrl-C',
       '',
     ].join('\n'),

@@ -3,6 +3,7 @@
  * Never throws: when the addon cannot be used, `addon` is null and `reason`
  * says why (the caller then uses the JavaScript pump).
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The raw binding; see native/README.md. */
@@ -34,6 +35,28 @@ export interface AddonLoad {
 /** dist/src/native/addon.js → <root>/native/build/Release/l4lb_splice.node */
 export const ADDON_PATH = join(__dirname, '..', '..', '..', 'native', 'build', 'Release', 'l4lb_splice.node');
 
+/** The script that builds the addon where l4lb is installed (a checkout, install.sh, npm -g, .deb). */
+export const BUILD_SCRIPT = join(__dirname, '..', '..', '..', 'scripts', 'build-native.js');
+
+/** Written by scripts/build-native.js when it could not build the addon: why. */
+export const NOT_BUILT_NOTE = join(__dirname, '..', '..', '..', 'native', 'build', 'not-built.txt');
+
+/** Why the addon is missing (when the build script said) and how to build it. */
+export function notBuiltReason(): string {
+  const tools = 'it needs a C++ compiler, make and python3';
+  let why = '';
+  try {
+    const first = readFileSync(NOT_BUILT_NOTE, 'utf8').split('\n')[0]?.trim();
+    if (first) why = `at install: ${first}; `;
+  } catch {
+    // no note: never attempted, or the tree was copied without it
+  }
+  if (existsSync(BUILD_SCRIPT)) {
+    return `native addon not built (${why}build it with \`${process.execPath} ${BUILD_SCRIPT}\`; ${tools})`;
+  }
+  return `native addon not built (${why}${ADDON_PATH} is missing; reinstall l4lb where ${tools})`;
+}
+
 let cached: AddonLoad | undefined;
 
 function load(): AddonLoad {
@@ -51,7 +74,7 @@ function load(): AddonLoad {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e && e.code === 'MODULE_NOT_FOUND') {
-      return { addon: null, reason: 'native addon not built (run `node scripts/build-native.js`)' };
+      return { addon: null, reason: notBuiltReason() };
     }
     return { addon: null, reason: `native addon failed to load: ${e && e.message ? e.message.split('\n')[0] : String(err)}` };
   }
