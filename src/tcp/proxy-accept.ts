@@ -13,6 +13,7 @@ import type net from 'node:net';
 import { ProxyHeaderParser } from '../proxy';
 import type { PeerAddresses } from './session';
 import type { TcpListener } from './listener';
+import { stopReading } from './sni-accept';
 
 export const PROXY_HEADER_TIMEOUT_MS = 5000;
 
@@ -21,7 +22,7 @@ export function readProxyHeader(socket: net.Socket, peer: PeerAddresses, listene
   let settled = false;
   const cleanup = (): void => {
     settled = true;
-    socket.pause();
+    stopReading(socket); // pause, and leave later bytes and a FIN in the kernel for the next reader
     socket.removeListener('data', onData);
     socket.removeListener('end', onFail);
     socket.removeListener('timeout', onFail);

@@ -58,7 +58,7 @@ export function readClientHello(socket: net.Socket, timeoutMs: number, sink: Hel
       return;
     }
     cleanup();
-    socket.pause();
+    stopReading(socket);
     const bytes = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, got);
     chunks.length = 0;
     sink.routed(r.sni, bytes);
@@ -70,4 +70,37 @@ export function readClientHello(socket: net.Socket, timeoutMs: number, sink: Hel
   socket.on('end', onEnd);
   socket.on('close', onEnd);
   socket.resume();
+}
+
+interface ReadableHandle {
+  reading?: boolean;
+  readStop?: () => number;
+  readStart?: () => number;
+}
+
+/**
+ * Pauses `socket` and stops libuv reading from it now, so that later bytes
+ * and a FIN stay in the kernel for the pump. Node's pause() alone lets libuv
+ * read on into the stream buffer, and an EOF read while the buffer is empty
+ * emits 'end' before the pump listens for it: the FIN would be lost.
+ *
+ * The handle keeps `reading = true` so the stream's own read-ahead
+ * (maybeReadMore) does not start it again; the next resume() (the JS pump,
+ * or the next reader) starts it. The splice pump takes the fd without
+ * resuming. Called from a 'data' handler, this stops libuv's read loop for
+ * this socket before it reads again.
+ */
+export function stopReading(socket: net.Socket): void {
+  socket.pause();
+  const h = (socket as unknown as { _handle?: ReadableHandle | null })._handle;
+  if (!h || h.reading !== true || typeof h.readStop !== 'function' || typeof h.readStart !== 'function') return;
+  h.readStop();
+  // A 'resume' still pending from an earlier resume() call may fire while paused: wait for a flowing one.
+  const onResume = (): void => {
+    const now = (socket as unknown as { _handle?: ReadableHandle | null })._handle;
+    if (now !== h || socket.destroyed || typeof h.readStart !== 'function') return;
+    if (socket.readableFlowing !== true) socket.once('resume', onResume);
+    else h.readStart();
+  };
+  socket.once('resume', onResume);
 }
