@@ -63,6 +63,7 @@ test('every default applies when keys are absent', () => {
     name: 'web', protocol: 'tcp', bindText: '127.0.0.1:8080', bind: { host: '127.0.0.1', port: 8080, family: 4 }, pool: 'web',
     maxConnections: 0, connectTimeoutMs: 5000, idleTimeoutMs: 0, proxyProtocol: 'off', acceptProxyProtocol: false,
     allow: null, deny: [], maxConnectionsPerSource: 0, udpResponses: 0,
+    routeBy: 'none', routes: [], clientHelloTimeoutMs: 5000,
   });
   assert.deepEqual(cfg.pools[0], {
     name: 'web', algorithm: 'consistent-hash', hashKey: '5-tuple', hashBalanceFactor: 0, tableSize: 65537, retries: 2,
