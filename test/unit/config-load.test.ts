@@ -102,7 +102,10 @@ test('the SPEC §2 example validates, with every value as written', () => {
 
 test('configs/lb.example.toml and configs/quickstart.toml validate', () => {
   const ex = loadConfigFile(join(ROOT, 'configs', 'lb.example.toml'), { cpuCount: 2 });
-  assert.equal(ex.listeners.length, 1);
+  assert.equal(ex.listeners[0]?.name, 'pg');
+  const tlsListener = ex.listeners.find((x) => x.name === 'tls');
+  assert.equal(tlsListener?.routeBy, 'sni');
+  assert.deepEqual(tlsListener?.routes.map((r) => r.sni), ['api.example.com', '*.example.com']);
   assert.equal(ex.pools[0]?.backends.length, 4);
   const q = loadConfigFile(join(ROOT, 'configs', 'quickstart.toml'));
   assert.equal(q.global.logLevel, 'info');
