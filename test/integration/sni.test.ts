@@ -287,10 +287,17 @@ for (const mode of ['js', 'splice'] as const) {
       await endOf(tk, 5000);
       clearInterval(trickle);
       assert.ok(Date.now() - t1 < 1500, `trickled connection closed after ${Date.now() - t1} ms`);
+      // A client that leaves without sending a byte (a port probe) is not a bad ClientHello.
+      const probe = await connect(strict);
+      probe.end();
+      await endOf(probe, 2000);
+      await lb.waitForLog((x) => x.msg === 'connection closed' && x.listener === 'strict' && x.reason === 'client_gone', 5000, 'client_gone');
       await waitFor(async () => {
         const m = await http(admin, '/metrics');
         return sample(m, 'l4lb_connections_rejected_total', { listener: 'strict', reason: 'bad_client_hello' }) === base + 4;
       }, 5000, 'four bad_client_hello rejections');
+      const m = await http(admin, '/metrics');
+      assert.equal(sample(m, 'l4lb_connections_rejected_total', { listener: 'strict', reason: 'bad_client_hello' }), base + 4, 'exactly four');
       const line = await lb.waitForLog((x) => x.msg === 'connection closed' && x.reason === 'bad_client_hello', 5000, 'log line');
       assert.equal(line.backend, null);
     });
