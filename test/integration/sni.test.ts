@@ -213,6 +213,17 @@ for (const mode of ['js', 'splice'] as const) {
       assert.ok((await rec.next()).equals(Buffer.concat([hello, Buffer.from('after-hello')])), 'exact bytes');
     });
 
+    test('a ClientHello and a FIN in one segment: the FIN is passed on after the ClientHello', async () => {
+      for (let i = 0; i < 20; i++) {
+        const hello = clientHello({ sni: 'raw.test' });
+        const s = await connect(raw);
+        const reply = readAll(s);
+        s.end(hello);
+        assert.equal((await reply).toString(), 'ok', `connection ${i}`);
+        assert.ok((await rec.next()).equals(hello));
+      }
+    });
+
     test('a ClientHello split over two TLS records (and two segments), and one of ~16 KiB', async () => {
       const hs = handshake(clientHelloBody({ sni: 'raw.test' }));
       const two = records(hs, [40, 16384]);
