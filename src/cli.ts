@@ -12,6 +12,7 @@ import { ConfigError, EXIT, L4lbError, formatConfigIssue } from './errors';
 import { Server } from './server';
 import { VERSION } from './version';
 import { inheritedSockets } from './systemd/activation';
+import type { ListenerConfig } from './config/schema';
 
 const DEFAULT_CONFIG = '/etc/l4lb/lb.toml';
 
@@ -59,7 +60,7 @@ async function main(): Promise<void> {
   }
 
   if (opts.check) {
-    for (const l of config.listeners) process.stdout.write(`listener ${l.name}: ${l.protocol} ${l.bindText} -> pool ${l.pool}\n`);
+    for (const l of config.listeners) process.stdout.write(`listener ${l.name}: ${l.protocol} ${l.bindText} -> ${checkTarget(l)}\n`);
     process.exit(EXIT.OK);
   }
 
@@ -108,3 +109,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => fail(EXIT.FAILURE, `l4lb: ${String((err as Error)?.stack ?? err)}`));
+
+/** `--check`: where a listener sends its clients (its pool, or its SNI routes and fallback). */
+function checkTarget(l: ListenerConfig): string {
+  if (l.routeBy !== 'sni') return `pool ${l.pool}`;
+  const routes = l.routes.map((r) => `${r.sni} => ${r.pool}`).join(', ');
+  return `sni routes [${routes}], fallback ${l.pool === '' ? 'none (no_route)' : `pool ${l.pool}`}`;
+}

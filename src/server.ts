@@ -360,6 +360,8 @@ export class Server {
           port: l.port,
           pool: l.pool,
           active_connections: l.active_connections,
+          ...(l.route_by !== undefined ? { route_by: l.route_by, routes: l.routes ?? [] } : {}),
+          ...(l.route_by === 'sni' && l.pool === '' ? { pool: null } : {}),
         })),
       pools: snap.pools.map((p) => ({
         name: p.name,

@@ -13,6 +13,7 @@ export type HashKey = '5-tuple' | 'source-ip';
 export type SpliceMode = 'auto' | 'on' | 'off';
 export type ProxyProtocolMode = 'off' | 'v1' | 'v2';
 export type HealthCheckType = 'connect' | 'send-expect' | 'http';
+export type RouteBy = 'none' | 'sni';
 
 /** A parsed "host:port" or "[v6]:port". `host` has no brackets. */
 export interface HostPort {
@@ -70,6 +71,18 @@ export interface ListenerConfig {
   readonly deny: readonly Cidr[];
   readonly maxConnectionsPerSource: number;
   readonly udpResponses: number;
+  /** SPEC §8.2: choose the pool from the TLS ClientHello's server name ("sni"), or not ("none"). */
+  readonly routeBy: RouteBy;
+  /** route_by = "sni": routes in file order; `sni` lower-cased. Empty otherwise. */
+  readonly routes: readonly SniRouteConfig[];
+  /** route_by = "sni": a complete ClientHello must arrive within this (absolute, from accept). */
+  readonly clientHelloTimeoutMs: number;
+}
+
+/** One `routes` entry (SPEC §8.2): an exact name or "*.suffix" (lower-case) and its pool. */
+export interface SniRouteConfig {
+  readonly sni: string;
+  readonly pool: string;
 }
 
 export interface BackendConfig {
@@ -151,6 +164,8 @@ export const DEFAULTS = Object.freeze({
     accept_proxy_protocol: false,
     max_connections_per_source: 0,
     udp_responses: 0,
+    route_by: 'none' as RouteBy,
+    client_hello_timeout: '5s',
   }),
   pool: Object.freeze({
     algorithm: 'consistent-hash' as Algorithm,

@@ -14,7 +14,9 @@ import {
   DEFAULTS, type AdminConfig, type Algorithm, type BackendConfig, type Cidr, type Config,
   type GlobalConfig, type HashKey, type HealthCheckConfig, type HostPort, type ListenerConfig,
   type LogLevel, type PoolConfig, type Protocol, type ProxyProtocolMode, type SpliceMode, type HealthCheckType,
+  type RouteBy, type SniRouteConfig,
 } from './schema';
+import { canonicalSni, sniPatternError } from '../tls/sni-routes';
 
 export interface ValidateOptions {
   /** CPU count used to resolve `workers = "auto"` (default: os.availableParallelism()). */
@@ -27,6 +29,7 @@ const ALGORITHMS: readonly Algorithm[] = ['consistent-hash', 'least-connections'
 const HASH_KEYS: readonly HashKey[] = ['5-tuple', 'source-ip'];
 const SPLICE: readonly SpliceMode[] = ['auto', 'on', 'off'];
 const PROXY: readonly ProxyProtocolMode[] = ['off', 'v1', 'v2'];
+const ROUTE_BY: readonly RouteBy[] = ['none', 'sni'];
 
 export const TABLE_SIZE_MIN = 7;
 export const TABLE_SIZE_MAX = 1_000_003;
@@ -41,7 +44,9 @@ const ADMIN_KEYS = ['bind', 'token'];
 const LISTENER_KEYS = [
   'name', 'protocol', 'bind', 'pool', 'max_connections', 'connect_timeout', 'idle_timeout', 'proxy_protocol',
   'accept_proxy_protocol', 'allow', 'deny', 'max_connections_per_source', 'udp_responses', 'trusted_proxies',
+  'route_by', 'routes', 'client_hello_timeout',
 ];
+const ROUTE_KEYS = ['sni', 'pool'];
 const POOL_KEYS = [
   'algorithm', 'hash_key', 'hash_balance_factor', 'table_size', 'retries', 'slow_start', 'backends',
   'resolve_interval', 'health_check',
@@ -169,7 +174,8 @@ function readListener(r: Reader): ListenerConfig {
   r.checkKeys(LISTENER_KEYS);
   r.require('name');
   r.require('bind');
-  r.require('pool');
+  // SPEC §8.2: with route_by = "sni" the pool is the optional fallback.
+  if (r.get('route_by') !== 'sni') r.require('pool');
   const name = r.str('name', '');
   if (r.has('name') && typeof r.get('name') === 'string' && !LISTENER_NAME.test(name)) {
     r.sink.at(r.p('name'), `expected a name of [a-z0-9_-]+, got ${describe(name)}`);
@@ -196,6 +202,17 @@ function readListener(r: Reader): ListenerConfig {
   tcpOnly('connect_timeout', true);
   const udpResponses = r.int('udp_responses', d.udp_responses, 0);
   if (!udp && udpResponses !== 0) r.sink.at(r.p('udp_responses'), 'udp_responses applies to UDP listeners only; this listener is TCP');
+  const routeBy = r.oneOf('route_by', ROUTE_BY, d.route_by);
+  tcpOnly('route_by', routeBy !== 'none');
+  const routes = readRoutes(r, routeBy === 'sni');
+  const clientHelloTimeoutMs = r.duration('client_hello_timeout', d.client_hello_timeout, 1);
+  if (routeBy !== 'sni' && r.has('client_hello_timeout')) {
+    r.sink.at(r.p('client_hello_timeout'), 'client_hello_timeout applies only with route_by = "sni"');
+  }
+  const rv = r.get('routes');
+  if (routeBy === 'sni' && !udp && !r.has('pool') && (rv === undefined || (Array.isArray(rv) && rv.length === 0))) {
+    r.sink.at(r.p('route_by'), 'route_by = "sni" needs routes = [{ sni = "...", pool = "..." }] or a fallback pool');
+  }
 
   return {
     name,
@@ -213,7 +230,59 @@ function readListener(r: Reader): ListenerConfig {
     deny: readCidrs(r, 'deny') ?? [],
     maxConnectionsPerSource,
     udpResponses,
+    routeBy,
+    routes,
+    clientHelloTimeoutMs,
   };
+}
+
+/**
+ * Contract: validates a listener's `routes` (SPEC §8.2): an array of
+ * `{ sni, pool }` tables, each sni an exact DNS name or "*.suffix" (one
+ * leftmost label), no name twice (compared without case). Routes without
+ * route_by = "sni" are an error. Pool existence is checked with the pools.
+ */
+function readRoutes(r: Reader, sni: boolean): SniRouteConfig[] {
+  const v = r.get('routes');
+  if (v === undefined) return [];
+  if (!sni) {
+    r.sink.at(r.p('routes'), 'routes apply only with route_by = "sni"');
+    return [];
+  }
+  if (!Array.isArray(v)) {
+    r.sink.at(r.p('routes'), `expected an array of tables such as [{ sni = "api.example.com", pool = "api" }], got ${describe(v)}`);
+    return [];
+  }
+  const out: SniRouteConfig[] = [];
+  const seen = new Map<string, number>();
+  v.forEach((item: unknown, i: number) => {
+    const path = joinIndex(r.p('routes'), i);
+    if (!isTable(item)) {
+      r.sink.at(path, `expected a table such as { sni = "api.example.com", pool = "api" }, got ${describe(item)}`);
+      return;
+    }
+    const e = new Reader(r.sink, path, item);
+    e.checkKeys(ROUTE_KEYS);
+    e.require('sni');
+    e.require('pool');
+    const name = e.str('sni', '');
+    const pool = e.str('pool', '');
+    if (typeof e.get('sni') !== 'string') return;
+    const why = sniPatternError(name);
+    if (why !== null) {
+      e.sink.at(e.p('sni'), `${why}, got ${describe(name)}`);
+      return;
+    }
+    const key = canonicalSni(name);
+    const first = seen.get(key);
+    if (first !== undefined) {
+      e.sink.at(e.p('sni'), `duplicate route for ${JSON.stringify(name)} (also routes[${first}]; names are compared without case)`);
+      return;
+    }
+    seen.set(key, i);
+    if (typeof e.get('pool') === 'string') out.push({ sni: key, pool });
+  });
+  return out;
 }
 
 /** Contract: validates one backend entry of a pool; null when unusable. */
@@ -436,6 +505,13 @@ function readListeners(sink: IssueSink, root: Reader, pools: readonly PoolConfig
       const known = poolNames.length ? poolNames.map((n) => JSON.stringify(n)).join(', ') : 'none';
       sink.at(r.p('pool'), `expected the name of a [pools.<name>] table (defined: ${known}), got ${JSON.stringify(l.pool)}`);
     }
+    if (poolsValid) {
+      l.routes.forEach((route, k) => {
+        if (poolNames.includes(route.pool)) return;
+        const known = poolNames.length ? poolNames.map((n) => JSON.stringify(n)).join(', ') : 'none';
+        sink.at(joinKey(joinIndex(r.p('routes'), routeIndex(item, route.sni, k)), 'pool'), `expected the name of a [pools.<name>] table (defined: ${known}), got ${JSON.stringify(route.pool)}`);
+      });
+    }
     if (l.bindText !== '' && l.bind.port !== 0) {
       const key = `${l.protocol} ${addressKey(l.bind)}`;
       const first = binds.get(key);
@@ -475,4 +551,12 @@ export function validateConfig(doc: unknown, file: string, positions: Positions,
     throw new ConfigError(sorted);
   }
   return deepFreeze({ file, global, admin, listeners, pools });
+}
+
+/** Contract: the index in the listener's `routes` array of the route with canonical name `sni` (falls back to `k`). */
+function routeIndex(listener: Record<string, unknown>, sni: string, k: number): number {
+  const list = listener.routes;
+  if (!Array.isArray(list)) return k;
+  const i = list.findIndex((e: unknown) => isTable(e) && typeof e.sni === 'string' && canonicalSni(e.sni) === sni);
+  return i >= 0 ? i : k;
 }

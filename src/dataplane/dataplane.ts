@@ -108,11 +108,13 @@ export class DataPlane implements DataPlaneApi {
     const wanted = new Set(config.listeners.map((l) => l.name));
     try {
       for (const lc of config.listeners) {
-        const pool = nextPools.get(lc.pool);
+        // route_by = "sni" may have no fallback pool (null).
+        const pool = lc.pool === '' && lc.routeBy === 'sni' ? null : nextPools.get(lc.pool);
         if (pool === undefined) throw new Error(`listener ${lc.name}: pool ${lc.pool} missing`); // validated before
         const existing = this.listeners.get(lc.name);
         if (existing !== undefined && sameSocket(existing.config, lc)) continue;
-        const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, pool, this.ctx) : new TcpListener(lc, pool, this.ctx);
+        const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, pool as Pool, this.ctx) : new TcpListener(lc, pool, this.ctx);
+        if (l instanceof TcpListener) l.setRoutes(nextPools);
         const a = await l.listen(fds?.get(lc.name));
         added.push(l);
         bound.push({ name: lc.name, address: a.address, port: a.port });
@@ -131,7 +133,11 @@ export class DataPlane implements DataPlaneApi {
     for (const [name, l] of this.listeners) {
       const lc = config.listeners.find((x) => x.name === name);
       if (lc !== undefined && wanted.has(name) && sameSocket(l.config, lc)) {
-        l.update(lc, nextPools.get(lc.pool) as Pool);
+        const next = nextPools.get(lc.pool) ?? null;
+        if (l instanceof TcpListener) {
+          l.update(lc, next);
+          l.setRoutes(nextPools); // SNI routes apply to new connections
+        } else l.update(lc, next as Pool);
       } else {
         this.retire(l);
         this.listeners.delete(name);
@@ -189,6 +195,7 @@ export class DataPlane implements DataPlaneApi {
     next.onChange = old.onChange;
     this.pools.set(pool, next);
     for (const l of this.listeners.values()) if (l.pool === old) l.update(l.config, next);
+    for (const l of this.listeners.values()) if (l instanceof TcpListener) l.replacePool(old, next);
     this.endUdpSessionsOfGoneBackends();
     if (this.opts.onPoolChanged) this.opts.onPoolChanged(pool);
     return true;

@@ -3,13 +3,13 @@
  * read at scrape time (SPEC §6). Bytes of finished connections are added
  * here; bytes of open connections are read from their pumps at scrape time.
  */
-export type RejectReason = 'acl' | 'limit' | 'source_limit' | 'no_backend' | 'proxy_protocol' | 'resources';
-export const REJECT_REASONS: readonly RejectReason[] = ['acl', 'limit', 'source_limit', 'no_backend', 'proxy_protocol', 'resources'];
+export type RejectReason = 'acl' | 'limit' | 'source_limit' | 'no_backend' | 'proxy_protocol' | 'resources' | 'no_route' | 'bad_client_hello';
+export const REJECT_REASONS: readonly RejectReason[] = ['acl', 'limit', 'source_limit', 'no_backend', 'proxy_protocol', 'resources', 'no_route', 'bad_client_hello'];
 
 export class ListenerStats {
   connectionsTotal = 0;
   active = 0;
-  rejected: Record<RejectReason, number> = { acl: 0, limit: 0, source_limit: 0, no_backend: 0, proxy_protocol: 0, resources: 0 };
+  rejected: Record<RejectReason, number> = { acl: 0, limit: 0, source_limit: 0, no_backend: 0, proxy_protocol: 0, resources: 0, no_route: 0, bad_client_hello: 0 };
   /** Client → backend bytes of finished connections (UDP: of datagrams forwarded). */
   bytesIn = 0;
   /** Backend → client bytes of finished connections (UDP: of datagrams returned). */
@@ -37,6 +37,9 @@ export interface ListenerSnapshot {
   udp_sessions_active: number;
   datagrams_in: number;
   datagrams_out: number;
+  /** TCP listeners (SPEC §8.2): how the pool is chosen, and the routes with their pools. */
+  route_by?: 'none' | 'sni';
+  routes?: { sni: string; pool: string }[];
 }
 
 export interface BackendSnapshot {

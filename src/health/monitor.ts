@@ -415,7 +415,7 @@ export class HealthMonitor {
 
 /** A pool is UDP-only when listeners use it and all of them are UDP (SPEC §2: probe only with a port). */
 export function isUdpOnlyPool(config: Config, pool: string): boolean {
-  const users = config.listeners.filter((l) => l.pool === pool);
+  const users = config.listeners.filter((l) => l.pool === pool || (l.routes ?? []).some((r) => r.pool === pool));
   return users.length > 0 && users.every((l) => l.protocol === 'udp');
 }
 

@@ -20,6 +20,7 @@ import { TcpSession, type PeerAddresses, type SessionEndReason } from './session
 import { readProxyHeader } from './proxy-accept';
 import { RejectLog } from '../dataplane/reject-log';
 import { fdBudget } from '../net/fd-budget';
+import { SniRouter } from '../tls/sni-routes';
 
 /** What a listener needs from the data plane around it. */
 export interface TcpContext {
@@ -35,7 +36,10 @@ const KEEPALIVE_DELAY_MS = 60_000;
 
 export class TcpListener {
   config: ListenerConfig;
-  pool: Pool;
+  /** The listener's pool; with route_by = "sni" the fallback, null when there is none. */
+  pool: Pool | null;
+  /** route_by = "sni": the routes, to pools (set by setRoutes()); null otherwise. */
+  private router: SniRouter<Pool> | null = null;
   readonly ctx: TcpContext;
   readonly stats = new ListenerStats();
   readonly sessions = new Set<TcpSession>();
@@ -54,7 +58,7 @@ export class TcpListener {
   private emptyWaiters: (() => void)[] = [];
   acceptErrors = 0;
 
-  constructor(config: ListenerConfig, pool: Pool, ctx: TcpContext) {
+  constructor(config: ListenerConfig, pool: Pool | null, ctx: TcpContext) {
     this.config = config;
     this.pool = pool;
     this.ctx = ctx;
@@ -115,12 +119,42 @@ export class TcpListener {
   private lastAcceptErrorLog = 0;
 
   /** Applies a reloaded configuration of this kept listener (same bind). */
-  update(config: ListenerConfig, pool: Pool): void {
+  update(config: ListenerConfig, pool: Pool | null): void {
     this.config = config;
     this.pool = pool;
     this.acl = compileAcl(config.allow, config.deny);
     this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
     this.updateSweep();
+  }
+
+  /**
+   * route_by = "sni": (re)builds the route table from the configuration and
+   * the current pools (construction, reload). Sessions already routed keep
+   * their pool; sessions still reading a ClientHello use the new table.
+   */
+  setRoutes(pools: ReadonlyMap<string, Pool>): void {
+    const cfg = this.config;
+    if (cfg.routeBy !== 'sni') {
+      this.router = null;
+      return;
+    }
+    const routes: { sni: string; target: Pool }[] = [];
+    for (const r of cfg.routes) {
+      const p = pools.get(r.pool);
+      if (p !== undefined) routes.push({ sni: r.sni, target: p });
+    }
+    this.router = new SniRouter(routes);
+  }
+
+  /** A pool object was replaced outside a reload (DNS): routes to it follow. */
+  replacePool(old: Pool, next: Pool): void {
+    if (this.router !== null) this.router = this.router.map((p) => (p === old ? next : p));
+  }
+
+  /** route_by = "sni": the pool for this server name (a route, else the fallback), or null (refused: no_route). */
+  routeFor(sni: string | null): Pool | null {
+    const r = this.router === null ? undefined : this.router.match(sni);
+    return r ?? this.pool;
   }
 
   private readonly onConnection = (socket: net.Socket): void => {
@@ -249,6 +283,7 @@ export class TcpListener {
       this.stats.rejected.resources++;
       this.warnResources();
     }
+    else if (reason === 'no_route' || reason === 'bad_client_hello') this.stats.rejected[reason]++;
     if (this.ctx.connectionLog) {
       this.ctx.log.info(
         {
@@ -260,6 +295,7 @@ export class TcpListener {
           duration_ms: Date.now() - session.startedAt,
           reason,
           pump: session.pumpKind,
+          ...(session.sniRouted ? { sni: session.sni } : {}),
         },
         'connection closed',
       );
@@ -351,6 +387,8 @@ export class TcpListener {
       address: this.boundAddress,
       port: this.boundPort,
       pool: this.config.pool,
+      route_by: this.config.routeBy,
+      routes: this.config.routes.map((r) => ({ sni: r.sni, pool: r.pool })),
       current: this.current,
       active_connections: st.active,
       connections_total: st.connectionsTotal,

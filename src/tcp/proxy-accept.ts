@@ -16,6 +16,7 @@
 import type net from 'node:net';
 import { ProxyHeaderParser } from '../proxy';
 import type { PeerAddresses } from './session';
+import { stopReading } from './sni-accept';
 
 export const PROXY_HEADER_TIMEOUT_MS = 5000;
 
@@ -32,7 +33,7 @@ export function readProxyHeader(socket: net.Socket, peer: PeerAddresses, done: (
     if (settled) return false;
     settled = true;
     clearTimeout(deadline);
-    socket.pause();
+    stopReading(socket); // pause, and leave later bytes and a FIN in the kernel for the next reader
     socket.removeListener('data', onData);
     socket.removeListener('end', onFail);
     socket.removeListener('close', onFail);

@@ -15,6 +15,7 @@ import type { PumpEndReason, PumpHandle } from './pump';
 import type { TcpListener } from './listener';
 import { encodeV1, encodeV2 } from '../proxy';
 import { isLocalError } from '../net/fd-budget';
+import { readClientHello } from './sni-accept';
 
 /** Who the client is and what it connected to: the socket's own, or what a PROXY header said. */
 export interface PeerAddresses {
@@ -32,7 +33,9 @@ export type SessionEndReason =
   | 'client_gone'       // the client went away while connecting
   | 'idle_timeout'
   | 'drain_timeout'
-  | 'shutdown';
+  | 'shutdown'
+  | 'no_route'          // route_by = "sni": no route matched and there is no fallback pool
+  | 'bad_client_hello'; // route_by = "sni": not a ClientHello, malformed, too large, or not complete in time
 
 export class TcpSession {
   readonly listener: TcpListener;
@@ -45,7 +48,8 @@ export class TcpSession {
   dstAddr: string;
   dstPort: number;
   readonly startedAt: number;
-  pool: Pool;
+  /** Null only while an SNI-routed session without a fallback pool has not been routed yet. */
+  pool: Pool | null;
   backend: Backend | null = null;
   /** Backends tried and failed for this session (null until the first failure). */
   private tried: Backend[] | null = null;
@@ -63,8 +67,15 @@ export class TcpSession {
   private finished = false;
   /** Bytes to send to the backend before any client byte (PROXY header). */
   head: Buffer | null = null;
+  /** route_by = "sni": the server name the ClientHello carried (lower-case), null when none or not routed by SNI. */
+  private sniName: string | null = null;
+  /** route_by = "sni": the ClientHello was read and the pool chosen from it. */
+  sniRouted = false;
+  /** Client bytes read before the pump (the ClientHello): sent after `head`, counted in bytesIn. */
+  private early: Buffer | null = null;
+  private earlyBytes = 0;
 
-  constructor(listener: TcpListener, client: net.Socket, pool: Pool, peer: PeerAddresses, now: number) {
+  constructor(listener: TcpListener, client: net.Socket, pool: Pool | null, peer: PeerAddresses, now: number) {
     this.listener = listener;
     this.client = client;
     this.pool = pool;
@@ -77,21 +88,60 @@ export class TcpSession {
   }
 
   get bytesIn(): number {
-    return this.pump === null ? 0 : this.pump.bytesIn;
+    return (this.pump === null ? 0 : this.pump.bytesIn) + this.earlyBytes;
+  }
+
+  /** The TLS server name this session was routed by (route_by = "sni"), lower-case; null otherwise or when none was sent. */
+  get sni(): string | null {
+    return this.sniName;
   }
 
   get bytesOut(): number {
     return this.pump === null ? 0 : this.pump.bytesOut;
   }
 
-  /** Starts the first connect attempt. Returns false when no backend is available at all. */
+  /** Starts the first connect attempt (after reading the ClientHello with route_by = "sni"). Returns false when no backend is available at all. */
   start(): boolean {
+    const cfg = this.listener.config;
+    if (cfg.routeBy === 'sni') {
+      readClientHello(this.client as net.Socket, cfg.clientHelloTimeoutMs, this);
+      return true;
+    }
+    return this.connectFirst();
+  }
+
+  /** route_by = "sni": the ClientHello is complete; pick the pool by its server name and go on. */
+  routed(sni: string | null, bytes: Buffer): void {
+    if (this.finished) return;
+    this.sniName = sni;
+    this.sniRouted = true;
+    this.early = bytes;
+    this.earlyBytes = bytes.length;
+    const pool = this.listener.routeFor(sni);
+    if (pool === null) return this.refuse('no_route');
+    this.pool = pool;
+    this.connectFirst();
+  }
+
+  /** Ends the session before any backend was chosen (SNI routing). */
+  refuse(reason: 'no_route' | 'bad_client_hello' | 'client_gone'): void {
+    if (this.finished) return;
+    if (this.endReason === null) this.endReason = reason;
+    this.earlyBytes = 0;
+    this.early = null;
+    this.client?.destroy();
+    this.finish();
+  }
+
+  private connectFirst(): boolean {
     const mode = this.listener.config.proxyProtocol;
     if (mode !== 'off') {
       const src = { address: this.clientAddr, port: this.clientPort };
       const dst = { address: this.dstAddr, port: this.dstPort };
       this.head = mode === 'v1' ? encodeV1(src, dst) : encodeV2(src, dst);
     }
+    if (this.early !== null) this.head = this.head === null ? this.early : Buffer.concat([this.head, this.early]);
+    this.early = null;
     // Until the pump owns it, the client must never crash us or linger.
     const client = this.client as net.Socket;
     client.on('error', this.onClientEarlyClose);
@@ -110,7 +160,7 @@ export class TcpSession {
   /** Picks a backend not tried yet and connects to it. */
   private connectNext(): boolean {
     const flow = this.listener.flowFor(this);
-    const backend = this.pool.pick(flow, this.tried);
+    const backend = (this.pool as Pool).pick(flow, this.tried);
     if (backend === null) {
       this.endReason = this.attempts === 0 ? 'no_backend' : 'connect_failed';
       this.client?.destroy();
@@ -181,11 +231,11 @@ export class TcpSession {
     if (backend !== null) {
       // A failed client connect counts as a failed check (passive health).
       backend.connectFailures++;
-      this.listener.ctx.onConnectFailure(this.pool, backend, up !== null && up.errored === CONNECT_TIMEOUT ? 'timeout' : 'refused');
+      this.listener.ctx.onConnectFailure(this.pool as Pool, backend, up !== null && up.errored === CONNECT_TIMEOUT ? 'timeout' : 'refused');
       if (this.tried === null) this.tried = [];
       this.tried.push(backend);
     }
-    if (this.attempts <= this.pool.config.retries) this.connectNext();
+    if (this.attempts <= (this.pool as Pool).config.retries) this.connectNext();
     else {
       this.endReason = 'connect_failed';
       this.client?.destroy();
@@ -225,9 +275,11 @@ export class TcpSession {
     if (this.endReason === null) this.endReason = reason;
     if (this.backend !== null) this.backend.active--;
     const stats = this.listener.stats;
-    stats.bytesIn += bytesIn;
+    const total = bytesIn + this.earlyBytes;
+    this.earlyBytes = 0;
+    stats.bytesIn += total;
     stats.bytesOut += bytesOut;
-    this.finish(bytesIn, bytesOut);
+    this.finish(total, bytesOut);
   };
 
   /** Ends the session now with a reset of both sides (idle, drain deadline, shutdown). */

@@ -63,6 +63,7 @@ test('every default applies when keys are absent', () => {
     name: 'web', protocol: 'tcp', bindText: '127.0.0.1:8080', bind: { host: '127.0.0.1', port: 8080, family: 4 }, pool: 'web',
     maxConnections: 0, connectTimeoutMs: 5000, idleTimeoutMs: 0, proxyProtocol: 'off', acceptProxyProtocol: false, trustedProxies: null,
     allow: null, deny: [], maxConnectionsPerSource: 0, udpResponses: 0,
+    routeBy: 'none', routes: [], clientHelloTimeoutMs: 5000,
   });
   assert.deepEqual(cfg.pools[0], {
     name: 'web', algorithm: 'consistent-hash', hashKey: '5-tuple', hashBalanceFactor: 0, tableSize: 65537, retries: 2,
@@ -104,7 +105,10 @@ test('the SPEC §2 example validates, with every value as written', () => {
 
 test('configs/lb.example.toml and configs/quickstart.toml validate', () => {
   const ex = loadConfigFile(join(ROOT, 'configs', 'lb.example.toml'), { cpuCount: 2 });
-  assert.equal(ex.listeners.length, 1);
+  assert.equal(ex.listeners[0]?.name, 'pg');
+  const tlsListener = ex.listeners.find((x) => x.name === 'tls');
+  assert.equal(tlsListener?.routeBy, 'sni');
+  assert.deepEqual(tlsListener?.routes.map((r) => r.sni), ['api.example.com', '*.example.com']);
   assert.equal(ex.pools[0]?.backends.length, 4);
   const q = loadConfigFile(join(ROOT, 'configs', 'quickstart.toml'));
   assert.equal(q.global.logLevel, 'info');
