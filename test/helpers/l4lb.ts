@@ -26,12 +26,14 @@ export class L4lbProcess {
   private readonly exited: Promise<number>;
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
 
-  constructor(config: string, opts: { env?: NodeJS.ProcessEnv; args?: string[]; uid?: number; gid?: number } = {}) {
+  /** `wrap`: a command prefix the CLI runs under, e.g. ['ip', 'netns', 'exec', 'ns1'] (it must exec, not fork). */
+  constructor(config: string, opts: { env?: NodeJS.ProcessEnv; args?: string[]; uid?: number; gid?: number; wrap?: string[] } = {}) {
     this.dir = mkdtempSync(join(tmpdir(), 'l4lb-test-'));
     this.configPath = join(this.dir, 'lb.toml');
     writeFileSync(this.configPath, config);
     if (opts.uid !== undefined) chmodSync(this.dir, 0o755); // readable by the unprivileged user
-    this.child = spawn(process.execPath, [CLI, '-c', this.configPath, ...(opts.args ?? [])], {
+    const [cmd, ...pre] = [...(opts.wrap ?? []), process.execPath];
+    this.child = spawn(cmd!, [...pre, CLI, '-c', this.configPath, ...(opts.args ?? [])], {
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {}),

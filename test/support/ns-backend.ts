@@ -1,0 +1,32 @@
+/**
+ * Backends for the network-namespace tests (run inside the backends'
+ * namespace): `node ns-backend.js <address> <tag>:<port>...`. Each TCP
+ * server writes "<tag> <peer address>\n" and closes, so the client learns
+ * which backend answered and which l4lb host (the peer) carried the flow.
+ * Prints "ready" once every server listens.
+ */
+import net from 'node:net';
+
+const [host, ...specs] = process.argv.slice(2);
+if (host === undefined || specs.length === 0) {
+  process.stderr.write('usage: ns-backend <address> <tag>:<port>...\n');
+  process.exit(64);
+}
+let pending = specs.length;
+for (const spec of specs) {
+  const [tag, port] = spec.split(':');
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.end(`${tag} ${s.remoteAddress ?? '?'}\n`);
+  });
+  server.on('error', (e) => {
+    process.stderr.write(`ns-backend ${spec}: ${e.message}\n`);
+    process.exit(1);
+  });
+  server.listen(Number(port), host, () => {
+    if (--pending === 0) process.stdout.write('ready\n');
+  });
+}
+// Ends with its parent: stdin closes when the test process goes away.
+process.stdin.resume();
+process.stdin.on('end', () => process.exit(0));
