@@ -36,12 +36,18 @@ bird_state() {
 # Makes BIRD's state match the wanted one (enable / disable). Re-checked on
 # every round, so a restarted BIRD (which starts the protocol disabled) is
 # corrected within one interval.
+silent=0
 apply() {
   state=$(bird_state)
+  if [ -z "$state" ]; then
+    [ "$silent" = 1 ] || log "BIRD does not answer on $SOCK (or has no protocol $PROTO)"
+    silent=1
+    return
+  fi
+  silent=0
   case "$1:$state" in
     enable:down) birdc -s "$SOCK" enable "$PROTO" >/dev/null && log "healthy: announcing ($PROTO enabled)" ;;
     disable:up | disable:start) birdc -s "$SOCK" disable "$PROTO" >/dev/null && log "not healthy: withdrawing ($PROTO disabled)" ;;
-    *:) log "BIRD does not answer on $SOCK" ;;
   esac
 }
 

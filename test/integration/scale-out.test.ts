@@ -162,6 +162,7 @@ describe('scale-out in network namespaces', () => {
 
   describe('ECMP over BGP (BIRD)', () => {
     const lbs: Partial<Record<Host, L4lbProcess>> = {};
+    const watchers: Partial<Record<Host, NsProcess>> = {};
     const PORTS = Array.from({ length: 60 }, (_, i) => 42000 + i);
     let baseline: { tag: string; via: Host | '?' }[] = [];
     const startL4lb = async (h: Host): Promise<void> => {
@@ -185,7 +186,7 @@ describe('scale-out in network namespaces', () => {
       for (const h of ['lb1', 'lb2'] as const) {
         startBird(L, h, hostConf);
         await startL4lb(h);
-        startWatcher(L, h);
+        watchers[h] = startWatcher(L, h);
       }
       await both();
     });
@@ -247,10 +248,23 @@ describe('scale-out in network namespaces', () => {
       assert.ok(f.after.length >= 10 && f.after.every((r) => parseReply(r.reply).via === 'lb2'), summary(f.after));
     });
 
-    test('a host that vanishes from the network (link down): BFD (3 x 100 ms) takes its route away', async (t) => {
+    test('stopping the watcher withdraws the route; a new watcher announces it again', async (t) => {
       if (lab === null) return t.skip(reason ?? 'no lab');
       const L = lab;
       await startL4lb('lb1');
+      await both();
+      const w = watchers.lb1!;
+      w.kill('SIGTERM');
+      assert.equal(await w.exited, 0);
+      await until('lb1 route withdrawn', async () => (await L.nexthops(ADDR.ecmpVip)).join() === ADDR.lb2, 3000, 20);
+      assert.match(w.out, /withdrawing/);
+      watchers.lb1 = startWatcher(L, 'lb1');
+      await both();
+    });
+
+    test('a host that vanishes from the network (link down): BFD (3 x 100 ms) takes its route away', async (t) => {
+      if (lab === null) return t.skip(reason ?? 'no lab');
+      const L = lab;
       await both();
       const loop = L.loop(ADDR.ecmpVip, 80, 2500);
       const tKill = Date.now();

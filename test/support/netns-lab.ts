@@ -341,8 +341,10 @@ export class Lab {
     await this.ip('-n', this.ns(h), 'addr', 'add', cidr, 'dev', 'lo');
   }
 
+  /** Takes a host's only link down (as a crash looks to the router) or up again (restoring its default route, which went with it). */
   async setLink(h: Host, state: 'up' | 'down'): Promise<void> {
     await this.ip('-n', this.ns(h), 'link', 'set', 'eth0', state);
+    if (state === 'up') await this.ip('-n', this.ns(h), 'route', 'replace', 'default', 'via', ADDR.router);
   }
 
   /** Writes a file into the lab's directory; returns its path. */
