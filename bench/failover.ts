@@ -47,38 +47,46 @@ function fmt(r: Row): string {
   return `| ${r.setup} | ${r.event} | ${range(r.moved)} | ${r.event.startsWith('SIGTERM') ? '—' : range(r.ms)} | ${median(r.failed)} (${Math.min(...r.failed)}–${Math.max(...r.failed)}) |`;
 }
 
-async function vrrp(lab: Lab): Promise<Row> {
-  const row: Row = { setup: 'VRRP (keepalived, advert_int 0.2 s, check interval 1 s)', event: 'SIGKILL of the active l4lb', ms: [], moved: [], failed: [] };
-  const cfg = l4lbConfig(`${ADDR.vrrpVip}:80`);
+async function vrrp(lab: Lab): Promise<Row[]> {
+  const kill: Row = { setup: 'VRRP (keepalived, advert_int 0.2 s, check interval 1 s)', event: 'SIGKILL of the active l4lb', ms: [], moved: [], failed: [] };
+  const drain: Row = { setup: 'VRRP (same, `shutdown_delay = "3s"`)', event: 'SIGTERM (drain) of the active l4lb', ms: [], moved: [], failed: [] };
+  const cfg = l4lbConfig(`${ADDR.vrrpVip}:80`, 'shutdown_delay = "3s"');
   let lb1 = lab.l4lb('lb1', cfg);
   const lb2 = lab.l4lb('lb2', cfg);
   await lb1.port('web');
   await lb2.port('web');
   const ka = [startKeepalived(lab, 'lb1'), startKeepalived(lab, 'lb2')];
-  for (let i = 0; i < RUNS; i++) {
-    // lb1 (priority 150) holds the address and serves before each run.
-    await until('lb1 to serve the virtual IP', async () => {
+  let port = 43000;
+  // lb1 (priority 150) holds the address and serves before each run.
+  const lb1Serves = (): Promise<number> =>
+    until('lb1 to serve the virtual IP', async () => {
       if (!(await lab.hasAddress('lb1', ADDR.vrrpVip))) return false;
-      const r = await lab.batch(ADDR.vrrpVip, 80, [43000 + i]);
+      const r = await lab.batch(ADDR.vrrpVip, 80, [port++]);
       return r[0]?.ok === true && r[0].reply?.endsWith(ADDR.lb1) === true;
     }, 20_000, 100);
-    const loop = lab.loop(ADDR.vrrpVip, 80, 4000);
-    const tKill = Date.now();
-    lb1.child.kill('SIGKILL');
-    const moved = await until('lb2 to hold the virtual IP', () => lab.hasAddress('lb2', ADDR.vrrpVip), 10_000, 10);
-    const f = failoverOf(await loop, tKill);
-    row.ms.push(f.ms);
-    row.moved.push(moved);
-    row.failed.push(f.failures);
-    process.stderr.write(`vrrp run ${i + 1}: address moved after ${moved} ms, clients failed for ${f.ms} ms, ${f.failures} failed\n`);
-    lb1 = lab.l4lb('lb1', cfg);
-    await lb1.port('web');
+  for (let i = 0; i < RUNS; i++) {
+    for (const row of [kill, drain]) {
+      await lb1Serves();
+      const loop = lab.loop(ADDR.vrrpVip, 80, 4000);
+      const t0 = Date.now();
+      if (row === kill) lb1.child.kill('SIGKILL');
+      else lb1.signal('SIGTERM');
+      const moved = await until('lb2 to hold the virtual IP', () => lab.hasAddress('lb2', ADDR.vrrpVip), 10_000, 10);
+      const f = failoverOf(await loop, t0);
+      row.ms.push(f.ms);
+      row.moved.push(moved);
+      row.failed.push(f.failures);
+      process.stderr.write(`vrrp ${row === kill ? 'kill' : 'drain'} run ${i + 1}: address moved after ${moved} ms, clients failed for ${f.ms} ms, ${f.failures} failed\n`);
+      await lb1.waitExit(10_000);
+      lb1 = lab.l4lb('lb1', cfg);
+      await lb1.port('web');
+    }
   }
   for (const k of ka) k.kill('SIGTERM');
   await Promise.all(ka.map((k) => Promise.race([k.exited, new Promise((r) => setTimeout(r, 3000))])));
   await lb1.stop();
   await lb2.stop();
-  return row;
+  return [kill, drain];
 }
 
 async function ecmp(lab: Lab): Promise<Row[]> {
@@ -158,7 +166,7 @@ async function main(): Promise<void> {
   try {
     await lab.up();
     await lab.startPeers();
-    const rows = [await vrrp(lab), ...(await ecmp(lab))];
+    const rows = [...(await vrrp(lab)), ...(await ecmp(lab))];
     console.log(`\nFailover, ${RUNS} runs each (${new Date().toISOString().slice(0, 10)}):\n`);
     console.log('| setup | event | address / route moved after: median (min–max) | clients fail for: median (min–max) | failed connections: median (min–max) |');
     console.log('|---|---|---|---|---|');

@@ -65,7 +65,7 @@ describe('shutdown_delay (loopback)', () => {
 
   test('after SIGTERM, /healthz answers 503 at once while new connections are still served for shutdown_delay; then the drain, exit 0', async () => {
     const lb = new L4lbProcess(
-      `[global]\nshutdown_delay = "1s"\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:0"\n` +
+      `[global]\nshutdown_delay = "2s"\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:0"\n` +
         `[[listeners]]\nname = "t"\nbind = "127.0.0.1:0"\npool = "p"\n` +
         `[pools.p]\nbackends = [{ address = "127.0.0.1:${backend.port}" }]\n[pools.p.health_check]\nenabled = false\n`,
     );
@@ -80,9 +80,9 @@ describe('shutdown_delay (loopback)', () => {
       // Still accepting: a new connection is proxied during the delay.
       const s = net.connect({ port, host: '127.0.0.1' });
       assert.equal((await readAll(s, 5000)).toString(), 'hello\n');
-      assert.ok(Date.now() - t0 < 1000, 'served within the delay');
+      assert.ok(Date.now() - t0 < 2000, 'served within the delay');
       const draining = logTime(await lb.waitForLog((l) => l.msg === 'draining', 5000));
-      assert.ok(draining - t0 >= 950, `drain started ${draining - t0} ms after SIGTERM`);
+      assert.ok(draining - t0 >= 1950, `drain started ${draining - t0} ms after SIGTERM`);
       assert.equal(await lb.waitExit(10_000), 0);
     } finally {
       await lb.stop();
@@ -128,24 +128,43 @@ describe('scale-out in network namespaces', () => {
     await lab?.teardown();
   });
 
-  test('VRRP (keepalived): after SIGKILL of the active l4lb, new connections to the virtual IP succeed again within 3 s', async (t) => {
-    if (lab === null) return t.skip(reason ?? 'no lab');
-    const L = lab;
-    const lbs = { lb1: L.l4lb('lb1', l4lbConfig(`${ADDR.vrrpVip}:80`)), lb2: L.l4lb('lb2', l4lbConfig(`${ADDR.vrrpVip}:80`)) };
-    await lbs.lb1.port('web');
-    await lbs.lb2.port('web'); // the backup listens on the address it does not hold yet (ip_nonlocal_bind)
-    const ka: NsProcess[] = [startKeepalived(L, 'lb1'), startKeepalived(L, 'lb2')];
-    try {
-      await until('lb1 to hold the virtual IP', () => L.hasAddress('lb1', ADDR.vrrpVip), 10_000).catch((e: Error) => {
+  describe('VRRP (keepalived)', () => {
+    const cfg = l4lbConfig(`${ADDR.vrrpVip}:80`, 'shutdown_delay = "3s"');
+    const lbs: Partial<Record<Host, L4lbProcess>> = {};
+    const ka: NsProcess[] = [];
+    const lb1Serves = async (localPort: number): Promise<void> => {
+      const L = lab!;
+      await until('lb1 to hold and serve the virtual IP', async () => {
+        if (!(await L.hasAddress('lb1', ADDR.vrrpVip))) return false;
+        const r = await L.batch(ADDR.vrrpVip, 80, [localPort]);
+        return r[0]?.ok === true && parseReply(r[0].reply).via === 'lb1';
+      }, 15_000, 100).catch((e: Error) => {
         throw new Error(`${e.message}\n${L.diagnostics()}`);
       });
-      assert.equal(await L.hasAddress('lb2', ADDR.vrrpVip), false);
-      const first = await L.batch(ADDR.vrrpVip, 80, [41000, 41001, 41002]);
-      for (const r of first) assert.equal(parseReply(r.reply).via, 'lb1', JSON.stringify(r));
+    };
 
-      const loop = L.loop(ADDR.vrrpVip, 80, 4500);
+    before(async () => {
+      if (lab === null) return;
+      for (const h of ['lb1', 'lb2'] as const) {
+        lbs[h] = lab.l4lb(h, cfg);
+        await lbs[h]!.port('web'); // the backup listens on the address it does not hold yet (ip_nonlocal_bind)
+      }
+      ka.push(startKeepalived(lab, 'lb1'), startKeepalived(lab, 'lb2'));
+    });
+    after(async () => {
+      for (const k of ka) k.kill('SIGTERM');
+      await Promise.all(ka.map((k) => Promise.race([k.exited, new Promise((r) => setTimeout(r, 3000))])));
+      for (const p of Object.values(lbs)) await p.stop();
+    });
+
+    test('after SIGKILL of the active l4lb, new connections to the virtual IP succeed again within 3 s', async (t) => {
+      if (lab === null) return t.skip(reason ?? 'no lab');
+      const L = lab;
+      await lb1Serves(41000);
+      assert.equal(await L.hasAddress('lb2', ADDR.vrrpVip), false);
+      const loop = L.loop(ADDR.vrrpVip, 80, 4000);
       const tKill = Date.now();
-      lbs.lb1.child.kill('SIGKILL');
+      lbs.lb1!.child.kill('SIGKILL');
       const results = await loop;
       const f = failoverOf(results, tKill);
       t.diagnostic(`VRRP failover: ${f.ms} ms (${summary(results)})`);
@@ -153,11 +172,26 @@ describe('scale-out in network namespaces', () => {
       assert.ok(f.after.length >= 10, `sustained after the failover: ${f.after.length} connections`);
       assert.ok(f.after.every((r) => parseReply(r.reply).via === 'lb2'), 'served by lb2 after the failover');
       assert.ok(await L.hasAddress('lb2', ADDR.vrrpVip), 'lb2 holds the virtual IP');
-    } finally {
-      for (const k of ka) k.kill('SIGTERM');
-      await Promise.all(ka.map((k) => Promise.race([k.exited, new Promise((r) => setTimeout(r, 3000))])));
-      await lbs.lb2.stop();
-    }
+    });
+
+    test('SIGTERM of the active l4lb (shutdown_delay 3 s): the backup takes over while it still serves; no new connection fails or waits for a SYN retransmission', async (t) => {
+      if (lab === null) return t.skip(reason ?? 'no lab');
+      const L = lab;
+      lbs.lb1 = L.l4lb('lb1', cfg);
+      await lbs.lb1.port('web');
+      await lb1Serves(41001); // back to lb1 (higher priority) once its checks rise
+      const loop = L.loop(ADDR.vrrpVip, 80, 4000); // 250 ms per connection: a lost SYN (1 s retransmission) fails it
+      const tTerm = Date.now();
+      lbs.lb1.signal('SIGTERM');
+      const moved = await until('lb2 to hold the virtual IP', () => L.hasAddress('lb2', ADDR.vrrpVip), 5000, 20);
+      const draining = logTime(await lbs.lb1.waitForLog((l) => l.msg === 'draining', 6000));
+      const results = await loop;
+      t.diagnostic(`VRRP handover: address on lb2 ${moved} ms after SIGTERM; lb1 stopped accepting after ${draining - tTerm} ms (${summary(results)})`);
+      assert.ok(tTerm + moved <= draining, 'the backup took over before l4lb stopped accepting');
+      assert.equal(results.filter((r) => !r.ok).length, 0, summary(results));
+      assert.ok(results.some((r) => parseReply(r.reply).via === 'lb2'), 'lb2 serves after the handover');
+      assert.equal(await lbs.lb1.waitExit(10_000), 0);
+    });
   });
 
   describe('ECMP over BGP (BIRD)', () => {
@@ -244,7 +278,9 @@ describe('scale-out in network namespaces', () => {
       const results = await loop;
       const f = failoverOf(results, tKill);
       t.diagnostic(`ECMP failover after SIGKILL of l4lb: ${f.ms} ms (${summary(results)})`);
-      assert.ok(f.ms <= 1500, `failover took ${f.ms} ms`);
+      // The watcher's timers (interval x fall + its check timeout), plus 1 s for a loaded machine.
+      const bound = (Number(WATCH.INTERVAL) * Number(WATCH.FALL) + Number(WATCH.TIMEOUT)) * 1000 + 1000;
+      assert.ok(f.ms <= bound, `failover took ${f.ms} ms (bound ${bound} ms)`);
       assert.ok(f.after.length >= 10 && f.after.every((r) => parseReply(r.reply).via === 'lb2'), summary(f.after));
     });
 
@@ -273,8 +309,9 @@ describe('scale-out in network namespaces', () => {
       const results = await loop;
       const f = failoverOf(results, tKill);
       t.diagnostic(`route removed ${ms} ms after the link went down; failover seen by clients ${f.ms} ms (${summary(results)})`);
-      assert.ok(ms <= 1500, `route removed after ${ms} ms`);
-      assert.ok(f.ms <= 1500, `failover took ${f.ms} ms`);
+      // BFD: 3 x 100 ms, plus 1 s for a loaded machine; clients also wait out one 250 ms connection timeout.
+      assert.ok(ms <= 1300, `route removed after ${ms} ms`);
+      assert.ok(f.ms <= 1550, `failover took ${f.ms} ms`);
       assert.ok(f.after.length >= 10 && f.after.every((r) => parseReply(r.reply).via === 'lb1'), summary(f.after));
     });
   });
