@@ -199,6 +199,13 @@ describe('scale-out in network namespaces', () => {
     const watchers: Partial<Record<Host, NsProcess>> = {};
     const PORTS = Array.from({ length: 60 }, (_, i) => 42000 + i);
     let baseline: { tag: string; via: Host | '?' }[] = [];
+    const UDP_PORTS = Array.from({ length: 30 }, (_, i) => 45000 + i);
+    let udpBaseline: { tag: string; via: Host | '?' }[] = [];
+    const udpFlows = async (): Promise<{ tag: string; via: Host | '?' }[]> => {
+      const res = await lab!.udp(ADDR.ecmpVip, 53, UDP_PORTS);
+      res.forEach((r, i) => assert.ok(r.ok, `UDP flow from port ${UDP_PORTS[i]}: ${r.err}`));
+      return res.map((r) => parseReply(r.reply));
+    };
     const startL4lb = async (h: Host): Promise<void> => {
       const p = lab!.l4lb(h, l4lbConfig(`${ADDR.ecmpVip}:80`, 'shutdown_delay = "1s"'));
       lbs[h] = p;
@@ -225,7 +232,7 @@ describe('scale-out in network namespaces', () => {
       await both();
     });
 
-    test('flows spread over both instances; each backend choice is recorded', async (t) => {
+    test('TCP and UDP flows spread over both instances; each backend choice is recorded', async (t) => {
       if (lab === null) return t.skip(reason ?? 'no lab');
       baseline = await flows(lab, PORTS);
       const on1 = baseline.filter((f) => f.via === 'lb1').length;
@@ -234,9 +241,13 @@ describe('scale-out in network namespaces', () => {
       assert.equal(on1 + on2, PORTS.length);
       assert.ok(on1 >= 5 && on2 >= 5, `${on1} / ${on2}`);
       assert.ok(new Set(baseline.map((f) => f.tag)).size >= 2, 'several backends in use');
+      udpBaseline = await udpFlows();
+      const u1 = udpBaseline.filter((f) => f.via === 'lb1').length;
+      t.diagnostic(`30 UDP flows: ${u1} via lb1, ${udpBaseline.length - u1} via lb2`);
+      assert.ok(u1 >= 3 && udpBaseline.length - u1 >= 3, `UDP: ${u1} via lb1`);
     });
 
-    test('drain (SIGTERM): /healthz 503, the route is withdrawn before l4lb stops accepting, no new connection fails, and moved flows keep their backend', async (t) => {
+    test('drain (SIGTERM): /healthz 503, the route is withdrawn before l4lb stops accepting, no new connection fails, and moved TCP and UDP flows keep their backend', async (t) => {
       if (lab === null) return t.skip(reason ?? 'no lab');
       const L = lab;
       const lb1 = lbs.lb1!;
@@ -264,6 +275,13 @@ describe('scale-out in network namespaces', () => {
         if (was.via === 'lb1') moved++;
       });
       assert.ok(moved >= 5, `${moved} flows moved from lb1 to lb2`);
+
+      // UDP: a flow that moves starts a new session on lb2, towards the same backend.
+      const udpNow = await udpFlows();
+      udpNow.forEach((f, i) => {
+        assert.equal(f.via, 'lb2');
+        assert.equal(f.tag, udpBaseline[i]!.tag, `UDP flow from port ${UDP_PORTS[i]} (was via ${udpBaseline[i]!.via})`);
+      });
     });
 
     test(`SIGKILL of one l4lb: its share moves once the watcher sees /healthz fail (interval ${WATCH.INTERVAL} s x fall ${WATCH.FALL})`, async (t) => {

@@ -301,6 +301,11 @@ export class Lab {
     return this.ask({ op: 'batch', host, port, localPorts, timeoutMs }, 60_000);
   }
 
+  /** One UDP datagram (and its answer) per local port, from the client namespace. */
+  udp(host: string, port: number, localPorts: number[], timeoutMs = 1000): Promise<ConnResult[]> {
+    return this.ask({ op: 'udp', host, port, localPorts, timeoutMs }, 60_000);
+  }
+
   /** Connections from ephemeral ports, one after the other, for `durationMs`. */
   loop(host: string, port: number, durationMs: number, timeoutMs = 250, gapMs = 20): Promise<ConnResult[]> {
     return this.ask({ op: 'loop', host, port, durationMs, timeoutMs, gapMs }, durationMs + 30_000);
@@ -386,8 +391,12 @@ export class Lab {
   }
 }
 
-/** l4lb's configuration on a lab host: one consistent-hash pool of the three backends. */
+/**
+ * l4lb's configuration on a lab host: one consistent-hash pool of the three
+ * backends, served over TCP on `bind` and over UDP on the same address, port 53.
+ */
 export function l4lbConfig(bind: string, extraGlobal = ''): string {
+  const udpBind = bind.replace(/:\d+$/, ':53');
   return `[global]
 drain_timeout = "2s"
 ${extraGlobal}
@@ -397,6 +406,12 @@ bind = "127.0.0.1:9090"
 [[listeners]]
 name = "web"
 bind = "${bind}"
+pool = "web"
+
+[[listeners]]
+name = "dns"
+protocol = "udp"
+bind = "${udpBind}"
 pool = "web"
 
 [pools.web]

@@ -5,13 +5,16 @@
  *
  *   {"id":1,"op":"batch","host":"10.99.9.1","port":80,"localPorts":[40000,...],"timeoutMs":1000}
  *   {"id":2,"op":"loop","host":"10.99.9.1","port":80,"durationMs":3000,"gapMs":20,"timeoutMs":250}
+ *   {"id":3,"op":"udp","host":"10.99.9.1","port":53,"localPorts":[45000,...],"timeoutMs":1000}
  *
  * Each connection reads until the server closes; its result is
  * {t (Date.now() at the start), ok, reply (the text) or err (an error code or
  * "timeout" or "empty")}. `loop` opens connections one after the other from
  * ephemeral ports until durationMs has passed (bounded by 10,000 connections).
+ * `udp` sends one datagram from each local port and waits for one answer.
  */
 import net from 'node:net';
+import dgram from 'node:dgram';
 import { createInterface } from 'node:readline';
 
 export interface ConnResult {
@@ -23,7 +26,7 @@ export interface ConnResult {
 
 interface Request {
   id: number;
-  op: 'batch' | 'loop';
+  op: 'batch' | 'loop' | 'udp';
   host: string;
   port: number;
   localPorts?: number[];
@@ -69,8 +72,28 @@ async function fromPort(host: string, port: number, timeoutMs: number, localPort
   }
 }
 
+function udpOnce(host: string, port: number, timeoutMs: number, localPort: number): Promise<ConnResult> {
+  const t = Date.now();
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    const done = (r: ConnResult): void => {
+      clearTimeout(timer);
+      s.close();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ t, ok: false, err: 'timeout' }), timeoutMs);
+    s.on('error', (e: NodeJS.ErrnoException) => done({ t, ok: false, err: e.code ?? e.message }));
+    s.on('message', (m) => done({ t, ok: true, reply: m.toString().trim() }));
+    s.bind(localPort, () => s.send('?', port, host));
+  });
+}
+
 async function handle(req: Request): Promise<ConnResult[]> {
   const out: ConnResult[] = [];
+  if (req.op === 'udp') {
+    for (const p of req.localPorts ?? []) out.push(await udpOnce(req.host, req.port, req.timeoutMs, p));
+    return out;
+  }
   if (req.op === 'batch') {
     for (const p of req.localPorts ?? []) out.push(await fromPort(req.host, req.port, req.timeoutMs, p));
     return out;
