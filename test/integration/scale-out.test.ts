@@ -174,12 +174,14 @@ describe('scale-out in network namespaces', () => {
       assert.ok(await L.hasAddress('lb2', ADDR.vrrpVip), 'lb2 holds the virtual IP');
     });
 
-    test('SIGTERM of the active l4lb (shutdown_delay 3 s): the backup takes over while it still serves; no new connection fails or waits for a SYN retransmission', async (t) => {
+    test('SIGTERM of the active l4lb (shutdown_delay 3 s): the backup takes over while it still serves; no new connection fails or waits for a SYN retransmission; a connection open on lb1 is reset', async (t) => {
       if (lab === null) return t.skip(reason ?? 'no lab');
       const L = lab;
       lbs.lb1 = L.l4lb('lb1', cfg);
       await lbs.lb1.port('web');
       await lb1Serves(41001); // back to lb1 (higher priority) once its checks rise
+      const held = await L.hold(ADDR.vrrpVip, 'lb1'); // a long-lived connection through lb1
+      assert.equal((await L.ping(held)).reply, 'ping');
       const loop = L.loop(ADDR.vrrpVip, 80, 4000); // 250 ms per connection: a lost SYN (1 s retransmission) fails it
       const tTerm = Date.now();
       lbs.lb1.signal('SIGTERM');
@@ -190,6 +192,10 @@ describe('scale-out in network namespaces', () => {
       assert.ok(tTerm + moved <= draining, 'the backup took over before l4lb stopped accepting');
       assert.equal(results.filter((r) => !r.ok).length, 0, summary(results));
       assert.ok(results.some((r) => parseReply(r.reply).via === 'lb2'), 'lb2 serves after the handover');
+      // The limit of a proxy that terminates TCP: the open connection's packets now reach lb2, which resets it.
+      const after = await L.ping(held);
+      assert.equal(after.ok, false, 'the connection held through lb1 does not survive the move');
+      assert.equal(after.err, 'ECONNRESET');
       assert.equal(await lbs.lb1.waitExit(10_000), 0);
     });
   });
@@ -247,10 +253,13 @@ describe('scale-out in network namespaces', () => {
       assert.ok(u1 >= 3 && udpBaseline.length - u1 >= 3, `UDP: ${u1} via lb1`);
     });
 
-    test('drain (SIGTERM): /healthz 503, the route is withdrawn before l4lb stops accepting, no new connection fails, and moved TCP and UDP flows keep their backend', async (t) => {
+    test('drain (SIGTERM): /healthz 503, the route is withdrawn before l4lb stops accepting, no new connection fails, moved TCP and UDP flows keep their backend; a connection open on the drained instance is reset', async (t) => {
       if (lab === null) return t.skip(reason ?? 'no lab');
       const L = lab;
       const lb1 = lbs.lb1!;
+      // A long-lived connection carried by lb1, alive before the drain.
+      const held = await L.hold(ADDR.ecmpVip, 'lb1');
+      assert.equal((await L.ping(held)).reply, 'ping');
       const loop = L.loop(ADDR.ecmpVip, 80, 3000);
       const tTerm = Date.now();
       lb1.signal('SIGTERM');
@@ -260,6 +269,11 @@ describe('scale-out in network namespaces', () => {
       const draining = logTime(await lb1.waitForLog((l) => l.msg === 'draining', 5000));
       t.diagnostic(`route withdrawn ${tGone - tTerm} ms after SIGTERM; l4lb stopped accepting after ${draining - tTerm} ms`);
       assert.ok(tGone <= draining, 'withdrawn before the listener closed');
+      // The limit of a proxy that terminates TCP (docs/scale-out.md): the open
+      // connection's packets now go to lb2, which knows nothing of it and resets it.
+      const after = await L.ping(held);
+      assert.equal(after.ok, false, 'the connection held through lb1 does not survive the route change');
+      assert.equal(after.err, 'ECONNRESET');
       const results = await loop;
       assert.equal(results.filter((r) => !r.ok).length, 0, summary(results));
       assert.ok(results.length >= 20, summary(results));

@@ -38,6 +38,8 @@ export const ADDR = {
   ecmpVip: '10.99.9.1',
 } as const;
 export const BACKEND_PORTS = [8001, 8002, 8003];
+/** A backend that stays open and echoes, behind l4lb's listener on port 81. */
+export const ECHO_PORT = 8009;
 export type Host = 'lb1' | 'lb2';
 const NAMESPACES = ['rt', 'c', 'lb1', 'lb2', 'be'] as const;
 type Ns = (typeof NAMESPACES)[number];
@@ -259,7 +261,7 @@ export class Lab {
 
   /** The backends (tags A, B, C on ports 8001-8003) and the client agent. */
   async startPeers(): Promise<void> {
-    const be = this.start('backends', 'be', [process.execPath, join(__dirname, 'ns-backend.js'), ADDR.backends, ...BACKEND_PORTS.map((p, i) => `${String.fromCharCode(65 + i)}:${p}`)], {}, 'pipe');
+    const be = this.start('backends', 'be', [process.execPath, join(__dirname, 'ns-backend.js'), ADDR.backends, ...BACKEND_PORTS.map((p, i) => `${String.fromCharCode(65 + i)}:${p}`), `echo:${ECHO_PORT}`], {}, 'pipe');
     const c = this.start('client', 'c', [process.execPath, join(__dirname, 'ns-client.js')], {}, 'pipe');
     await be.waitForLine((l) => l === 'ready', 10_000);
     await c.waitForLine((l) => l === 'ready', 10_000);
@@ -304,6 +306,23 @@ export class Lab {
   /** One UDP datagram (and its answer) per local port, from the client namespace. */
   udp(host: string, port: number, localPorts: number[], timeoutMs = 1000): Promise<ConnResult[]> {
     return this.ask({ op: 'udp', host, port, localPorts, timeoutMs }, 60_000);
+  }
+
+  /**
+   * Opens a long-lived connection to the echo listener (port 81) that the
+   * router sends to `via`; resolves with its handle.
+   */
+  async hold(host: string, via: Host): Promise<number> {
+    const ports = Array.from({ length: 64 }, (_, i) => 46000 + i);
+    const [r] = await this.ask({ op: 'hold', host, port: 81, localPorts: ports, via: ADDR[via], timeoutMs: 1000 }, 90_000);
+    if (!r?.ok) throw new Error(`no connection through ${via}: ${r?.err}`);
+    return Number(r.reply!.split(' ')[1]);
+  }
+
+  /** Writes a line on a held connection: its echo, or the error that came instead. */
+  async ping(handle: number): Promise<ConnResult> {
+    const [r] = await this.ask({ op: 'ping', handle, timeoutMs: 2000 }, 10_000);
+    return r!;
   }
 
   /** Connections from ephemeral ports, one after the other, for `durationMs`. */
@@ -413,6 +432,14 @@ name = "dns"
 protocol = "udp"
 bind = "${udpBind}"
 pool = "web"
+
+[[listeners]]
+name = "echo"
+bind = "${bind.replace(/:\d+$/, ':81')}"
+pool = "echo"
+
+[pools.echo]
+backends = [{ address = "${ADDR.backends}:${ECHO_PORT}" }]
 
 [pools.web]
 algorithm = "consistent-hash"

@@ -17,9 +17,13 @@ if (host === undefined || specs.length === 0) {
 let pending = specs.length * 2;
 for (const spec of specs) {
   const [tag, port] = spec.split(':');
+  // Tag "echo": writes the peer's address, then echoes and stays open (a long-lived connection).
   const server = net.createServer((s) => {
     s.on('error', () => {});
-    s.end(`${tag} ${s.remoteAddress ?? '?'}\n`);
+    if (tag === 'echo') {
+      s.write(`${tag} ${s.remoteAddress ?? '?'}\n`);
+      s.pipe(s);
+    } else s.end(`${tag} ${s.remoteAddress ?? '?'}\n`);
   });
   server.on('error', (e) => {
     process.stderr.write(`ns-backend ${spec}: ${e.message}\n`);
