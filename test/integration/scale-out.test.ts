@@ -101,6 +101,9 @@ describe('shutdown_delay (loopback)', () => {
   });
 });
 
+/** A connection timeout below TCP's first SYN retransmission (1 s): a lost SYN fails the connection. */
+const NO_SYN_LOST_MS = 900;
+
 /** Flows from fixed client ports: which l4lb host carried each and which backend answered. */
 async function flows(lab: Lab, localPorts: number[]): Promise<{ tag: string; via: Host | '?' }[]> {
   const res = await lab.batch(ADDR.ecmpVip, 80, localPorts);
@@ -182,7 +185,8 @@ describe('scale-out in network namespaces', () => {
       await lb1Serves(41001); // back to lb1 (higher priority) once its checks rise
       const held = await L.hold(ADDR.vrrpVip, 'lb1'); // a long-lived connection through lb1
       assert.equal((await L.ping(held)).reply, 'ping');
-      const loop = L.loop(ADDR.vrrpVip, 80, 4000); // 250 ms per connection: a lost SYN (1 s retransmission) fails it
+      // 900 ms per connection: room for a loaded machine, but a lost SYN (retransmitted after 1 s) fails it.
+      const loop = L.loop(ADDR.vrrpVip, 80, 4000, NO_SYN_LOST_MS);
       const tTerm = Date.now();
       lbs.lb1.signal('SIGTERM');
       const moved = await until('lb2 to hold the virtual IP', () => L.hasAddress('lb2', ADDR.vrrpVip), 5000, 20);
@@ -260,7 +264,7 @@ describe('scale-out in network namespaces', () => {
       // A long-lived connection carried by lb1, alive before the drain.
       const held = await L.hold(ADDR.ecmpVip, 'lb1');
       assert.equal((await L.ping(held)).reply, 'ping');
-      const loop = L.loop(ADDR.ecmpVip, 80, 3000);
+      const loop = L.loop(ADDR.ecmpVip, 80, 3000, NO_SYN_LOST_MS);
       const tTerm = Date.now();
       lb1.signal('SIGTERM');
       await until('/healthz 503 on lb1', async () => (await L.healthz('lb1')) === '503', 2000, 20);
