@@ -285,8 +285,15 @@ export class Server {
     if (this.drainPromise !== null) return this.drainPromise;
     this.draining = true;
     void this.notifier.stopping();
-    this.stopControlPlane();
     this.drainPromise = (async () => {
+      // shutdown_delay: /healthz already answers 503 (this.draining); listeners keep
+      // accepting so keepalived / BGP in front can move the traffic away first.
+      const delay = this.config.global.shutdownDelayMs;
+      if (delay > 0) {
+        this.log.info({ shutdown_delay_ms: delay }, 'shutdown delay');
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+      this.stopControlPlane();
       const dp = this.dataPlane;
       await dp.stopAccepting();
       const open = dp.activeConnections();

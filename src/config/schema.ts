@@ -40,6 +40,8 @@ export interface GlobalConfig {
   readonly workers: number;
   readonly splice: SpliceMode;
   readonly drainTimeoutMs: number;
+  /** On SIGTERM: /healthz answers 503 while listeners still accept for this long, then the drain starts. */
+  readonly shutdownDelayMs: number;
 }
 
 export interface AdminConfig {
@@ -153,6 +155,7 @@ export const DEFAULTS = Object.freeze({
     workers: 1,
     splice: 'auto' as SpliceMode,
     drain_timeout: '30s',
+    shutdown_delay: '0s',
   }),
   listener: Object.freeze({
     protocol: 'tcp' as Protocol,

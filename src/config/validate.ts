@@ -39,7 +39,7 @@ const LISTENER_NAME = /^[a-z0-9_-]+$/;
 const TOP_KEYS = ['global', 'admin', 'listeners', 'pools'];
 /** A process each: more than this is a typo, not a machine (SPEC §8.6). */
 const MAX_WORKERS = 256;
-const GLOBAL_KEYS = ['log_level', 'connection_log', 'workers', 'splice', 'drain_timeout'];
+const GLOBAL_KEYS = ['log_level', 'connection_log', 'workers', 'splice', 'drain_timeout', 'shutdown_delay'];
 const ADMIN_KEYS = ['bind', 'token'];
 const LISTENER_KEYS = [
   'name', 'protocol', 'bind', 'pool', 'max_connections', 'connect_timeout', 'idle_timeout', 'proxy_protocol',
@@ -129,7 +129,7 @@ function readCidrs(r: Reader, key: string): Cidr[] | null {
 function readGlobal(r: Reader | null, cpuCount: number): GlobalConfig {
   const d = DEFAULTS.global;
   if (r === null) {
-    return { logLevel: d.log_level, connectionLog: d.connection_log, workers: d.workers, splice: d.splice, drainTimeoutMs: 30_000 };
+    return { logLevel: d.log_level, connectionLog: d.connection_log, workers: d.workers, splice: d.splice, drainTimeoutMs: 30_000, shutdownDelayMs: 0 };
   }
   r.checkKeys(GLOBAL_KEYS);
   let workers: number = d.workers;
@@ -145,6 +145,7 @@ function readGlobal(r: Reader | null, cpuCount: number): GlobalConfig {
     workers,
     splice: r.oneOf('splice', SPLICE, d.splice),
     drainTimeoutMs: r.duration('drain_timeout', d.drain_timeout),
+    shutdownDelayMs: r.duration('shutdown_delay', d.shutdown_delay),
   };
 }
 

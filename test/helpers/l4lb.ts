@@ -26,14 +26,18 @@ export class L4lbProcess {
   private readonly exited: Promise<number>;
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
 
-  /** `launcher` runs an installed l4lb instead of this checkout's: config path → command and arguments. */
-  constructor(config: string, opts: { env?: NodeJS.ProcessEnv; args?: string[]; uid?: number; gid?: number; launcher?: (configPath: string) => [string, string[]] } = {}) {
+  /**
+   * `launcher` runs an installed l4lb instead of this checkout's: config path → command and arguments.
+   * `wrap`: a command prefix the CLI runs under, e.g. ['ip', 'netns', 'exec', 'ns1'] (it must exec, not fork).
+   */
+  constructor(config: string, opts: { env?: NodeJS.ProcessEnv; args?: string[]; uid?: number; gid?: number; launcher?: (configPath: string) => [string, string[]]; wrap?: string[] } = {}) {
     this.dir = mkdtempSync(join(tmpdir(), 'l4lb-test-'));
     this.configPath = join(this.dir, 'lb.toml');
     writeFileSync(this.configPath, config);
     if (opts.uid !== undefined) chmodSync(this.dir, 0o755); // readable by the unprivileged user
     const [file, argv] = opts.launcher ? opts.launcher(this.configPath) : [process.execPath, [CLI, '-c', this.configPath]];
-    this.child = spawn(file, [...argv, ...(opts.args ?? [])], {
+    const [cmd, ...pre] = [...(opts.wrap ?? []), file];
+    this.child = spawn(cmd as string, [...pre, ...argv, ...(opts.args ?? [])], {
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {}),
