@@ -153,16 +153,16 @@ export class ClusterDataPlane implements DataPlaneApi {
     };
   }
 
-  private applyMessage(id: number, index: number): ToWorker {
-    const backends = [...this.backends].map(([k, v]) => [k, v.map((s) => ({ ...s, maxConnections: s.maxConnections === 0 ? 0 : Math.ceil(s.maxConnections / this.opts.workers) }))] as [string, BackendSpec[]]);
-    const config = this.workerConfig(this.config as Config, index);
+  private applyMessage(id: number, index: number, config = this.config as Config, backends = this.backends): Extract<ToWorker, { t: 'apply' }> {
+    const shared = [...backends].map(([k, v]) => [k, v.map((s) => ({ ...s, maxConnections: s.maxConnections === 0 ? 0 : Math.ceil(s.maxConnections / this.opts.workers) }))] as [string, BackendSpec[]]);
+    const wc = this.workerConfig(config, index);
     // Socket activation: a worker listens on the inherited socket by its fd
     // number. For TCP the cluster module opens that fd in the primary (where
     // systemd put it) and shares the one socket with every worker; worker 0
     // opens an inherited UDP socket itself (forked workers inherit the fds
     // systemd passed, which are not close-on-exec).
-    const fds = [...this.fds].filter(([name]) => config.listeners.some((l) => l.name === name));
-    return { t: 'apply', id, config, backends, fds };
+    const fds = [...this.fds].filter(([name]) => wc.listeners.some((l) => l.name === name));
+    return { t: 'apply', id, config: wc, backends: shared, fds };
   }
 
   /** A replacement worker learns the states and weights the others have. */
@@ -176,26 +176,32 @@ export class ClusterDataPlane implements DataPlaneApi {
   }
 
   /**
-   * Applies a generation to every worker. Listening sockets are created by
-   * the cluster module in the primary and shared, so a bind failure is the
-   * same for every worker: the previous generation is re-applied to the
-   * workers, the error is thrown (with its errno fields) and the shadow
-   * keeps the old pools.
+   * Applies a generation to every worker, in two phases so that a failure
+   * changes nothing anywhere: every worker first binds its new listeners
+   * ('prepare'); only when all succeeded is the generation committed on
+   * every worker, else each closes what it bound ('cancel') and the error is
+   * thrown (with its errno fields). Listening TCP sockets are created by the
+   * cluster module in the primary and shared; UDP ones by worker 0 alone, so
+   * a failure may come from one worker only. The shadow takes the new pools
+   * after the commit. A worker that replaced a dead one during the prepare
+   * phase gets the committed generation afterwards.
    */
   async apply(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<ListenerBinding[]> {
+    const prevFds = this.fds;
     if (fds !== undefined) this.fds = fds;
-    const prevConfig = this.config;
-    const prevBackends = this.backends;
-    this.config = config;
-    this.backends = new Map([...backends].map(([k, v]) => [k, [...v]]));
-    const replies = await this.ask(this.slots, (id, slot) => this.applyMessage(id, slot.index));
+    const nextBackends = new Map([...backends].map(([k, v]) => [k, [...v]]));
+    const asked = new Set(this.slots);
+    const replies = await this.ask(this.slots, (id, slot) => ({ ...this.applyMessage(id, slot.index, config, nextBackends), t: 'prepare' }));
     const failed = replies.find((r): r is Extract<ToPrimary, { t: 'apply-failed' }> => r.t === 'apply-failed');
     if (failed !== undefined) {
-      this.config = prevConfig;
-      this.backends = prevBackends;
-      if (prevConfig !== null) await this.ask(this.slots, (id, slot) => this.applyMessage(id, slot.index));
+      this.fds = prevFds;
+      await this.ask(this.slots, (id) => ({ t: 'cancel', id }));
       throw Object.assign(new Error(failed.error.message), failed.error);
     }
+    this.config = config;
+    this.backends = nextBackends;
+    await this.ask(this.slots, (id) => ({ t: 'commit', id }));
+    for (const s of this.slots) if (!asked.has(s)) await this.ask([s], (id) => this.applyMessage(id, s.index));
     await this.shadow.apply({ ...config, listeners: [] }, backends);
     // An inherited socket whose listener a reload removed is gone with it;
     // the listener, if added back later, binds its address (as in one process).

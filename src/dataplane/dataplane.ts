@@ -90,47 +90,63 @@ export class DataPlane implements DataPlaneApi {
   }
 
   /**
-   * Applies a configuration generation: pools first (so new listeners find
-   * them), then listeners: kept ones keep their sockets, new ones bind,
-   * removed ones stop accepting while their connections finish.
+   * Applies a configuration generation: `prepare()` then `commit()`.
    * `backends` gives each pool's resolved backends.
    * `fds` maps listener names to inherited sockets (socket activation).
    * On a bind failure, listeners bound by this call are closed again and the
    * error is thrown; everything that existed before is left as it was.
    */
   async apply(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<ListenerBinding[]> {
-    this.ctx.connectionLog = config.global.connectionLog;
-    const nextPools = new Map<string, Pool>();
+    return this.commit(await this.prepare(config, backends, fds));
+  }
+
+  /**
+   * First half of applying a generation: builds the new pools aside (kept
+   * Backend objects are not touched yet) and binds the new listeners. On a
+   * bind failure the listeners bound here are closed and the error thrown:
+   * no Backend, pool or listener changed. Otherwise the result is handed to
+   * `commit()` (or `cancel()`, when another worker failed).
+   */
+  async prepare(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<PreparedApply> {
+    const nextPools = new Map<string, BuiltPool>();
     for (const pc of config.pools) nextPools.set(pc.name, this.buildPool(pc, backends.get(pc.name) ?? []));
 
     const bound: ListenerBinding[] = [];
     const added: Listener[] = [];
-    const wanted = new Set(config.listeners.map((l) => l.name));
     try {
       for (const lc of config.listeners) {
         const pool = nextPools.get(lc.pool);
         if (pool === undefined) throw new Error(`listener ${lc.name}: pool ${lc.pool} missing`); // validated before
         const existing = this.listeners.get(lc.name);
         if (existing !== undefined && sameSocket(existing.config, lc)) continue;
-        const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, pool, this.ctx) : new TcpListener(lc, pool, this.ctx);
+        const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, pool.pool, this.ctx) : new TcpListener(lc, pool.pool, this.ctx);
         const a = await l.listen(fds?.get(lc.name));
         added.push(l);
         bound.push({ name: lc.name, address: a.address, port: a.port });
       }
     } catch (err) {
-      for (const l of added) {
-        await l.stopAccepting();
-        l.dispose();
-      }
+      await closeAll(added);
       throw err;
     }
+    return { config, pools: nextPools, added, bound };
+  }
 
-    // Commit: nothing below can fail.
+  /** Drops a prepared generation: closes the listeners it bound. Nothing else had changed. */
+  async cancel(p: PreparedApply): Promise<void> {
+    await closeAll(p.added);
+  }
+
+  /** Second half of applying a generation: makes it current. Nothing here can fail. */
+  commit(p: PreparedApply): ListenerBinding[] {
+    const { config, added, bound } = p;
+    this.ctx.connectionLog = config.global.connectionLog;
+    for (const built of p.pools.values()) built.commit();
+    const nextPools = new Map([...p.pools].map(([name, b]) => [name, b.pool] as const));
     for (const [name, pool] of nextPools) this.pools.set(name, pool);
     for (const name of [...this.pools.keys()]) if (!nextPools.has(name)) this.pools.delete(name);
     for (const [name, l] of this.listeners) {
       const lc = config.listeners.find((x) => x.name === name);
-      if (lc !== undefined && wanted.has(name) && sameSocket(l.config, lc)) {
+      if (lc !== undefined && sameSocket(l.config, lc)) {
         l.update(lc, nextPools.get(lc.pool) as Pool);
       } else {
         this.retire(l);
@@ -146,16 +162,19 @@ export class DataPlane implements DataPlaneApi {
     }
     if (!this.accepting) for (const l of added) void l.stopAccepting();
     this.endUdpSessionsOfGoneBackends();
-    return bound;
+    return [...bound];
   }
 
   /**
    * Builds a pool for this configuration, keeping the Backend objects (state,
    * counters, open connections) of addresses the current pool already has.
+   * Kept Backend objects are changed (weight, limits, membership) only by
+   * the returned `commit()`, which also rebuilds the new pool's picker.
    */
-  private buildPool(pc: PoolConfig, specs: readonly BackendSpec[]): Pool {
+  private buildPool(pc: PoolConfig, specs: readonly BackendSpec[]): BuiltPool {
     const old = this.pools.get(pc.name);
     const list: Backend[] = [];
+    const updates: [Backend, BackendSpec][] = [];
     for (const s of specs) {
       const address = s.family === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
       let b = old?.find(address);
@@ -163,16 +182,23 @@ export class DataPlane implements DataPlaneApi {
       if (b === undefined) {
         b = new Backend({ host: s.host, port: s.port, family: s.family, name: s.name, weight: s.weight, maxConnections: s.maxConnections, backup: s.backup });
       } else {
+        updates.push([b, s]);
+      }
+      list.push(b);
+    }
+    const pool = new Pool(pc, list);
+    const commit = (): void => {
+      for (const [b, s] of updates) {
         b.weight = s.weight;
         b.effectiveWeight = s.weight;
         b.maxConnections = s.maxConnections;
         b.backup = s.backup;
       }
-      b.member = true;
-      list.push(b);
-    }
-    if (old !== undefined) for (const b of old.backends) if (!list.includes(b)) b.member = false;
-    return new Pool(pc, list);
+      for (const b of list) b.member = true;
+      if (old !== undefined) for (const b of old.backends) if (!list.includes(b)) b.member = false;
+      pool.rebuild();
+    };
+    return { pool, commit };
   }
 
   /**
@@ -185,7 +211,9 @@ export class DataPlane implements DataPlaneApi {
   setPoolBackends(pool: string, specs: readonly BackendSpec[]): boolean {
     const old = this.pools.get(pool);
     if (old === undefined) return false;
-    const next = this.buildPool(old.config, specs);
+    const built = this.buildPool(old.config, specs);
+    built.commit();
+    const next = built.pool;
     next.onChange = old.onChange;
     this.pools.set(pool, next);
     for (const l of this.listeners.values()) if (l.pool === old) l.update(l.config, next);
@@ -283,6 +311,27 @@ export class DataPlane implements DataPlaneApi {
       });
     }
     return { listeners: this.allListeners().map((l) => l.snapshot()), pools };
+  }
+}
+
+/** A pool built aside by `buildPool()`; `commit()` makes the changes to kept backends. */
+interface BuiltPool {
+  pool: Pool;
+  commit(): void;
+}
+
+/** A generation whose new listeners are bound but which is not current yet (see `DataPlane.prepare`). */
+export interface PreparedApply {
+  readonly config: Config;
+  readonly pools: ReadonlyMap<string, BuiltPool>;
+  readonly added: readonly Listener[];
+  readonly bound: readonly ListenerBinding[];
+}
+
+async function closeAll(listeners: readonly Listener[]): Promise<void> {
+  for (const l of listeners) {
+    await l.stopAccepting();
+    l.dispose();
   }
 }
 
