@@ -52,7 +52,8 @@ export class ClusterDataPlane implements DataPlaneApi {
   private config: Config | null = null;
   private backends: Map<string, BackendSpec[]> = new Map();
   private nextId = 1;
-  private readonly waiting = new Map<number, { left: number; resolve: (v: ToPrimary[]) => void; replies: ToPrimary[] }>();
+  /** Requests in flight: the workers that still owe an answer, and the answers so far. */
+  private readonly waiting = new Map<number, { owe: Set<Slot>; resolve: (v: ToPrimary[]) => void; replies: ToPrimary[] }>();
   private stopping = false;
   private bound = new Map<string, ListenerBinding>();
   /** Inherited listening sockets by listener name (systemd socket activation). */
@@ -95,9 +96,9 @@ export class ClusterDataPlane implements DataPlaneApi {
         return;
       default: {
         const w = this.waiting.get(m.id);
-        if (w === undefined) return;
+        if (w === undefined || !w.owe.delete(slot)) return;
         w.replies.push(m);
-        if (--w.left === 0) {
+        if (w.owe.size === 0) {
           this.waiting.delete(m.id);
           w.resolve(w.replies);
         }
@@ -108,10 +109,11 @@ export class ClusterDataPlane implements DataPlaneApi {
   /** A worker died: replace it with one in the current configuration and states. */
   private onExit(slot: Slot, code: number | null, signal: string | null): void {
     if (this.slots[slot.index] !== slot) return;
-    // Answer for it in anything it was part of.
+    // Answer for it in what it was asked and had not answered yet.
     for (const [id, w] of this.waiting) {
+      if (!w.owe.delete(slot)) continue;
       w.replies.push({ t: 'done', id });
-      if (--w.left === 0) {
+      if (w.owe.size === 0) {
         this.waiting.delete(id);
         w.resolve(w.replies);
       }
@@ -131,7 +133,7 @@ export class ClusterDataPlane implements DataPlaneApi {
     if (live.length === 0) return Promise.resolve([]);
     const id = this.nextId++;
     return new Promise((resolve) => {
-      this.waiting.set(id, { left: live.length, resolve, replies: [] });
+      this.waiting.set(id, { owe: new Set(live), resolve, replies: [] });
       for (const s of live) s.worker.send(make(id, s));
     });
   }
