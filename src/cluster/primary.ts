@@ -17,8 +17,9 @@
  *   API describe the whole daemon.
  * - Limits are per worker: `max_connections` of a listener or a backend is
  *   divided among workers (each gets ceil(max / N)), so the total can
- *   overshoot by less than N; least-connections counts each worker's own
- *   connections. Both bounds are documented in the README.
+ *   overshoot by less than N; a backend of a pool only UDP listeners use
+ *   keeps its whole limit (UDP runs on worker 0 alone); least-connections
+ *   counts each worker's own connections. Both bounds are documented in the README.
  * - A worker that dies is replaced (logged `worker exited`, counted); its
  *   connections are lost, the others are untouched.
  */
@@ -142,6 +143,22 @@ export class ClusterDataPlane implements DataPlaneApi {
     for (const s of this.slots) if (s.worker.isConnected()) s.worker.send(m);
   }
 
+  /**
+   * A backend's max_connections on one worker: a pool that TCP listeners use
+   * runs on every worker, so each gets ceil(max / N); a pool used only by
+   * UDP listeners runs on worker 0 alone and keeps the full limit.
+   */
+  private backendShare(config: Config, pool: string, max: number): number {
+    if (max === 0) return 0;
+    const onEveryWorker = config.listeners.some((l) => l.protocol === 'tcp' && l.pool === pool);
+    return onEveryWorker ? Math.ceil(max / this.opts.workers) : max;
+  }
+
+  /** A pool's resolved backends as one worker runs them (see backendShare). */
+  private workerSpecs(config: Config, pool: string, specs: readonly BackendSpec[]): BackendSpec[] {
+    return specs.map((s) => ({ ...s, maxConnections: this.backendShare(config, pool, s.maxConnections) }));
+  }
+
   /** The configuration a worker runs: UDP listeners on worker 0 only; limits divided among workers. */
   private workerConfig(config: Config, index: number): Config {
     const n = this.opts.workers;
@@ -151,12 +168,12 @@ export class ClusterDataPlane implements DataPlaneApi {
       listeners: config.listeners
         .filter((l) => l.protocol === 'tcp' || index === 0)
         .map((l) => ({ ...l, maxConnections: l.protocol === 'tcp' ? share(l.maxConnections) : l.maxConnections, maxConnectionsPerSource: share(l.maxConnectionsPerSource) })),
-      pools: config.pools.map((p) => ({ ...p, backends: p.backends.map((b) => ({ ...b, maxConnections: share(b.maxConnections) })) })),
+      pools: config.pools.map((p) => ({ ...p, backends: p.backends.map((b) => ({ ...b, maxConnections: this.backendShare(config, p.name, b.maxConnections) })) })),
     };
   }
 
   private applyMessage(id: number, index: number, config = this.config as Config, backends = this.backends): Extract<ToWorker, { t: 'apply' }> {
-    const shared = [...backends].map(([k, v]) => [k, v.map((s) => ({ ...s, maxConnections: s.maxConnections === 0 ? 0 : Math.ceil(s.maxConnections / this.opts.workers) }))] as [string, BackendSpec[]]);
+    const shared = [...backends].map(([k, v]) => [k, this.workerSpecs(config, k, v)] as [string, BackendSpec[]]);
     const wc = this.workerConfig(config, index);
     // Socket activation: a worker listens on the inherited socket by its fd
     // number. For TCP the cluster module opens that fd in the primary (where
@@ -239,7 +256,7 @@ export class ClusterDataPlane implements DataPlaneApi {
     const ok = this.shadow.setPoolBackends(pool, specs);
     if (ok) {
       this.backends.set(pool, [...specs]);
-      this.broadcast({ t: 'pool', pool, specs: [...specs] });
+      if (this.config !== null) this.broadcast({ t: 'pool', pool, specs: this.workerSpecs(this.config, pool, specs) });
     }
     return ok;
   }

@@ -5,7 +5,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type net from 'node:net';
-import { startEchoServer, connect, readBytes, waitFor } from '../helpers/net';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { startEchoServer, connect, readBytes, waitFor, withTimeout } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { listenerToml, poolToml } from '../helpers/toml';
 import { workerPids, ownerOf } from '../helpers/cluster';
@@ -54,6 +56,55 @@ describe('workers = 2: a worker dying during a request', () => {
       for (const c of conns) c.destroy();
       await lb.stop();
       await echo.close();
+    }
+  });
+});
+
+describe('workers = 2: backend max_connections of UDP-only pools', () => {
+  test('a pool only UDP listeners use keeps its full limit (UDP runs on one worker)', async () => {
+    const be = dgram.createSocket('udp4');
+    be.on('message', (m, r) => be.send(m, r.port, r.address));
+    be.bind(0, '127.0.0.1');
+    await once(be, 'listening');
+    const lb = new L4lbProcess(
+      `[global]\nworkers = 2\n[admin]\nbind = "127.0.0.1:0"\n[[listeners]]\nname = "u"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "p"\n` +
+        poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${be.address().port}", max_connections = 2 }`]),
+    );
+    const clients: dgram.Socket[] = [];
+    try {
+      const port = await lb.port('u');
+      const ask = async (c: dgram.Socket, text: string): Promise<string | null> => {
+        c.send(text, port, '127.0.0.1');
+        try {
+          const [msg] = (await withTimeout(once(c, 'message'), 700, 'udp reply')) as [Buffer];
+          return msg.toString();
+        } catch {
+          return null;
+        }
+      };
+      for (let i = 0; i < 3; i++) {
+        const c = dgram.createSocket('udp4');
+        c.bind(0, '127.0.0.1');
+        await once(c, 'listening');
+        clients.push(c);
+      }
+      // Two sessions fit the limit of 2; the third is refused (no backend with room).
+      assert.equal(await ask(clients[0]!, 'one'), 'one');
+      assert.equal(await ask(clients[1]!, 'two'), 'two', 'the second session fits max_connections = 2');
+      assert.equal(await ask(clients[2]!, 'three'), null, 'a third session is over the limit');
+      const admin = (await lb.waitForLog((l) => l.msg === 'admin listening', 5000, 'admin')).port as number;
+      await waitFor(
+        async () => {
+          const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+          return text.includes('l4lb_connections_rejected_total{listener="u",reason="no_backend"} 1');
+        },
+        5000,
+        'the third session counted as no_backend',
+      );
+    } finally {
+      for (const c of clients) c.close();
+      be.close();
+      await lb.stop();
     }
   });
 });
