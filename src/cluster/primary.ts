@@ -29,7 +29,8 @@ import type { Config } from '../config/schema';
 import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from '../dataplane/dataplane';
-import type { DataPlaneSnapshot, ListenerSnapshot } from '../dataplane/stats';
+import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, RetiredBackendSnapshot } from '../dataplane/stats';
+import { BACKEND_COUNTERS as BACKEND_COUNTER_KEYS, addBackendCounters, addListenerCounters, backendTotals, listenerTotals } from '../dataplane/stats';
 import type { ToPrimary, ToWorker } from './protocol';
 
 export interface ClusterOptions {
@@ -44,6 +45,8 @@ interface Slot {
   index: number;
   worker: Worker;
   snap: DataPlaneSnapshot | null;
+  /** Set once the worker exited (its last snapshot went into the dead totals). */
+  exited: boolean;
 }
 
 export class ClusterDataPlane implements DataPlaneApi {
@@ -60,6 +63,8 @@ export class ClusterDataPlane implements DataPlaneApi {
   /** Inherited listening sockets by listener name (systemd socket activation). */
   private fds: ReadonlyMap<string, number> = new Map();
   workerRestarts = 0;
+  /** Counter totals of workers that exited, as a snapshot with gauges 0 (counters never go down). */
+  private readonly dead: { listeners: Map<string, ListenerSnapshot>; backends: Map<string, RetiredBackendSnapshot> } = { listeners: new Map(), backends: new Map() };
 
   constructor(opts: ClusterOptions) {
     this.opts = opts;
@@ -80,7 +85,7 @@ export class ClusterDataPlane implements DataPlaneApi {
       L4LB_LOG_LEVEL: this.config?.global.logLevel ?? 'info',
       L4LB_SPLICE: this.opts.splice,
     });
-    const slot: Slot = { index, worker, snap: null };
+    const slot: Slot = { index, worker, snap: null, exited: false };
     this.slots[index] = slot;
     worker.on('message', (m: ToPrimary) => this.onMessage(slot, m));
     worker.on('exit', (code, signal) => this.onExit(slot, code, signal));
@@ -90,7 +95,7 @@ export class ClusterDataPlane implements DataPlaneApi {
   private onMessage(slot: Slot, m: ToPrimary): void {
     switch (m.t) {
       case 'snapshot':
-        slot.snap = m.snap;
+        if (!slot.exited) slot.snap = m.snap;
         return;
       case 'connect-failure':
         this.opts.onConnectFailure(m.pool, m.address, m.kind);
@@ -109,7 +114,11 @@ export class ClusterDataPlane implements DataPlaneApi {
 
   /** A worker died: replace it with one in the current configuration and states. */
   private onExit(slot: Slot, code: number | null, signal: string | null): void {
-    if (this.slots[slot.index] !== slot) return;
+    if (this.slots[slot.index] !== slot || slot.exited) return;
+    // Its counters stay: the last totals it reported are kept (gauges are not).
+    slot.exited = true;
+    if (slot.snap !== null) this.keepTotals(slot.snap);
+    slot.snap = null;
     // Answer for it in what it was asked and had not answered yet.
     for (const [id, w] of this.waiting) {
       if (!w.owe.delete(slot)) continue;
@@ -287,56 +296,80 @@ export class ClusterDataPlane implements DataPlaneApi {
     await Promise.all(exits);
   }
 
-  /** The sum over workers: listeners by name, backend counters by pool and address; states from the shadow. */
+  /** Adds a dead worker's last snapshot to the kept totals. */
+  private keepTotals(snap: DataPlaneSnapshot): void {
+    for (const l of snap.listeners) {
+      const key = `${l.protocol}\u0000${l.name}`;
+      const cur = this.dead.listeners.get(key);
+      if (cur === undefined) this.dead.listeners.set(key, listenerTotals(l));
+      else addListenerCounters(cur, l);
+    }
+    const backends = [...snap.pools.flatMap((p) => p.backends.map((b) => backendTotals(p.name, b))), ...(snap.retired_backends ?? [])];
+    for (const b of backends) {
+      const key = `${b.pool}\u0000${b.address}`;
+      const cur = this.dead.backends.get(key);
+      if (cur === undefined) this.dead.backends.set(key, backendTotals(b.pool, b));
+      else addBackendCounters(cur, b);
+    }
+  }
+
+  /**
+   * The sum over workers: listeners by name (current and retired apart),
+   * backend counters by pool and address; states from the shadow. The
+   * totals of dead workers are added (as retired entries, gauges 0).
+   */
   snapshot(): DataPlaneSnapshot {
     const listeners = new Map<string, ListenerSnapshot>();
-    const counters = new Map<string, { active: number; total: number; failures: number }>();
+    const counters = new Map<string, RetiredBackendSnapshot>();
+    const addListener = (l: ListenerSnapshot): void => {
+      const key = `${l.name}\u0000${l.current}\u0000${l.protocol}`;
+      const cur = listeners.get(key);
+      if (cur === undefined) {
+        listeners.set(key, { ...l, rejected: { ...l.rejected } });
+        return;
+      }
+      cur.active_connections += l.active_connections;
+      cur.udp_sessions_active += l.udp_sessions_active;
+      addListenerCounters(cur, l);
+    };
+    const addBackend = (pool: string, b: BackendSnapshot): void => {
+      const key = `${pool}\u0000${b.address}`;
+      const c = counters.get(key);
+      if (c === undefined) {
+        counters.set(key, { ...b, pool });
+        return;
+      }
+      c.active_connections += b.active_connections;
+      addBackendCounters(c, b);
+    };
     for (const s of this.slots) {
       const snap = s.snap;
       if (snap === null) continue;
-      for (const l of snap.listeners) {
-        const key = `${l.name}\u0000${l.current}`;
-        const cur = listeners.get(key);
-        if (cur === undefined) {
-          listeners.set(key, { ...l, rejected: { ...l.rejected } });
-          continue;
-        }
-        cur.active_connections += l.active_connections;
-        cur.connections_total += l.connections_total;
-        cur.bytes_in += l.bytes_in;
-        cur.bytes_out += l.bytes_out;
-        cur.udp_sessions_active += l.udp_sessions_active;
-        cur.datagrams_in += l.datagrams_in;
-        cur.datagrams_out += l.datagrams_out;
-        for (const r of Object.keys(cur.rejected) as (keyof typeof cur.rejected)[]) cur.rejected[r] += l.rejected[r];
-      }
-      for (const p of snap.pools) {
-        for (const b of p.backends) {
-          const key = `${p.name}\u0000${b.address}`;
-          const c = counters.get(key) ?? { active: 0, total: 0, failures: 0 };
-          c.active += b.active_connections;
-          c.total += b.total_connections;
-          c.failures += b.connect_failures;
-          counters.set(key, c);
-        }
-      }
+      for (const l of snap.listeners) addListener(l);
+      for (const p of snap.pools) for (const b of p.backends) addBackend(p.name, b);
+      for (const b of snap.retired_backends ?? []) addBackend(b.pool, b);
     }
+    for (const l of this.dead.listeners.values()) addListener(l);
+    for (const b of this.dead.backends.values()) addBackend(b.pool, b);
     const base = this.shadow.snapshot();
     for (const p of base.pools) {
       for (const b of p.backends) {
-        const c = counters.get(`${p.name}\u0000${b.address}`);
-        b.active_connections = c?.active ?? 0;
-        b.total_connections = c?.total ?? 0;
-        b.connect_failures = c?.failures ?? 0;
+        const key = `${p.name}\u0000${b.address}`;
+        const c = counters.get(key);
+        counters.delete(key);
+        b.active_connections = c?.active_connections ?? 0;
+        for (const k of BACKEND_COUNTER_KEYS) b[k] = 0;
+        if (c !== undefined) addBackendCounters(b, c);
       }
     }
+    const retired = [...counters.values()].map((c) => backendTotals(c.pool, c));
     const ordered: ListenerSnapshot[] = [];
     for (const lc of this.config?.listeners ?? []) {
-      const l = listeners.get(`${lc.name}\u0000true`);
+      const l = listeners.get(`${lc.name}\u0000true\u0000${lc.protocol}`);
       if (l !== undefined) ordered.push(l);
     }
-    for (const [key, l] of listeners) if (key.endsWith('\u0000false')) ordered.push(l);
-    return { listeners: ordered, pools: base.pools };
+    for (const l of listeners.values()) if (!ordered.includes(l)) ordered.push(l);
+    return { listeners: ordered, pools: base.pools, retired_backends: retired };
   }
 }
 

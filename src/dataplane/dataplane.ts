@@ -17,7 +17,8 @@ import { UdpListener } from '../udp/listener';
 export type Listener = TcpListener | UdpListener;
 import type { Pump } from '../tcp/pump';
 import { jsPump } from '../tcp/js-pump';
-import type { DataPlaneSnapshot, PoolSnapshot } from './stats';
+import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, PoolSnapshot, RetiredBackendSnapshot } from './stats';
+import { addBackendCounters, addListenerCounters, backendTotals, listenerTotals } from './stats';
 
 /** A backend after name resolution: one per address. */
 export interface BackendSpec {
@@ -75,6 +76,13 @@ export class DataPlane implements DataPlaneApi {
   readonly retired = new Set<Listener>();
   private readonly ctx: TcpContext;
   private accepting = true;
+  /** Totals of retired listeners that are gone, by protocol and name (counters never go down). */
+  private readonly goneListeners = new Map<string, ListenerSnapshot>();
+  /**
+   * Backends that left their pool, by pool and address: the ones still
+   * finishing connections, and the totals of those done.
+   */
+  private readonly departed = new Map<string, { pool: string; live: Set<Backend>; done: RetiredBackendSnapshot | null }>();
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -143,7 +151,11 @@ export class DataPlane implements DataPlaneApi {
     for (const built of p.pools.values()) built.commit();
     const nextPools = new Map([...p.pools].map(([name, b]) => [name, b.pool] as const));
     for (const [name, pool] of nextPools) this.pools.set(name, pool);
-    for (const name of [...this.pools.keys()]) if (!nextPools.has(name)) this.pools.delete(name);
+    for (const [name, old] of [...this.pools]) {
+      if (nextPools.has(name)) continue;
+      for (const b of old.backends) this.depart(name, b);
+      this.pools.delete(name);
+    }
     for (const [name, l] of this.listeners) {
       const lc = config.listeners.find((x) => x.name === name);
       if (lc !== undefined && sameSocket(l.config, lc)) {
@@ -195,7 +207,13 @@ export class DataPlane implements DataPlaneApi {
         b.backup = s.backup;
       }
       for (const b of list) b.member = true;
-      if (old !== undefined) for (const b of old.backends) if (!list.includes(b)) b.member = false;
+      if (old !== undefined) {
+        for (const b of old.backends) {
+          if (list.includes(b)) continue;
+          b.member = false;
+          this.depart(pc.name, b);
+        }
+      }
       pool.rebuild();
     };
     return { pool, commit };
@@ -229,7 +247,20 @@ export class DataPlane implements DataPlaneApi {
     void l.whenEmpty().then(() => {
       l.dispose();
       this.retired.delete(l);
+      // Its totals stay in the metrics under its name.
+      const key = `${l.config.protocol}\u0000${l.name}`;
+      const gone = this.goneListeners.get(key);
+      if (gone === undefined) this.goneListeners.set(key, listenerTotals(l.snapshot()));
+      else addListenerCounters(gone, l.snapshot());
     });
+  }
+
+  /** A backend left pool `pool`: its counters are kept (see `departed`). */
+  private depart(pool: string, b: Backend): void {
+    const key = `${pool}\u0000${b.address}`;
+    const d = this.departed.get(key);
+    if (d === undefined) this.departed.set(key, { pool, live: new Set([b]), done: null });
+    else d.live.add(b);
   }
 
   /** Sets a backend's state (health, admin drain). Returns the previous state, or null if unknown. */
@@ -293,25 +324,50 @@ export class DataPlane implements DataPlaneApi {
 
   snapshot(): DataPlaneSnapshot {
     const pools: PoolSnapshot[] = [];
+    const current = new Map<string, BackendSnapshot>();
     for (const p of this.pools.values()) {
-      pools.push({
-        name: p.name,
-        algorithm: p.config.algorithm,
-        backends: p.backends.map((b) => ({
-          address: b.address,
-          name: b.name,
-          state: b.state,
-          weight: b.weight,
-          effective_weight: b.effectiveWeight,
-          backup: b.backup,
-          active_connections: b.active,
-          total_connections: b.total,
-          connect_failures: b.connectFailures,
-        })),
-      });
+      const backends = p.backends.map(backendSnapshot);
+      for (const b of backends) current.set(`${p.name}\u0000${b.address}`, b);
+      pools.push({ name: p.name, algorithm: p.config.algorithm, backends });
     }
-    return { listeners: this.allListeners().map((l) => l.snapshot()), pools };
+    // Departed backends: their totals are added to a current backend of the
+    // same pool and address, or listed as retired.
+    const retired: RetiredBackendSnapshot[] = [];
+    for (const [key, d] of this.departed) {
+      for (const b of d.live) {
+        if (b.active > 0) continue;
+        if (d.done === null) d.done = backendTotals(d.pool, backendSnapshot(b));
+        else addBackendCounters(d.done, backendSnapshot(b));
+        d.live.delete(b);
+      }
+      let totals: RetiredBackendSnapshot | null = d.done === null ? null : { ...d.done };
+      for (const b of d.live) {
+        if (totals === null) totals = backendTotals(d.pool, backendSnapshot(b));
+        else addBackendCounters(totals, backendSnapshot(b));
+      }
+      if (totals === null) continue;
+      const cur = current.get(key);
+      if (cur !== undefined) addBackendCounters(cur, totals);
+      else retired.push(totals);
+    }
+    const listeners = this.allListeners().map((l) => l.snapshot());
+    for (const gone of this.goneListeners.values()) listeners.push({ ...gone, rejected: { ...gone.rejected } });
+    return { listeners, pools, retired_backends: retired };
   }
+}
+
+function backendSnapshot(b: Backend): BackendSnapshot {
+  return {
+    address: b.address,
+    name: b.name,
+    state: b.state,
+    weight: b.weight,
+    effective_weight: b.effectiveWeight,
+    backup: b.backup,
+    active_connections: b.active,
+    total_connections: b.total,
+    connect_failures: b.connectFailures,
+  };
 }
 
 /** A pool built aside by `buildPool()`; `commit()` makes the changes to kept backends. */
