@@ -42,6 +42,8 @@ export class TcpListener {
   private server: net.Server | null = null;
   private acl: (addr: string) => boolean;
   private perSource = new Map<string, number>();
+  /** Sessions that hold a place in `perSource` (admitted while the per-source limit was on). */
+  private readonly sourceCounted = new Set<TcpSession>();
   private readonly flow: Flow = { protocol: 6, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
   private boundAddress = '';
   private boundPort = 0;
@@ -109,6 +111,19 @@ export class TcpListener {
 
   /** Applies a reloaded configuration of this kept listener (same bind). */
   update(config: ListenerConfig, pool: Pool): void {
+    const was = this.config.maxConnectionsPerSource;
+    if (was === 0 && config.maxConnectionsPerSource > 0) {
+      // Limit turned on: the connections already open count against it.
+      this.perSource.clear();
+      this.sourceCounted.clear();
+      for (const s of this.sessions) {
+        this.perSource.set(s.clientAddr, (this.perSource.get(s.clientAddr) ?? 0) + 1);
+        this.sourceCounted.add(s);
+      }
+    } else if (was > 0 && config.maxConnectionsPerSource === 0) {
+      this.perSource.clear();
+      this.sourceCounted.clear();
+    }
     this.config = config;
     this.pool = pool;
     this.acl = compileAcl(config.allow, config.deny);
@@ -157,6 +172,7 @@ export class TcpListener {
     stats.active++;
     const session = new TcpSession(this, socket, this.pool, peer, Date.now());
     this.sessions.add(session);
+    if (cfg.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
     session.start();
   }
 
@@ -166,7 +182,6 @@ export class TcpListener {
   }
 
   private releaseSource(addr: string): void {
-    if (this.config.maxConnectionsPerSource === 0 && this.perSource.size === 0) return;
     const n = this.perSource.get(addr);
     if (n === undefined) return;
     if (n <= 1) this.perSource.delete(addr);
@@ -186,7 +201,7 @@ export class TcpListener {
   onSessionEnd(session: TcpSession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void {
     this.sessions.delete(session);
     this.stats.active--;
-    this.releaseSource(session.clientAddr);
+    if (this.sourceCounted.delete(session)) this.releaseSource(session.clientAddr);
     if (reason === 'no_backend' || reason === 'connect_failed') this.stats.rejected.no_backend++;
     if (this.ctx.connectionLog) {
       this.ctx.log.info(
