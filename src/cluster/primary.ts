@@ -59,6 +59,8 @@ export class ClusterDataPlane implements DataPlaneApi {
   /** Requests in flight: the workers that still owe an answer, and the answers so far. */
   private readonly waiting = new Map<number, { owe: Set<Slot>; resolve: (v: ToPrimary[]) => void; replies: ToPrimary[] }>();
   private stopping = false;
+  /** False once stopAccepting() ran (drain): a worker that dies is then not replaced. */
+  private accepting = true;
   private bound = new Map<string, ListenerBinding>();
   /** Inherited listening sockets by listener name (systemd socket activation). */
   private fds: ReadonlyMap<string, number> = new Map();
@@ -129,8 +131,11 @@ export class ClusterDataPlane implements DataPlaneApi {
       }
     }
     if (this.stopping) return;
-    this.workerRestarts++;
-    this.opts.log.error({ worker: slot.worker.id, pid: slot.worker.process.pid, code, signal, restarts: this.workerRestarts }, 'worker exited');
+    // Draining: nothing new is accepted, so no replacement (it would listen again).
+    const replace = this.accepting;
+    if (replace) this.workerRestarts++;
+    this.opts.log.error({ worker: slot.worker.id, pid: slot.worker.process.pid, code, signal, restarts: this.workerRestarts, ...(replace ? {} : { replaced: false }) }, 'worker exited');
+    if (!replace) return;
     const fresh = this.fork(slot.index);
     if (this.config !== null) {
       void this.ask([fresh], (id) => this.applyMessage(id, fresh.index)).then(() => this.replayStates(fresh));
@@ -271,6 +276,7 @@ export class ClusterDataPlane implements DataPlaneApi {
   }
 
   async stopAccepting(): Promise<void> {
+    this.accepting = false;
     await this.ask(this.slots, (id) => ({ t: 'stop', id }));
   }
 

@@ -7,15 +7,19 @@ import assert from 'node:assert/strict';
 import type net from 'node:net';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { startEchoServer, connect, readBytes, waitFor, withTimeout } from '../helpers/net';
+import { startEchoServer, connect, readBytes, waitFor, withTimeout, deadPort } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
-import { listenerToml, poolToml } from '../helpers/toml';
+import { poolToml } from '../helpers/toml';
 import { workerPids, ownerOf } from '../helpers/cluster';
 
 describe('workers = 2: a worker dying during a request', () => {
   test('a worker that already answered dies: the drain still waits for the other worker\'s connection', async () => {
     const echo = await startEchoServer();
-    const lb = new L4lbProcess(`[global]\nworkers = 2\ndrain_timeout = "20s"\n` + listenerToml('e', 'p') + poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]));
+    // A fixed port: a worker started during the drain would listen on it again.
+    const fixed = await deadPort();
+    const lb = new L4lbProcess(
+      `[global]\nworkers = 2\ndrain_timeout = "20s"\n[[listeners]]\nname = "e"\nbind = "127.0.0.1:${fixed}"\npool = "p"\n` + poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]),
+    );
     const conns: net.Socket[] = [];
     try {
       const port = await lb.port('e');
@@ -49,6 +53,12 @@ describe('workers = 2: a worker dying during a request', () => {
       c.write('b');
       assert.equal((await readBytes(c, 1, 3000)).toString(), 'b', 'the open connection still echoes');
       assert.equal(lb.exitCode, null, 'l4lb is still draining');
+      // Draining: the dead worker is not replaced by one that accepts again.
+      const late = await connect(port).then(
+        (s) => (s.destroy(), 'accepted'),
+        () => 'refused',
+      );
+      assert.equal(late, 'refused', 'no new connection accepted while draining');
       c.end();
       assert.equal(await lb.waitExit(10000), 0);
       assert.ok(!lb.logs.some((l) => l.msg === 'drain timeout: closing open connections'), 'drained without a timeout');
