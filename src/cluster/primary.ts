@@ -14,14 +14,16 @@
  *   states; every change is broadcast to the workers in the same order.
  * - Counters come from the workers' snapshots (pushed every 250 ms and after
  *   each apply/idle): `snapshot()` is their sum, so /metrics and the status
- *   API describe the whole daemon.
+ *   API describe the whole daemon. The last totals of a worker that exited
+ *   are kept and added, so counters never go down.
  * - Limits are per worker: `max_connections` of a listener or a backend is
  *   divided among workers (each gets ceil(max / N)), so the total can
  *   overshoot by less than N; a backend of a pool only UDP listeners use
  *   keeps its whole limit (UDP runs on worker 0 alone); least-connections
  *   counts each worker's own connections. Both bounds are documented in the README.
  * - A worker that dies is replaced (logged `worker exited`, counted); its
- *   connections are lost, the others are untouched.
+ *   connections are lost, the others are untouched. While draining it is
+ *   not replaced.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { join } from 'node:path';
