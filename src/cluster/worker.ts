@@ -36,22 +36,29 @@ export function runWorker(): void {
 
   const failed = (id: number, err: NodeJS.ErrnoException & { address?: string; port?: number }): void =>
     send({ t: 'apply-failed', id, error: { message: err.message, code: err.code, address: err.address, port: err.port } });
-  // A reload's generation between 'prepare' and 'commit'/'cancel' (see DataPlane.prepare).
+  // Applies run one after the other (a listener must not be bound twice);
+  // the chain carries a reload's generation between 'prepare' and
+  // 'commit'/'cancel' (see DataPlane.prepare).
   let prepared: Promise<PreparedApply | null> = Promise.resolve(null);
 
   process.on('message', (raw: unknown) => {
     const m = raw as ToWorker;
     switch (m.t) {
-      case 'apply':
-        log.level = m.config.global.logLevel;
-        dp.apply(m.config, new Map<string, BackendSpec[]>(m.backends), new Map(m.fds)).then(
-          (bindings) => {
+      case 'apply': {
+        const before = prepared;
+        prepared = before.then(async (pending) => {
+          log.level = m.config.global.logLevel;
+          try {
+            const bindings = await dp.apply(m.config, new Map<string, BackendSpec[]>(m.backends), new Map(m.fds));
             send({ t: 'applied', id: m.id, bindings });
             push();
-          },
-          (err: NodeJS.ErrnoException & { address?: string; port?: number }) => failed(m.id, err),
-        );
+          } catch (err) {
+            failed(m.id, err as NodeJS.ErrnoException);
+          }
+          return pending;
+        });
         break;
+      }
       case 'prepare': {
         const before = prepared;
         prepared = before.then(async (stale) => {

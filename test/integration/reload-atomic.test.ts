@@ -175,3 +175,40 @@ describe('reload that cannot bind on one worker only, workers = 2', () => {
     }
   });
 });
+
+describe('reload right after a worker died, workers = 2', () => {
+  test('the replacement applies the old generation, then the reload: no listener is bound twice', async () => {
+    const a = await startTaggedServer('A');
+    const b = await startTaggedServer('B');
+    // A fixed port: a worker listening twice on it would fail with EADDRINUSE.
+    const fixed = await deadPort();
+    const cfg = (wa: number): string =>
+      `[global]\nworkers = 2\n[admin]\nbind = "127.0.0.1:0"\n[[listeners]]\nname = "main"\nbind = "127.0.0.1:${fixed}"\npool = "p"\n` +
+      poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${a.port}", weight = ${wa} }`, `{ address = "127.0.0.1:${b.port}", weight = 1 }`]);
+    const lb = new L4lbProcess(cfg(1));
+    try {
+      const admin = (await lb.waitForLog((l) => l.msg === 'admin listening', 10000, 'admin listening')).port as number;
+      await lb.port('main');
+      const { workerPids } = await import('../helpers/cluster');
+      await waitFor(() => workerPids(lb.child.pid!).length === 2, 10000, 'two workers');
+      process.kill(workerPids(lb.child.pid!)[0]!, 'SIGKILL');
+      await lb.waitForLog((l) => l.msg === 'worker exited', 5000, 'worker exited');
+      // At once: the replacement gets its first apply and the reload's prepare together.
+      lb.writeConfig(cfg(3));
+      const r = await fetch(`http://127.0.0.1:${admin}/api/v1/reload`, { method: 'POST', signal: AbortSignal.timeout(10000) });
+      assert.equal(r.status, 200, await r.text());
+      const st = await getStatus(admin);
+      assert.deepEqual(
+        st.pools[0]?.backends.map((x) => x.weight),
+        [3, 1],
+      );
+      await waitFor(() => workerPids(lb.child.pid!).length === 2, 10000, 'worker replaced');
+      const seen = await distribution(fixed, 40);
+      assert.equal((seen.A ?? 0) + (seen.B ?? 0), 40, JSON.stringify(seen));
+    } finally {
+      await lb.stop();
+      await a.close();
+      await b.close();
+    }
+  });
+});
