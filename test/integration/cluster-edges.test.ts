@@ -77,7 +77,7 @@ describe('workers = 2: backend max_connections of UDP-only pools', () => {
     be.bind(0, '127.0.0.1');
     await once(be, 'listening');
     const lb = new L4lbProcess(
-      `[global]\nworkers = 2\n[admin]\nbind = "127.0.0.1:0"\n[[listeners]]\nname = "u"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "p"\n` +
+      `[global]\nworkers = 2\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:0"\n[[listeners]]\nname = "u"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "p"\n` +
         poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${be.address().port}", max_connections = 2 }`]),
     );
     const clients: dgram.Socket[] = [];

@@ -72,7 +72,7 @@ describe('counters never go down', () => {
     const udpPort = probe.address().port;
     probe.close();
     const lb = new L4lbProcess(
-      `[global]\nworkers = 2\n[admin]\nbind = "127.0.0.1:0"\n` +
+      `[global]\nworkers = 2\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:0"\n` +
         listenerToml('e', 'p') +
         listenerToml('f', 'gone') +
         listenerToml('d', 'p', 'deny = ["127.0.0.0/8"]') +
