@@ -20,7 +20,8 @@
  *   divided among workers (each gets ceil(max / N)), so the total can
  *   overshoot by less than N; a backend of a pool only UDP listeners use
  *   keeps its whole limit (UDP runs on worker 0 alone); least-connections
- *   counts each worker's own connections. Both bounds are documented in the README.
+ *   counts each worker's own connections. Both bounds are documented in
+ *   the README.
  * - A worker that dies is replaced (logged `worker exited`, counted); its
  *   connections are lost, the others are untouched. While draining it is
  *   not replaced.
@@ -371,13 +372,14 @@ export class ClusterDataPlane implements DataPlaneApi {
       }
     }
     const retired = [...counters.values()].map((c) => backendTotals(c.pool, c));
-    const ordered: ListenerSnapshot[] = [];
+    // Current listeners in configuration order, then the others.
+    const ordered = new Set<ListenerSnapshot>();
     for (const lc of this.config?.listeners ?? []) {
       const l = listeners.get(`${lc.name}\u0000true\u0000${lc.protocol}`);
-      if (l !== undefined) ordered.push(l);
+      if (l !== undefined) ordered.add(l);
     }
-    for (const l of listeners.values()) if (!ordered.includes(l)) ordered.push(l);
-    return { listeners: ordered, pools: base.pools, retired_backends: retired };
+    for (const l of listeners.values()) ordered.add(l);
+    return { listeners: [...ordered], pools: base.pools, retired_backends: retired };
   }
 }
 
