@@ -83,10 +83,11 @@ describe('workers = 2: backend max_connections of UDP-only pools', () => {
     const clients: dgram.Socket[] = [];
     try {
       const port = await lb.port('u');
-      const ask = async (c: dgram.Socket, text: string): Promise<string | null> => {
+      // A reply within `ms`, or null (the refusal is then confirmed by the metric below).
+      const ask = async (c: dgram.Socket, text: string, ms = 3000): Promise<string | null> => {
         c.send(text, port, '127.0.0.1');
         try {
-          const [msg] = (await withTimeout(once(c, 'message'), 700, 'udp reply')) as [Buffer];
+          const [msg] = (await withTimeout(once(c, 'message'), ms, 'udp reply')) as [Buffer];
           return msg.toString();
         } catch {
           return null;
@@ -101,7 +102,7 @@ describe('workers = 2: backend max_connections of UDP-only pools', () => {
       // Two sessions fit the limit of 2; the third is refused (no backend with room).
       assert.equal(await ask(clients[0]!, 'one'), 'one');
       assert.equal(await ask(clients[1]!, 'two'), 'two', 'the second session fits max_connections = 2');
-      assert.equal(await ask(clients[2]!, 'three'), null, 'a third session is over the limit');
+      assert.equal(await ask(clients[2]!, 'three', 700), null, 'a third session is over the limit');
       const admin = (await lb.waitForLog((l) => l.msg === 'admin listening', 5000, 'admin')).port as number;
       await waitFor(
         async () => {

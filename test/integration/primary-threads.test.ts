@@ -58,5 +58,5 @@ test('workers = 2: the primary starts no splice threads, the workers do', async 
   assert.equal(on.log, 'splice', 'the byte pump log line still says splice');
   // The check can see the addon's threads: a worker with splice has more threads in epoll.
   assert.ok(on.worker > off.worker, `worker threads in epoll: splice on ${on.worker}, off ${off.worker}`);
-  assert.equal(on.primary, off.primary, `primary threads in epoll: splice on ${on.primary}, off ${off.primary}`);
+  assert.ok(on.primary <= off.primary, `primary threads in epoll: splice on ${on.primary}, off ${off.primary}`);
 });
