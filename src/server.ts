@@ -6,7 +6,7 @@
  */
 import type { Config, PoolConfig, SpliceMode } from './config/schema';
 import { canSplice, splicePump, spliceEngineInfo } from './tcp/splice-pump';
-import { tuneMalloc } from './native/addon';
+import { spliceAvailable, tuneMalloc } from './native/addon';
 import { loadConfigFile } from './config/load';
 import { ConfigError, L4lbError, formatConfigIssue } from './errors';
 import { createLogger, type Logger } from './log';
@@ -66,8 +66,8 @@ export class Server {
     this.config = opts.config;
     this.log = opts.log ?? createLogger(opts.config.global.logLevel);
     this.fds = opts.fds;
-    const pump = choosePump(opts.config.global.splice);
     const workers = opts.config.global.workers;
+    const pump = choosePump(opts.config.global.splice, workers);
     // Only the JS pump churns 64 KiB read buffers, and only where the data
     // plane runs (workers tune themselves); with splice the tuning would only
     // cost idle memory (~0.5 KiB per connection, bench/README.md).
@@ -394,12 +394,18 @@ export class Server {
  * addon when `splice` allows it and the addon loads, else the JS pump.
  * `splice = "on"` without the addon is a start-up failure (exit 1).
  */
-function choosePump(mode: SpliceMode): { kind: 'js' | 'splice'; reason: string } {
+function choosePump(mode: SpliceMode, workers: number): { kind: 'js' | 'splice'; reason: string } {
   if (mode === 'off') return { kind: 'js', reason: 'splice = "off"' };
-  const info = spliceEngineInfo();
+  // With workers the primary carries no bytes: it only checks that the addon
+  // loads; each worker starts its own engine (threads and slab).
+  const info = workers > 1 ? withReason(spliceAvailable(), 'splice(2) in each worker') : spliceEngineInfo();
   if (info.ok) return { kind: 'splice', reason: info.reason };
   if (mode === 'on') throw new L4lbError('ERR_L4LB_NATIVE', `splice = "on" but the native splice addon is not available: ${info.reason}`);
   return { kind: 'js', reason: `splice addon not available: ${info.reason}` };
+}
+
+function withReason(r: { ok: boolean; reason: string }, ok: string): { ok: boolean; reason: string } {
+  return r.ok ? { ok: true, reason: ok } : r;
 }
 
 function bindError(err: unknown, what = 'listener'): L4lbError {

@@ -14,13 +14,17 @@
  *   states; every change is broadcast to the workers in the same order.
  * - Counters come from the workers' snapshots (pushed every 250 ms and after
  *   each apply/idle): `snapshot()` is their sum, so /metrics and the status
- *   API describe the whole daemon.
+ *   API describe the whole daemon. The last totals of a worker that exited
+ *   are kept and added, so counters never go down.
  * - Limits are per worker: `max_connections` of a listener or a backend is
  *   divided among workers (each gets ceil(max / N)), so the total can
- *   overshoot by less than N; least-connections counts each worker's own
- *   connections. Both bounds are documented in the README.
+ *   overshoot by less than N; a backend of a pool only UDP listeners use
+ *   keeps its whole limit (UDP runs on worker 0 alone); least-connections
+ *   counts each worker's own connections. Both bounds are documented in
+ *   the README.
  * - A worker that dies is replaced (logged `worker exited`, counted); its
- *   connections are lost, the others are untouched.
+ *   connections are lost, the others are untouched. While draining it is
+ *   not replaced.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { join } from 'node:path';
@@ -28,7 +32,8 @@ import type { Config } from '../config/schema';
 import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from '../dataplane/dataplane';
-import type { DataPlaneSnapshot, ListenerSnapshot } from '../dataplane/stats';
+import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, RetiredBackendSnapshot } from '../dataplane/stats';
+import { BACKEND_COUNTERS as BACKEND_COUNTER_KEYS, addBackendCounters, addListenerCounters, backendTotals, listenerTotals } from '../dataplane/stats';
 import type { ToPrimary, ToWorker } from './protocol';
 
 export interface ClusterOptions {
@@ -43,6 +48,8 @@ interface Slot {
   index: number;
   worker: Worker;
   snap: DataPlaneSnapshot | null;
+  /** Set once the worker exited (its last snapshot went into the dead totals). */
+  exited: boolean;
 }
 
 export class ClusterDataPlane implements DataPlaneApi {
@@ -52,12 +59,17 @@ export class ClusterDataPlane implements DataPlaneApi {
   private config: Config | null = null;
   private backends: Map<string, BackendSpec[]> = new Map();
   private nextId = 1;
-  private readonly waiting = new Map<number, { left: number; resolve: (v: ToPrimary[]) => void; replies: ToPrimary[] }>();
+  /** Requests in flight: the workers that still owe an answer, and the answers so far. */
+  private readonly waiting = new Map<number, { owe: Set<Slot>; resolve: (v: ToPrimary[]) => void; replies: ToPrimary[] }>();
   private stopping = false;
+  /** False once stopAccepting() ran (drain): a worker that dies is then not replaced. */
+  private accepting = true;
   private bound = new Map<string, ListenerBinding>();
   /** Inherited listening sockets by listener name (systemd socket activation). */
   private fds: ReadonlyMap<string, number> = new Map();
   workerRestarts = 0;
+  /** Counter totals of workers that exited, as a snapshot with gauges 0 (counters never go down). */
+  private readonly dead: { listeners: Map<string, ListenerSnapshot>; backends: Map<string, RetiredBackendSnapshot> } = { listeners: new Map(), backends: new Map() };
 
   constructor(opts: ClusterOptions) {
     this.opts = opts;
@@ -78,7 +90,7 @@ export class ClusterDataPlane implements DataPlaneApi {
       L4LB_LOG_LEVEL: this.config?.global.logLevel ?? 'info',
       L4LB_SPLICE: this.opts.splice,
     });
-    const slot: Slot = { index, worker, snap: null };
+    const slot: Slot = { index, worker, snap: null, exited: false };
     this.slots[index] = slot;
     worker.on('message', (m: ToPrimary) => this.onMessage(slot, m));
     worker.on('exit', (code, signal) => this.onExit(slot, code, signal));
@@ -88,16 +100,16 @@ export class ClusterDataPlane implements DataPlaneApi {
   private onMessage(slot: Slot, m: ToPrimary): void {
     switch (m.t) {
       case 'snapshot':
-        slot.snap = m.snap;
+        if (!slot.exited) slot.snap = m.snap;
         return;
       case 'connect-failure':
         this.opts.onConnectFailure(m.pool, m.address, m.kind);
         return;
       default: {
         const w = this.waiting.get(m.id);
-        if (w === undefined) return;
+        if (w === undefined || !w.owe.delete(slot)) return;
         w.replies.push(m);
-        if (--w.left === 0) {
+        if (w.owe.size === 0) {
           this.waiting.delete(m.id);
           w.resolve(w.replies);
         }
@@ -107,18 +119,26 @@ export class ClusterDataPlane implements DataPlaneApi {
 
   /** A worker died: replace it with one in the current configuration and states. */
   private onExit(slot: Slot, code: number | null, signal: string | null): void {
-    if (this.slots[slot.index] !== slot) return;
-    // Answer for it in anything it was part of.
+    if (this.slots[slot.index] !== slot || slot.exited) return;
+    // Its counters stay: the last totals it reported are kept (gauges are not).
+    slot.exited = true;
+    if (slot.snap !== null) this.keepTotals(slot.snap);
+    slot.snap = null;
+    // Answer for it in what it was asked and had not answered yet.
     for (const [id, w] of this.waiting) {
+      if (!w.owe.delete(slot)) continue;
       w.replies.push({ t: 'done', id });
-      if (--w.left === 0) {
+      if (w.owe.size === 0) {
         this.waiting.delete(id);
         w.resolve(w.replies);
       }
     }
     if (this.stopping) return;
-    this.workerRestarts++;
-    this.opts.log.error({ worker: slot.worker.id, pid: slot.worker.process.pid, code, signal, restarts: this.workerRestarts }, 'worker exited');
+    // Draining: nothing new is accepted, so no replacement (it would listen again).
+    const replace = this.accepting;
+    if (replace) this.workerRestarts++;
+    this.opts.log.error({ worker: slot.worker.id, pid: slot.worker.process.pid, code, signal, restarts: this.workerRestarts, ...(replace ? {} : { replaced: false }) }, 'worker exited');
+    if (!replace) return;
     const fresh = this.fork(slot.index);
     if (this.config !== null) {
       void this.ask([fresh], (id) => this.applyMessage(id, fresh.index)).then(() => this.replayStates(fresh));
@@ -131,13 +151,29 @@ export class ClusterDataPlane implements DataPlaneApi {
     if (live.length === 0) return Promise.resolve([]);
     const id = this.nextId++;
     return new Promise((resolve) => {
-      this.waiting.set(id, { left: live.length, resolve, replies: [] });
+      this.waiting.set(id, { owe: new Set(live), resolve, replies: [] });
       for (const s of live) s.worker.send(make(id, s));
     });
   }
 
   private broadcast(m: ToWorker): void {
     for (const s of this.slots) if (s.worker.isConnected()) s.worker.send(m);
+  }
+
+  /**
+   * A backend's max_connections on one worker: a pool that TCP listeners use
+   * runs on every worker, so each gets ceil(max / N); a pool used only by
+   * UDP listeners runs on worker 0 alone and keeps the full limit.
+   */
+  private backendShare(config: Config, pool: string, max: number): number {
+    if (max === 0) return 0;
+    const onEveryWorker = config.listeners.some((l) => l.protocol === 'tcp' && l.pool === pool);
+    return onEveryWorker ? Math.ceil(max / this.opts.workers) : max;
+  }
+
+  /** A pool's resolved backends as one worker runs them (see backendShare). */
+  private workerSpecs(config: Config, pool: string, specs: readonly BackendSpec[]): BackendSpec[] {
+    return specs.map((s) => ({ ...s, maxConnections: this.backendShare(config, pool, s.maxConnections) }));
   }
 
   /** The configuration a worker runs: UDP listeners on worker 0 only; limits divided among workers. */
@@ -149,20 +185,20 @@ export class ClusterDataPlane implements DataPlaneApi {
       listeners: config.listeners
         .filter((l) => l.protocol === 'tcp' || index === 0)
         .map((l) => ({ ...l, maxConnections: l.protocol === 'tcp' ? share(l.maxConnections) : l.maxConnections, maxConnectionsPerSource: share(l.maxConnectionsPerSource) })),
-      pools: config.pools.map((p) => ({ ...p, backends: p.backends.map((b) => ({ ...b, maxConnections: share(b.maxConnections) })) })),
+      pools: config.pools.map((p) => ({ ...p, backends: p.backends.map((b) => ({ ...b, maxConnections: this.backendShare(config, p.name, b.maxConnections) })) })),
     };
   }
 
-  private applyMessage(id: number, index: number): ToWorker {
-    const backends = [...this.backends].map(([k, v]) => [k, v.map((s) => ({ ...s, maxConnections: s.maxConnections === 0 ? 0 : Math.ceil(s.maxConnections / this.opts.workers) }))] as [string, BackendSpec[]]);
-    const config = this.workerConfig(this.config as Config, index);
+  private applyMessage(id: number, index: number, config = this.config as Config, backends = this.backends): Extract<ToWorker, { t: 'apply' }> {
+    const shared = [...backends].map(([k, v]) => [k, this.workerSpecs(config, k, v)] as [string, BackendSpec[]]);
+    const wc = this.workerConfig(config, index);
     // Socket activation: a worker listens on the inherited socket by its fd
     // number. For TCP the cluster module opens that fd in the primary (where
     // systemd put it) and shares the one socket with every worker; worker 0
     // opens an inherited UDP socket itself (forked workers inherit the fds
     // systemd passed, which are not close-on-exec).
-    const fds = [...this.fds].filter(([name]) => config.listeners.some((l) => l.name === name));
-    return { t: 'apply', id, config, backends, fds };
+    const fds = [...this.fds].filter(([name]) => wc.listeners.some((l) => l.name === name));
+    return { t: 'apply', id, config: wc, backends: shared, fds };
   }
 
   /** A replacement worker learns the states and weights the others have. */
@@ -176,26 +212,32 @@ export class ClusterDataPlane implements DataPlaneApi {
   }
 
   /**
-   * Applies a generation to every worker. Listening sockets are created by
-   * the cluster module in the primary and shared, so a bind failure is the
-   * same for every worker: the previous generation is re-applied to the
-   * workers, the error is thrown (with its errno fields) and the shadow
-   * keeps the old pools.
+   * Applies a generation to every worker, in two phases so that a failure
+   * changes nothing anywhere: every worker first binds its new listeners
+   * ('prepare'); only when all succeeded is the generation committed on
+   * every worker, else each closes what it bound ('cancel') and the error is
+   * thrown (with its errno fields). Listening TCP sockets are created by the
+   * cluster module in the primary and shared; UDP ones by worker 0 alone, so
+   * a failure may come from one worker only. The shadow takes the new pools
+   * after the commit. A worker that replaced a dead one during the prepare
+   * phase gets the committed generation afterwards.
    */
   async apply(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<ListenerBinding[]> {
+    const prevFds = this.fds;
     if (fds !== undefined) this.fds = fds;
-    const prevConfig = this.config;
-    const prevBackends = this.backends;
-    this.config = config;
-    this.backends = new Map([...backends].map(([k, v]) => [k, [...v]]));
-    const replies = await this.ask(this.slots, (id, slot) => this.applyMessage(id, slot.index));
+    const nextBackends = new Map([...backends].map(([k, v]) => [k, [...v]]));
+    const asked = new Set(this.slots);
+    const replies = await this.ask(this.slots, (id, slot) => ({ ...this.applyMessage(id, slot.index, config, nextBackends), t: 'prepare' }));
     const failed = replies.find((r): r is Extract<ToPrimary, { t: 'apply-failed' }> => r.t === 'apply-failed');
     if (failed !== undefined) {
-      this.config = prevConfig;
-      this.backends = prevBackends;
-      if (prevConfig !== null) await this.ask(this.slots, (id, slot) => this.applyMessage(id, slot.index));
+      this.fds = prevFds;
+      await this.ask(this.slots, (id) => ({ t: 'cancel', id }));
       throw Object.assign(new Error(failed.error.message), failed.error);
     }
+    this.config = config;
+    this.backends = nextBackends;
+    await this.ask(this.slots, (id) => ({ t: 'commit', id }));
+    for (const s of this.slots) if (!asked.has(s)) await this.ask([s], (id) => this.applyMessage(id, s.index));
     await this.shadow.apply({ ...config, listeners: [] }, backends);
     // An inherited socket whose listener a reload removed is gone with it;
     // the listener, if added back later, binds its address (as in one process).
@@ -231,12 +273,13 @@ export class ClusterDataPlane implements DataPlaneApi {
     const ok = this.shadow.setPoolBackends(pool, specs);
     if (ok) {
       this.backends.set(pool, [...specs]);
-      this.broadcast({ t: 'pool', pool, specs: [...specs] });
+      if (this.config !== null) this.broadcast({ t: 'pool', pool, specs: this.workerSpecs(this.config, pool, specs) });
     }
     return ok;
   }
 
   async stopAccepting(): Promise<void> {
+    this.accepting = false;
     await this.ask(this.slots, (id) => ({ t: 'stop', id }));
   }
 
@@ -262,56 +305,81 @@ export class ClusterDataPlane implements DataPlaneApi {
     await Promise.all(exits);
   }
 
-  /** The sum over workers: listeners by name, backend counters by pool and address; states from the shadow. */
+  /** Adds a dead worker's last snapshot to the kept totals. */
+  private keepTotals(snap: DataPlaneSnapshot): void {
+    for (const l of snap.listeners) {
+      const key = `${l.protocol}\u0000${l.name}`;
+      const cur = this.dead.listeners.get(key);
+      if (cur === undefined) this.dead.listeners.set(key, listenerTotals(l));
+      else addListenerCounters(cur, l);
+    }
+    const backends = [...snap.pools.flatMap((p) => p.backends.map((b) => backendTotals(p.name, b))), ...(snap.retired_backends ?? [])];
+    for (const b of backends) {
+      const key = `${b.pool}\u0000${b.address}`;
+      const cur = this.dead.backends.get(key);
+      if (cur === undefined) this.dead.backends.set(key, backendTotals(b.pool, b));
+      else addBackendCounters(cur, b);
+    }
+  }
+
+  /**
+   * The sum over workers: listeners by name (current and retired apart),
+   * backend counters by pool and address; states from the shadow. The
+   * totals of dead workers are added (as retired entries, gauges 0).
+   */
   snapshot(): DataPlaneSnapshot {
     const listeners = new Map<string, ListenerSnapshot>();
-    const counters = new Map<string, { active: number; total: number; failures: number }>();
+    const counters = new Map<string, RetiredBackendSnapshot>();
+    const addListener = (l: ListenerSnapshot): void => {
+      const key = `${l.name}\u0000${l.current}\u0000${l.protocol}`;
+      const cur = listeners.get(key);
+      if (cur === undefined) {
+        listeners.set(key, { ...l, rejected: { ...l.rejected } });
+        return;
+      }
+      cur.active_connections += l.active_connections;
+      cur.udp_sessions_active += l.udp_sessions_active;
+      addListenerCounters(cur, l);
+    };
+    const addBackend = (pool: string, b: BackendSnapshot): void => {
+      const key = `${pool}\u0000${b.address}`;
+      const c = counters.get(key);
+      if (c === undefined) {
+        counters.set(key, { ...b, pool });
+        return;
+      }
+      c.active_connections += b.active_connections;
+      addBackendCounters(c, b);
+    };
     for (const s of this.slots) {
       const snap = s.snap;
       if (snap === null) continue;
-      for (const l of snap.listeners) {
-        const key = `${l.name}\u0000${l.current}`;
-        const cur = listeners.get(key);
-        if (cur === undefined) {
-          listeners.set(key, { ...l, rejected: { ...l.rejected } });
-          continue;
-        }
-        cur.active_connections += l.active_connections;
-        cur.connections_total += l.connections_total;
-        cur.bytes_in += l.bytes_in;
-        cur.bytes_out += l.bytes_out;
-        cur.udp_sessions_active += l.udp_sessions_active;
-        cur.datagrams_in += l.datagrams_in;
-        cur.datagrams_out += l.datagrams_out;
-        for (const r of Object.keys(cur.rejected) as (keyof typeof cur.rejected)[]) cur.rejected[r] += l.rejected[r];
-      }
-      for (const p of snap.pools) {
-        for (const b of p.backends) {
-          const key = `${p.name}\u0000${b.address}`;
-          const c = counters.get(key) ?? { active: 0, total: 0, failures: 0 };
-          c.active += b.active_connections;
-          c.total += b.total_connections;
-          c.failures += b.connect_failures;
-          counters.set(key, c);
-        }
-      }
+      for (const l of snap.listeners) addListener(l);
+      for (const p of snap.pools) for (const b of p.backends) addBackend(p.name, b);
+      for (const b of snap.retired_backends ?? []) addBackend(b.pool, b);
     }
+    for (const l of this.dead.listeners.values()) addListener(l);
+    for (const b of this.dead.backends.values()) addBackend(b.pool, b);
     const base = this.shadow.snapshot();
     for (const p of base.pools) {
       for (const b of p.backends) {
-        const c = counters.get(`${p.name}\u0000${b.address}`);
-        b.active_connections = c?.active ?? 0;
-        b.total_connections = c?.total ?? 0;
-        b.connect_failures = c?.failures ?? 0;
+        const key = `${p.name}\u0000${b.address}`;
+        const c = counters.get(key);
+        counters.delete(key);
+        b.active_connections = c?.active_connections ?? 0;
+        for (const k of BACKEND_COUNTER_KEYS) b[k] = 0;
+        if (c !== undefined) addBackendCounters(b, c);
       }
     }
-    const ordered: ListenerSnapshot[] = [];
+    const retired = [...counters.values()].map((c) => backendTotals(c.pool, c));
+    // Current listeners in configuration order, then the others.
+    const ordered = new Set<ListenerSnapshot>();
     for (const lc of this.config?.listeners ?? []) {
-      const l = listeners.get(`${lc.name}\u0000true`);
-      if (l !== undefined) ordered.push(l);
+      const l = listeners.get(`${lc.name}\u0000true\u0000${lc.protocol}`);
+      if (l !== undefined) ordered.add(l);
     }
-    for (const [key, l] of listeners) if (key.endsWith('\u0000false')) ordered.push(l);
-    return { listeners: ordered, pools: base.pools };
+    for (const l of listeners.values()) ordered.add(l);
+    return { listeners: [...ordered], pools: base.pools, retired_backends: retired };
   }
 }
 

@@ -10,6 +10,10 @@ import type { DataPlaneSnapshot } from '../dataplane/stats';
 
 export type ToWorker =
   | { t: 'apply'; id: number; config: Config; backends: [string, BackendSpec[]][]; fds: [string, number][] }
+  /** A reload in two phases: bind new listeners (reply applied/apply-failed), then commit or cancel (reply done). */
+  | { t: 'prepare'; id: number; config: Config; backends: [string, BackendSpec[]][]; fds: [string, number][] }
+  | { t: 'commit'; id: number }
+  | { t: 'cancel'; id: number }
   | { t: 'state'; pool: string; address: string; state: BackendState }
   | { t: 'weight'; pool: string; address: string; weight: number }
   | { t: 'pool'; pool: string; specs: BackendSpec[] }

@@ -8,7 +8,7 @@
  */
 import cluster from 'node:cluster';
 import { createLogger } from '../log';
-import { DataPlane, type BackendSpec } from '../dataplane/dataplane';
+import { DataPlane, type BackendSpec, type PreparedApply } from '../dataplane/dataplane';
 import { canSplice, splicePump, spliceEngineInfo } from '../tcp/splice-pump';
 import { tuneMalloc } from '../native/addon';
 import type { ToPrimary, ToWorker } from './protocol';
@@ -34,20 +34,62 @@ export function runWorker(): void {
   const timer = setInterval(push, SNAPSHOT_INTERVAL_MS);
   timer.unref();
 
+  const failed = (id: number, err: NodeJS.ErrnoException & { address?: string; port?: number }): void =>
+    send({ t: 'apply-failed', id, error: { message: err.message, code: err.code, address: err.address, port: err.port } });
+  // Applies run one after the other (a listener must not be bound twice);
+  // the chain carries a reload's generation between 'prepare' and
+  // 'commit'/'cancel' (see DataPlane.prepare).
+  let prepared: Promise<PreparedApply | null> = Promise.resolve(null);
+
   process.on('message', (raw: unknown) => {
     const m = raw as ToWorker;
     switch (m.t) {
-      case 'apply':
-        log.level = m.config.global.logLevel;
-        dp.apply(m.config, new Map<string, BackendSpec[]>(m.backends), new Map(m.fds)).then(
-          (bindings) => {
+      case 'apply': {
+        const before = prepared;
+        prepared = before.then(async (pending) => {
+          log.level = m.config.global.logLevel;
+          try {
+            const bindings = await dp.apply(m.config, new Map<string, BackendSpec[]>(m.backends), new Map(m.fds));
             send({ t: 'applied', id: m.id, bindings });
             push();
-          },
-          (err: NodeJS.ErrnoException & { address?: string; port?: number }) =>
-            send({ t: 'apply-failed', id: m.id, error: { message: err.message, code: err.code, address: err.address, port: err.port } }),
-        );
+          } catch (err) {
+            failed(m.id, err as NodeJS.ErrnoException);
+          }
+          return pending;
+        });
         break;
+      }
+      case 'prepare': {
+        const before = prepared;
+        prepared = before.then(async (stale) => {
+          if (stale !== null) await dp.cancel(stale);
+          try {
+            const p = await dp.prepare(m.config, new Map<string, BackendSpec[]>(m.backends), new Map(m.fds));
+            send({ t: 'applied', id: m.id, bindings: [...p.bound] });
+            return p;
+          } catch (err) {
+            failed(m.id, err as NodeJS.ErrnoException);
+            return null;
+          }
+        });
+        break;
+      }
+      case 'commit':
+      case 'cancel': {
+        const before = prepared;
+        prepared = before.then(async (p) => {
+          if (p !== null) {
+            if (m.t === 'commit') {
+              log.level = p.config.global.logLevel;
+              dp.commit(p);
+            } else await dp.cancel(p);
+          }
+          send({ t: 'done', id: m.id });
+          push();
+          return null;
+        });
+        break;
+      }
       case 'state':
         dp.setBackendState(m.pool, m.address, m.state);
         break;

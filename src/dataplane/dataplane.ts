@@ -17,7 +17,8 @@ import { UdpListener } from '../udp/listener';
 export type Listener = TcpListener | UdpListener;
 import type { Pump } from '../tcp/pump';
 import { jsPump } from '../tcp/js-pump';
-import type { DataPlaneSnapshot, PoolSnapshot } from './stats';
+import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, PoolSnapshot, RetiredBackendSnapshot } from './stats';
+import { addBackendCounters, addListenerCounters, backendTotals, listenerTotals } from './stats';
 
 /** A backend after name resolution: one per address. */
 export interface BackendSpec {
@@ -75,6 +76,13 @@ export class DataPlane implements DataPlaneApi {
   readonly retired = new Set<Listener>();
   private readonly ctx: TcpContext;
   private accepting = true;
+  /** Totals of retired listeners that are gone, by protocol and name (counters never go down). */
+  private readonly goneListeners = new Map<string, ListenerSnapshot>();
+  /**
+   * Backends that left their pool, by pool and address: the ones still
+   * finishing connections, and the totals of those done.
+   */
+  private readonly departed = new Map<string, { pool: string; live: Set<Backend>; done: RetiredBackendSnapshot | null }>();
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -90,22 +98,29 @@ export class DataPlane implements DataPlaneApi {
   }
 
   /**
-   * Applies a configuration generation: pools first (so new listeners find
-   * them), then listeners: kept ones keep their sockets, new ones bind,
-   * removed ones stop accepting while their connections finish.
+   * Applies a configuration generation: `prepare()` then `commit()`.
    * `backends` gives each pool's resolved backends.
    * `fds` maps listener names to inherited sockets (socket activation).
    * On a bind failure, listeners bound by this call are closed again and the
    * error is thrown; everything that existed before is left as it was.
    */
   async apply(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<ListenerBinding[]> {
-    this.ctx.connectionLog = config.global.connectionLog;
-    const nextPools = new Map<string, Pool>();
+    return this.commit(await this.prepare(config, backends, fds));
+  }
+
+  /**
+   * First half of applying a generation: builds the new pools aside (kept
+   * Backend objects are not touched yet) and binds the new listeners. On a
+   * bind failure the listeners bound here are closed and the error thrown:
+   * no Backend, pool or listener changed. Otherwise the result is handed to
+   * `commit()` (or `cancel()`, when another worker failed).
+   */
+  async prepare(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<PreparedApply> {
+    const nextPools = new Map<string, BuiltPool>();
     for (const pc of config.pools) nextPools.set(pc.name, this.buildPool(pc, backends.get(pc.name) ?? []));
 
     const bound: ListenerBinding[] = [];
     const added: Listener[] = [];
-    const wanted = new Set(config.listeners.map((l) => l.name));
     try {
       for (const lc of config.listeners) {
         // route_by = "sni" may have no fallback pool (null).
@@ -113,26 +128,39 @@ export class DataPlane implements DataPlaneApi {
         if (pool === undefined) throw new Error(`listener ${lc.name}: pool ${lc.pool} missing`); // validated before
         const existing = this.listeners.get(lc.name);
         if (existing !== undefined && sameSocket(existing.config, lc)) continue;
-        const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, pool as Pool, this.ctx) : new TcpListener(lc, pool, this.ctx);
-        if (l instanceof TcpListener) l.setRoutes(nextPools);
+        const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, (pool as BuiltPool).pool, this.ctx) : new TcpListener(lc, pool === null ? null : pool.pool, this.ctx);
+        if (l instanceof TcpListener) l.setRoutes(new Map([...nextPools].map(([name, b]) => [name, b.pool] as const)));
         const a = await l.listen(fds?.get(lc.name));
         added.push(l);
         bound.push({ name: lc.name, address: a.address, port: a.port });
       }
     } catch (err) {
-      for (const l of added) {
-        await l.stopAccepting();
-        l.dispose();
-      }
+      await closeAll(added);
       throw err;
     }
+    return { config, pools: nextPools, added, bound };
+  }
 
-    // Commit: nothing below can fail.
+  /** Drops a prepared generation: closes the listeners it bound. Nothing else had changed. */
+  async cancel(p: PreparedApply): Promise<void> {
+    await closeAll(p.added);
+  }
+
+  /** Second half of applying a generation: makes it current. Nothing here can fail. */
+  commit(p: PreparedApply): ListenerBinding[] {
+    const { config, added, bound } = p;
+    this.ctx.connectionLog = config.global.connectionLog;
+    for (const built of p.pools.values()) built.commit();
+    const nextPools = new Map([...p.pools].map(([name, b]) => [name, b.pool] as const));
     for (const [name, pool] of nextPools) this.pools.set(name, pool);
-    for (const name of [...this.pools.keys()]) if (!nextPools.has(name)) this.pools.delete(name);
+    for (const [name, old] of [...this.pools]) {
+      if (nextPools.has(name)) continue;
+      for (const b of old.backends) this.depart(name, b);
+      this.pools.delete(name);
+    }
     for (const [name, l] of this.listeners) {
       const lc = config.listeners.find((x) => x.name === name);
-      if (lc !== undefined && wanted.has(name) && sameSocket(l.config, lc)) {
+      if (lc !== undefined && sameSocket(l.config, lc)) {
         const next = nextPools.get(lc.pool) ?? null;
         if (l instanceof TcpListener) {
           l.update(lc, next);
@@ -152,16 +180,19 @@ export class DataPlane implements DataPlaneApi {
     }
     if (!this.accepting) for (const l of added) void l.stopAccepting();
     this.endUdpSessionsOfGoneBackends();
-    return bound;
+    return [...bound];
   }
 
   /**
    * Builds a pool for this configuration, keeping the Backend objects (state,
    * counters, open connections) of addresses the current pool already has.
+   * Kept Backend objects are changed (weight, limits, membership) only by
+   * the returned `commit()`, which also rebuilds the new pool's picker.
    */
-  private buildPool(pc: PoolConfig, specs: readonly BackendSpec[]): Pool {
+  private buildPool(pc: PoolConfig, specs: readonly BackendSpec[]): BuiltPool {
     const old = this.pools.get(pc.name);
     const list: Backend[] = [];
+    const updates: [Backend, BackendSpec][] = [];
     for (const s of specs) {
       const address = s.family === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
       let b = old?.find(address);
@@ -169,16 +200,29 @@ export class DataPlane implements DataPlaneApi {
       if (b === undefined) {
         b = new Backend({ host: s.host, port: s.port, family: s.family, name: s.name, weight: s.weight, maxConnections: s.maxConnections, backup: s.backup });
       } else {
+        updates.push([b, s]);
+      }
+      list.push(b);
+    }
+    const pool = new Pool(pc, list);
+    const commit = (): void => {
+      for (const [b, s] of updates) {
         b.weight = s.weight;
         b.effectiveWeight = s.weight;
         b.maxConnections = s.maxConnections;
         b.backup = s.backup;
       }
-      b.member = true;
-      list.push(b);
-    }
-    if (old !== undefined) for (const b of old.backends) if (!list.includes(b)) b.member = false;
-    return new Pool(pc, list);
+      for (const b of list) b.member = true;
+      if (old !== undefined) {
+        for (const b of old.backends) {
+          if (list.includes(b)) continue;
+          b.member = false;
+          this.depart(pc.name, b);
+        }
+      }
+      pool.rebuild();
+    };
+    return { pool, commit };
   }
 
   /**
@@ -191,7 +235,9 @@ export class DataPlane implements DataPlaneApi {
   setPoolBackends(pool: string, specs: readonly BackendSpec[]): boolean {
     const old = this.pools.get(pool);
     if (old === undefined) return false;
-    const next = this.buildPool(old.config, specs);
+    const built = this.buildPool(old.config, specs);
+    built.commit();
+    const next = built.pool;
     next.onChange = old.onChange;
     this.pools.set(pool, next);
     for (const l of this.listeners.values()) if (l.pool === old) l.update(l.config, next);
@@ -208,7 +254,20 @@ export class DataPlane implements DataPlaneApi {
     void l.whenEmpty().then(() => {
       l.dispose();
       this.retired.delete(l);
+      // Its totals stay in the metrics under its name.
+      const key = `${l.config.protocol}\u0000${l.name}`;
+      const gone = this.goneListeners.get(key);
+      if (gone === undefined) this.goneListeners.set(key, listenerTotals(l.snapshot()));
+      else addListenerCounters(gone, l.snapshot());
     });
+  }
+
+  /** A backend left pool `pool`: its counters are kept (see `departed`). */
+  private depart(pool: string, b: Backend): void {
+    const key = `${pool}\u0000${b.address}`;
+    const d = this.departed.get(key);
+    if (d === undefined) this.departed.set(key, { pool, live: new Set([b]), done: null });
+    else d.live.add(b);
   }
 
   /** Sets a backend's state (health, admin drain). Returns the previous state, or null if unknown. */
@@ -272,24 +331,70 @@ export class DataPlane implements DataPlaneApi {
 
   snapshot(): DataPlaneSnapshot {
     const pools: PoolSnapshot[] = [];
+    const current = new Map<string, BackendSnapshot>();
     for (const p of this.pools.values()) {
-      pools.push({
-        name: p.name,
-        algorithm: p.config.algorithm,
-        backends: p.backends.map((b) => ({
-          address: b.address,
-          name: b.name,
-          state: b.state,
-          weight: b.weight,
-          effective_weight: b.effectiveWeight,
-          backup: b.backup,
-          active_connections: b.active,
-          total_connections: b.total,
-          connect_failures: b.connectFailures,
-        })),
-      });
+      const backends = p.backends.map(backendSnapshot);
+      for (const b of backends) current.set(`${p.name}\u0000${b.address}`, b);
+      pools.push({ name: p.name, algorithm: p.config.algorithm, backends });
     }
-    return { listeners: this.allListeners().map((l) => l.snapshot()), pools };
+    // Departed backends: their totals are added to a current backend of the
+    // same pool and address, or listed as retired.
+    const retired: RetiredBackendSnapshot[] = [];
+    for (const [key, d] of this.departed) {
+      for (const b of d.live) {
+        if (b.active > 0) continue;
+        if (d.done === null) d.done = backendTotals(d.pool, backendSnapshot(b));
+        else addBackendCounters(d.done, backendSnapshot(b));
+        d.live.delete(b);
+      }
+      let totals: RetiredBackendSnapshot | null = d.done === null ? null : { ...d.done };
+      for (const b of d.live) {
+        if (totals === null) totals = backendTotals(d.pool, backendSnapshot(b));
+        else addBackendCounters(totals, backendSnapshot(b));
+      }
+      if (totals === null) continue;
+      const cur = current.get(key);
+      if (cur !== undefined) addBackendCounters(cur, totals);
+      else retired.push(totals);
+    }
+    const listeners = this.allListeners().map((l) => l.snapshot());
+    for (const gone of this.goneListeners.values()) listeners.push({ ...gone, rejected: { ...gone.rejected } });
+    return { listeners, pools, retired_backends: retired };
+  }
+}
+
+function backendSnapshot(b: Backend): BackendSnapshot {
+  return {
+    address: b.address,
+    name: b.name,
+    state: b.state,
+    weight: b.weight,
+    effective_weight: b.effectiveWeight,
+    backup: b.backup,
+    active_connections: b.active,
+    total_connections: b.total,
+    connect_failures: b.connectFailures,
+  };
+}
+
+/** A pool built aside by `buildPool()`; `commit()` makes the changes to kept backends. */
+interface BuiltPool {
+  pool: Pool;
+  commit(): void;
+}
+
+/** A generation whose new listeners are bound but which is not current yet (see `DataPlane.prepare`). */
+export interface PreparedApply {
+  readonly config: Config;
+  readonly pools: ReadonlyMap<string, BuiltPool>;
+  readonly added: readonly Listener[];
+  readonly bound: readonly ListenerBinding[];
+}
+
+async function closeAll(listeners: readonly Listener[]): Promise<void> {
+  for (const l of listeners) {
+    await l.stopAccepting();
+    l.dispose();
   }
 }
 

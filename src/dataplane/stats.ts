@@ -63,4 +63,43 @@ export interface PoolSnapshot {
 export interface DataPlaneSnapshot {
   listeners: ListenerSnapshot[];
   pools: PoolSnapshot[];
+  /**
+   * Counters of backends that are in no current pool (removed by a reload or
+   * DNS, their pool removed, or reported by a dead worker), kept so that
+   * counters never go down (SPEC §8.4). A (pool, address) listed in `pools`
+   * is not listed here: its past totals are added to its entry there.
+   */
+  retired_backends?: RetiredBackendSnapshot[];
+}
+
+export interface RetiredBackendSnapshot extends BackendSnapshot {
+  pool: string;
+}
+
+/**
+ * The counter fields (never going down) of the snapshots: what is kept for
+ * a retired listener or backend and for a dead worker. A new counter field
+ * must be listed here; gauges (active, sessions, state) must not.
+ */
+export const LISTENER_COUNTERS = ['connections_total', 'bytes_in', 'bytes_out', 'datagrams_in', 'datagrams_out'] as const;
+export const BACKEND_COUNTERS = ['total_connections', 'connect_failures'] as const;
+
+/** Adds the counters of `from` to `into` (rejected reasons included). */
+export function addListenerCounters(into: ListenerSnapshot, from: ListenerSnapshot): void {
+  for (const k of LISTENER_COUNTERS) into[k] += from[k];
+  for (const r of REJECT_REASONS) into.rejected[r] += from.rejected[r];
+}
+
+export function addBackendCounters(into: BackendSnapshot, from: BackendSnapshot): void {
+  for (const k of BACKEND_COUNTERS) into[k] += from[k];
+}
+
+/** A copy of a listener snapshot keeping only its counters: gauges 0, not current. */
+export function listenerTotals(l: ListenerSnapshot): ListenerSnapshot {
+  return { ...l, rejected: { ...l.rejected }, current: false, active_connections: 0, udp_sessions_active: 0 };
+}
+
+/** A copy of a backend snapshot keeping only its counters (gauges 0), under its pool's name. */
+export function backendTotals(pool: string, b: BackendSnapshot): RetiredBackendSnapshot {
+  return { ...b, pool, active_connections: 0 };
 }

@@ -47,6 +47,13 @@ function backendSamples(s: DataPlaneSnapshot, f: (b: DataPlaneSnapshot['pools'][
   return out;
 }
 
+/** For counters: the current backends plus the totals of retired ones (counters never go down). */
+function backendCounterSamples(s: DataPlaneSnapshot, f: (b: DataPlaneSnapshot['pools'][number]['backends'][number]) => number): Sample[] {
+  const out = backendSamples(s, f);
+  for (const b of s.retired_backends ?? []) out.push([{ pool: b.pool, backend: b.address }, f(b)]);
+  return out;
+}
+
 const TCP_ONLY = (l: DataPlaneSnapshot['listeners'][number]): boolean => l.protocol === 'tcp';
 
 /** Every l4lb metric, in one list. */
@@ -87,7 +94,7 @@ export const METRICS: readonly MetricDef[] = [
     help: 'Connections (UDP: sessions) sent to a backend',
     type: 'counter',
     labels: ['pool', 'backend'],
-    samples: (s) => backendSamples(s, (b) => b.total_connections),
+    samples: (s) => backendCounterSamples(s, (b) => b.total_connections),
   },
   {
     name: 'l4lb_backend_connections_active',
@@ -101,7 +108,7 @@ export const METRICS: readonly MetricDef[] = [
     help: 'Client connects to a backend that failed or timed out (health probes not included)',
     type: 'counter',
     labels: ['pool', 'backend'],
-    samples: (s) => backendSamples(s, (b) => b.connect_failures),
+    samples: (s) => backendCounterSamples(s, (b) => b.connect_failures),
   },
   {
     name: 'l4lb_backend_up',

@@ -51,6 +51,8 @@ export class TcpListener {
   private trusted: ((addr: string) => boolean) | null;
   private readonly rejectLog: RejectLog;
   private perSource = new Map<string, number>();
+  /** Sessions that hold a place in `perSource` (admitted while the per-source limit was on). */
+  private readonly sourceCounted = new Set<TcpSession>();
   private readonly flow: Flow = { protocol: 6, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
   private boundAddress = '';
   private boundPort = 0;
@@ -120,6 +122,19 @@ export class TcpListener {
 
   /** Applies a reloaded configuration of this kept listener (same bind). */
   update(config: ListenerConfig, pool: Pool | null): void {
+    const was = this.config.maxConnectionsPerSource;
+    if (was === 0 && config.maxConnectionsPerSource > 0) {
+      // Limit turned on: the connections already open count against it.
+      this.perSource.clear();
+      this.sourceCounted.clear();
+      for (const s of this.sessions) {
+        this.perSource.set(s.clientAddr, (this.perSource.get(s.clientAddr) ?? 0) + 1);
+        this.sourceCounted.add(s);
+      }
+    } else if (was > 0 && config.maxConnectionsPerSource === 0) {
+      this.perSource.clear();
+      this.sourceCounted.clear();
+    }
     this.config = config;
     this.pool = pool;
     this.acl = compileAcl(config.allow, config.deny);
@@ -240,6 +255,7 @@ export class TcpListener {
     fdBudget.add(1); // the backend connection's
     const session = new TcpSession(this, socket, this.pool, peer, Date.now());
     this.sessions.add(session);
+    if (cfg.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
     session.start();
   }
 
@@ -256,7 +272,6 @@ export class TcpListener {
   }
 
   private releaseSource(addr: string): void {
-    if (this.config.maxConnectionsPerSource === 0 && this.perSource.size === 0) return;
     const n = this.perSource.get(addr);
     if (n === undefined) return;
     if (n <= 1) this.perSource.delete(addr);
@@ -277,7 +292,7 @@ export class TcpListener {
     this.sessions.delete(session);
     this.stats.active--;
     fdBudget.add(-2);
-    this.releaseSource(session.clientAddr);
+    if (this.sourceCounted.delete(session)) this.releaseSource(session.clientAddr);
     if (reason === 'no_backend' || reason === 'connect_failed') this.stats.rejected.no_backend++;
     else if (reason === 'resources') {
       this.stats.rejected.resources++;

@@ -146,13 +146,20 @@ export class UdpListener {
 
   private toBackend(s: UdpSession, msg: Buffer): void {
     s.lastActive = Date.now();
-    s.bytesIn += msg.length;
-    this.stats.datagramsIn++;
     if (!s.connected) {
+      // Held until the upstream socket is connected; beyond 64 the datagram
+      // is dropped, and neither it nor its bytes count as forwarded.
       if (s.pending === null) s.pending = [];
       if (s.pending.length < 64) s.pending.push(msg);
       return;
     }
+    this.forward(s, msg);
+  }
+
+  /** Sends one datagram to the backend and counts it (datagrams and bytes in). */
+  private forward(s: UdpSession, msg: Buffer): void {
+    s.bytesIn += msg.length;
+    this.stats.datagramsIn++;
     s.upstream.send(msg);
   }
 
@@ -223,7 +230,7 @@ export class UdpListener {
       s.connected = true;
       const q = s.pending;
       s.pending = null;
-      if (q !== null) for (const m of q) upstream.send(m);
+      if (q !== null) for (const m of q) this.forward(s, m);
     });
     this.toBackend(s, msg);
   }
