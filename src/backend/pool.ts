@@ -4,11 +4,23 @@
  * The picker is immutable and rebuilt (off the hot path) whenever the set of
  * candidates, a state or an effective weight changes. Candidates are the
  * primaries that are `up`; when none is, the backups that are `up`.
+ *
+ * Control work never stalls the data plane (SPEC §8.6):
+ *  - a consistent-hash table larger than ASYNC_TABLE_MIN is built on a
+ *    worker thread; until it is in, the previous picker keeps running (it
+ *    passes over backends that went down or left, see picker.ts `usable`),
+ *    and changes that arrive meanwhile are folded into one more build;
+ *  - slow-start weight steps rebuild at most every SLOW_START_REBUILD_MS.
  */
 import type { PoolConfig } from '../config/schema';
 import type { Flow, Picker } from '../balancer/picker';
 import { createPicker } from '../balancer';
+import { maglevPickerWithTable } from '../balancer/maglev';
+import { ASYNC_TABLE_MIN, buildMaglevTableOffThread } from '../balancer/maglev-async';
 import { Backend, type BackendState } from './backend';
+
+/** Weight steps (slow start) rebuild the picker at most this often. */
+export const SLOW_START_REBUILD_MS = 100;
 
 export class Pool {
   readonly name: string;
@@ -18,13 +30,29 @@ export class Pool {
   private picker: Picker;
   /** Called after every rebuild (metrics, status, worker sync hooks). */
   onChange: ((pool: Pool) => void) | null = null;
+  /** Pickers built so far (tests, status). */
+  builds = 0;
+  private building: Promise<void> | null = null;
+  private rebuildAgain = false;
+  private lastRebuild = Number.NEGATIVE_INFINITY;
+  private soon: NodeJS.Timeout | null = null;
 
-  constructor(config: PoolConfig, backends: Backend[]) {
+  /**
+   * `interim`: the picker of the pool this one replaces (a reload). A large
+   * table is then built off the event loop while `interim` runs; without
+   * it (start-up, a new pool) the first picker is built here.
+   */
+  constructor(config: PoolConfig, backends: Backend[], interim?: Picker) {
     this.name = config.name;
     this.config = config;
     this.backends = backends;
-    this.picker = createPicker(config.algorithm, [], config);
-    this.rebuild();
+    if (interim !== undefined && this.offThread()) {
+      this.picker = interim;
+      this.rebuild();
+    } else {
+      this.picker = createPicker(config.algorithm, [], config);
+      this.build();
+    }
   }
 
   /** The backends that may take new connections now, in stable order. */
@@ -34,8 +62,57 @@ export class Pool {
     return this.backends.filter((b) => b.backup && b.state === 'up');
   }
 
+  /** The picker in use (handed to the pool that replaces this one on reload). */
+  currentPicker(): Picker {
+    return this.picker;
+  }
+
+  private offThread(): boolean {
+    return this.config.algorithm === 'consistent-hash' && this.config.tableSize > ASYNC_TABLE_MIN;
+  }
+
+  /** Rebuilds the picker: in place, or for a large table on the worker thread. */
   rebuild(): void {
-    this.picker = createPicker(this.config.algorithm, this.candidates(), this.config);
+    if (this.soon !== null) {
+      clearTimeout(this.soon);
+      this.soon = null;
+    }
+    this.lastRebuild = Date.now();
+    if (!this.offThread()) return this.build();
+    if (this.building !== null) {
+      this.rebuildAgain = true;
+      return;
+    }
+    const candidates = this.candidates();
+    const cfg = this.config;
+    this.building = buildMaglevTableOffThread(
+      candidates.map((b) => b.address),
+      candidates.map((b) => b.effectiveWeight),
+      cfg.tableSize,
+    ).then(
+      (table) => this.install(maglevPickerWithTable(candidates, cfg, table)),
+      () => this.build(), // no worker thread here: build in place
+    ).finally(() => {
+      this.building = null;
+      if (this.rebuildAgain) {
+        this.rebuildAgain = false;
+        this.rebuild();
+      }
+    });
+  }
+
+  /** Resolves once no build is in flight (tests; a reload's settle). */
+  async whenBuilt(): Promise<void> {
+    while (this.building !== null) await this.building;
+  }
+
+  private build(): void {
+    this.install(createPicker(this.config.algorithm, this.candidates(), this.config));
+  }
+
+  private install(picker: Picker): void {
+    this.picker = picker;
+    this.builds++;
     if (this.onChange !== null) this.onChange(this);
   }
 
@@ -51,12 +128,22 @@ export class Pool {
   /**
    * Sets a backend's effective weight (slow start; > 0) and rebuilds the
    * picker when the backend is `up` (otherwise it is no candidate and the
-   * next state change rebuilds).
+   * next state change rebuilds) — at most every SLOW_START_REBUILD_MS: steps
+   * that come faster are folded into one rebuild at the end of the interval.
    */
   setEffectiveWeight(backend: Backend, weight: number): void {
     if (backend.effectiveWeight === weight) return;
     backend.effectiveWeight = weight;
-    if (backend.state === 'up') this.rebuild();
+    if (backend.state !== 'up') return;
+    const wait = this.lastRebuild + SLOW_START_REBUILD_MS - Date.now();
+    if (wait <= 0) return this.rebuild();
+    if (this.soon === null) {
+      this.soon = setTimeout(() => {
+        this.soon = null;
+        this.rebuild();
+      }, wait);
+      this.soon.unref();
+    }
   }
 
   /** Sets a backend's state and rebuilds the picker. Returns the previous state. */
@@ -66,5 +153,11 @@ export class Pool {
     backend.state = state;
     this.rebuild();
     return from;
+  }
+
+  /** Stops a pending weight-step rebuild (the pool is being replaced or the process stops). */
+  dispose(): void {
+    if (this.soon !== null) clearTimeout(this.soon);
+    this.soon = null;
   }
 }

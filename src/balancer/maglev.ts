@@ -84,13 +84,16 @@ class MaglevPicker implements Picker {
   /** hash_balance_factor / 100; 0 = bounded load off. */
   private readonly factor: number;
 
-  constructor(candidates: readonly Backend[], pool: PoolConfig) {
+  /** `table`: a table already built for exactly these candidates (off the event loop); else built here. */
+  constructor(candidates: readonly Backend[], pool: PoolConfig, table?: Int32Array) {
     this.backends = candidates;
-    this.table = buildMaglevTable(
-      candidates.map((b) => b.address),
-      candidates.map((b) => b.effectiveWeight),
-      pool.tableSize,
-    );
+    this.table =
+      table ??
+      buildMaglevTable(
+        candidates.map((b) => b.address),
+        candidates.map((b) => b.effectiveWeight),
+        pool.tableSize,
+      );
     this.sourceOnly = pool.hashKey === 'source-ip';
     this.factor = pool.hashBalanceFactor / 100;
   }
@@ -171,3 +174,8 @@ function fits(b: Backend, limit: number): boolean {
 }
 
 export const createMaglev: PickerFactory = (candidates, pool) => new MaglevPicker(candidates, pool);
+
+/** A picker over a table built elsewhere (maglev-async.ts) for exactly these candidates, in this order. */
+export function maglevPickerWithTable(candidates: readonly Backend[], pool: PoolConfig, table: Int32Array): Picker {
+  return new MaglevPicker(candidates, pool, table);
+}

@@ -39,7 +39,10 @@ export type PickerFactory = (candidates: readonly Backend[], pool: PoolConfig) =
 
 /** Shared by pickers: is this backend usable for this attempt? */
 export function usable(b: Backend, exclude: readonly Backend[] | null): boolean {
-  if (!b.hasRoom()) return false;
+  // A picker is rebuilt on every state change, but a large Maglev table is
+  // rebuilt off the event loop: until it is in, the previous picker runs and
+  // may name a backend that has gone down or left the pool.
+  if (b.state !== 'up' || !b.member || !b.hasRoom()) return false;
   if (exclude !== null) {
     for (let i = 0; i < exclude.length; i++) if (exclude[i] === b) return false;
   }

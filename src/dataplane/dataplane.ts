@@ -204,8 +204,10 @@ export class DataPlane implements DataPlaneApi {
       }
       list.push(b);
     }
-    const pool = new Pool(pc, list);
+    // The replaced pool's picker runs until a large table is built off the event loop.
+    const pool = new Pool(pc, list, old?.currentPicker());
     const commit = (): void => {
+      old?.dispose();
       for (const [b, s] of updates) {
         b.weight = s.weight;
         b.effectiveWeight = s.weight;
