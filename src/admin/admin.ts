@@ -30,7 +30,73 @@ export interface AdminTarget {
   reload(): Promise<{ ok: true; generation: number } | { ok: false; errors: string[] }>;
 }
 
-const BACKEND_ACTION = /^\/api\/v1\/pools\/([^/]+)\/backends\/([^/]+)\/(drain|enable)$/;
+/** One admin endpoint: method, path template (`{name}` = one percent-encoded segment), handler. */
+export interface Route {
+  readonly method: 'GET' | 'POST';
+  readonly path: string;
+  /** POST routes that read a JSON body; the others have theirs discarded. */
+  readonly body?: boolean;
+  readonly handle: (x: RouteContext) => Promise<void> | void;
+}
+
+export interface RouteContext {
+  readonly req: http.IncomingMessage;
+  readonly res: http.ServerResponse;
+  readonly url: URL;
+  /** Decoded path parameters by name. */
+  readonly params: Readonly<Record<string, string>>;
+  readonly target: AdminTarget;
+  readonly registry: Registry;
+}
+
+/** Every admin endpoint, in one list (docs/reference.md documents each; a test keeps them in step). */
+export const ROUTES: readonly Route[] = [
+  {
+    method: 'GET',
+    path: '/healthz',
+    handle: ({ res, target }) => text(res, target.draining ? 503 : 200, target.draining ? 'draining\n' : 'ok\n', 'text/plain; charset=utf-8'),
+  },
+  { method: 'GET', path: '/metrics', handle: async ({ res, registry }) => text(res, 200, await registry.metrics(), registry.contentType) },
+  { method: 'GET', path: '/api/v1/status', handle: ({ res, target }) => json(res, 200, target.status()) },
+  { method: 'GET', path: '/', handle: ({ res, target }) => text(res, 200, renderStatusPage(target.status()), 'text/html; charset=utf-8') },
+  {
+    method: 'POST',
+    path: '/api/v1/reload',
+    handle: async ({ res, target }) => {
+      const r = await target.reload();
+      if (r.ok) json(res, 200, { config_generation: r.generation });
+      else json(res, 422, { errors: r.errors });
+    },
+  },
+  { method: 'POST', path: '/api/v1/pools/{pool}/backends/{address}/drain', handle: (x) => drainOrEnable(x, true) },
+  { method: 'POST', path: '/api/v1/pools/{pool}/backends/{address}/enable', handle: (x) => drainOrEnable(x, false) },
+];
+
+function drainOrEnable({ res, params, target }: RouteContext, drain: boolean): void {
+  const pool = params.pool as string;
+  const address = params.address as string;
+  const b = target.setDrain(pool, address, drain);
+  if (b === null) return json(res, 404, { error: `no backend ${address} in pool ${pool}` });
+  return json(res, 200, b);
+}
+
+interface CompiledRoute {
+  route: Route;
+  re: RegExp;
+  names: string[];
+}
+
+const COMPILED: readonly CompiledRoute[] = ROUTES.map((route) => {
+  const names: string[] = [];
+  const re = new RegExp(
+    `^${route.path.replace(/\{([a-z_]+)\}|[^{}]+/g, (m: string, name: string | undefined) => {
+      if (name === undefined) return m.replace(/[.*+?^$()|[\]\\]/g, '\\$&');
+      names.push(name);
+      return '([^/]+)';
+    })}$`,
+  );
+  return { route, re, names };
+});
 
 export class AdminServer {
   private readonly server: http.Server;
@@ -95,52 +161,30 @@ export class AdminServer {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
-    const method = req.method ?? 'GET';
-    const t = this.target;
-
-    const get = (fn: () => Promise<void> | void): Promise<void> | void =>
-      method === 'GET' || method === 'HEAD' ? fn() : methodNotAllowed(res, 'GET, HEAD');
-    const post = async (fn: () => Promise<void> | void): Promise<void> => {
-      if (method !== 'POST') return methodNotAllowed(res, 'POST');
-      req.resume(); // bodies are not used
-      if (!this.authorized(req)) {
+    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
+    const allowed: string[] = [];
+    for (const c of COMPILED) {
+      const m = c.re.exec(path);
+      if (m === null) continue;
+      if (c.route.method !== method) {
+        allowed.push(c.route.method === 'GET' ? 'GET, HEAD' : c.route.method);
+        continue;
+      }
+      const params: Record<string, string> = {};
+      try {
+        c.names.forEach((n, i) => (params[n] = decodeURIComponent(m[i + 1] as string)));
+      } catch {
+        return json(res, 400, { error: 'bad percent-encoding in the path' });
+      }
+      if (method === 'POST' && !this.authorized(req)) {
+        req.resume();
         res.setHeader('WWW-Authenticate', 'Bearer realm="l4lb"');
         return json(res, 401, { error: 'missing or wrong bearer token' });
       }
-      return fn();
-    };
-
-    if (path === '/healthz') {
-      return get(() => text(res, t.draining ? 503 : 200, t.draining ? 'draining\n' : 'ok\n', 'text/plain; charset=utf-8'));
+      if (c.route.body !== true) req.resume();
+      return c.route.handle({ req, res, url, params, target: this.target, registry: this.registry });
     }
-    if (path === '/metrics') {
-      return get(async () => text(res, 200, await this.registry.metrics(), this.registry.contentType));
-    }
-    if (path === '/api/v1/status') return get(() => json(res, 200, t.status()));
-    if (path === '/') return get(() => text(res, 200, renderStatusPage(t.status()), 'text/html; charset=utf-8'));
-    if (path === '/api/v1/reload') {
-      return post(async () => {
-        const r = await t.reload();
-        if (r.ok) json(res, 200, { config_generation: r.generation });
-        else json(res, 422, { errors: r.errors });
-      });
-    }
-    const m = BACKEND_ACTION.exec(path);
-    if (m !== null) {
-      return post(() => {
-        let pool: string;
-        let address: string;
-        try {
-          pool = decodeURIComponent(m[1] as string);
-          address = decodeURIComponent(m[2] as string);
-        } catch {
-          return json(res, 400, { error: 'bad percent-encoding in the path' });
-        }
-        const b = t.setDrain(pool, address, m[3] === 'drain');
-        if (b === null) return json(res, 404, { error: `no backend ${address} in pool ${pool}` });
-        return json(res, 200, b);
-      });
-    }
+    if (allowed.length > 0) return methodNotAllowed(res, allowed.join(', '));
     return json(res, 404, { error: `no such endpoint: ${path}` });
   }
 }

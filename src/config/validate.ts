@@ -388,3 +388,14 @@ export function validateConfig(doc: unknown, file: string, positions: Positions,
   }
   return deepFreeze({ file, global, admin, listeners, pools });
 }
+
+/** Every configuration key by table, as validation accepts them (docs/reference.md documents each; a test keeps them in step). */
+export const CONFIG_KEYS: Readonly<Record<string, readonly string[]>> = {
+  top: TOP_KEYS,
+  global: GLOBAL_KEYS,
+  admin: ADMIN_KEYS,
+  listeners: LISTENER_KEYS,
+  pools: POOL_KEYS,
+  backends: BACKEND_KEYS,
+  health_check: HEALTH_KEYS,
+};
