@@ -21,6 +21,10 @@ import type { Registry } from 'prom-client';
 import type { AdminConfig } from '../config/schema';
 import type { BackendSnapshot } from '../dataplane/stats';
 import { renderStatusPage } from './status-page';
+import { CONNECTIONS_LIMIT_DEFAULT, CONNECTIONS_LIMIT_MAX, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
+
+/** Largest request body read (the weight endpoint's JSON). */
+const MAX_BODY = 4096;
 
 /** What the admin API needs from the control plane. */
 export interface AdminTarget {
@@ -28,6 +32,9 @@ export interface AdminTarget {
   status(): Record<string, unknown>;
   setDrain(pool: string, address: string, drain: boolean): BackendSnapshot | null;
   reload(): Promise<{ ok: true; generation: number } | { ok: false; errors: string[] }>;
+  setWeight(pool: string, address: string, weight: number): BackendSnapshot | null;
+  shutdownConnections(pool: string, address: string): Promise<number | null>;
+  connections(q: ConnectionQuery): Promise<ConnectionInfo[]>;
 }
 
 /** One admin endpoint: method, path template (`{name}` = one percent-encoded segment), handler. */
@@ -70,7 +77,75 @@ export const ROUTES: readonly Route[] = [
   },
   { method: 'POST', path: '/api/v1/pools/{pool}/backends/{address}/drain', handle: (x) => drainOrEnable(x, true) },
   { method: 'POST', path: '/api/v1/pools/{pool}/backends/{address}/enable', handle: (x) => drainOrEnable(x, false) },
+  {
+    method: 'POST',
+    path: '/api/v1/pools/{pool}/backends/{address}/weight',
+    body: true,
+    handle: async ({ req, res, params, target }) => {
+      const body = await readJson(req);
+      const w = (body as { weight?: unknown } | null)?.weight;
+      if (typeof w !== 'number' || !Number.isInteger(w) || w < 0 || w > 1000) {
+        return json(res, 400, { error: 'expected a JSON body {"weight": N} with N an integer from 0 to 1000' });
+      }
+      const b = target.setWeight(params.pool as string, params.address as string, w);
+      if (b === null) return json(res, 404, { error: `no backend ${params.address} in pool ${params.pool}` });
+      return json(res, 200, b);
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/pools/{pool}/backends/{address}/shutdown-connections',
+    handle: async ({ res, params, target }) => {
+      const n = await target.shutdownConnections(params.pool as string, params.address as string);
+      if (n === null) return json(res, 404, { error: `no backend ${params.address} in pool ${params.pool}` });
+      return json(res, 200, { closed: n });
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/connections',
+    handle: async ({ res, url, target }) => {
+      const q = url.searchParams;
+      const limitText = q.get('limit');
+      const limit = limitText === null ? CONNECTIONS_LIMIT_DEFAULT : Number(limitText);
+      if (!Number.isInteger(limit) || limit < 1 || limit > CONNECTIONS_LIMIT_MAX) {
+        return json(res, 400, { error: `limit: expected an integer from 1 to ${CONNECTIONS_LIMIT_MAX}` });
+      }
+      const list = await target.connections({ listener: q.get('listener') || null, pool: q.get('pool') || null, backend: q.get('backend') || null, limit });
+      return json(res, 200, { connections: list });
+    },
+  },
 ];
+
+/** Reads a small JSON body; null when it is empty, too large or not JSON. */
+function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    const finish = (v: unknown): void => {
+      if (done) return;
+      done = true;
+      resolve(v);
+    };
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        req.resume();
+        return finish(null);
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      try {
+        finish(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        finish(null);
+      }
+    });
+    req.on('error', () => finish(null));
+  });
+}
 
 function drainOrEnable({ res, params, target }: RouteContext, drain: boolean): void {
   const pool = params.pool as string;

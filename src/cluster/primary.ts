@@ -28,8 +28,10 @@ import type { Config } from '../config/schema';
 import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from '../dataplane/dataplane';
-import type { DataPlaneSnapshot, ListenerSnapshot } from '../dataplane/stats';
+import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot } from '../dataplane/stats';
 import type { ToPrimary, ToWorker } from './protocol';
+import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
+import { addBackendTotals, addListenerExtras, applyBackendTotals, cloneListener } from '../dataplane/merge';
 
 export interface ClusterOptions {
   log: Logger;
@@ -254,6 +256,20 @@ export class ClusterDataPlane implements DataPlaneApi {
     return n;
   }
 
+  async shutdownBackend(pool: string, address: string): Promise<number> {
+    const replies = await this.ask(this.slots, (id) => ({ t: 'shutdown-backend', id, pool, address }));
+    let n = 0;
+    for (const r of replies) if (r.t === 'closed') n += r.n;
+    return n;
+  }
+
+  async connections(query: ConnectionQuery): Promise<ConnectionInfo[]> {
+    const replies = await this.ask(this.slots, (id) => ({ t: 'connections', id, query }));
+    const all: ConnectionInfo[] = [];
+    for (const r of replies) if (r.t === 'connection-list') all.push(...r.list);
+    return oldestFirst(all, query.limit);
+  }
+
   /** Tells every worker to exit and waits for them. */
   async dispose(): Promise<void> {
     this.stopping = true;
@@ -266,6 +282,7 @@ export class ClusterDataPlane implements DataPlaneApi {
   snapshot(): DataPlaneSnapshot {
     const listeners = new Map<string, ListenerSnapshot>();
     const counters = new Map<string, { active: number; total: number; failures: number }>();
+    const extras = new Map<string, { pool: string; b: BackendSnapshot }>();
     for (const s of this.slots) {
       const snap = s.snap;
       if (snap === null) continue;
@@ -273,9 +290,10 @@ export class ClusterDataPlane implements DataPlaneApi {
         const key = `${l.name}\u0000${l.current}`;
         const cur = listeners.get(key);
         if (cur === undefined) {
-          listeners.set(key, { ...l, rejected: { ...l.rejected } });
+          listeners.set(key, cloneListener(l));
           continue;
         }
+        addListenerExtras(cur, l);
         cur.active_connections += l.active_connections;
         cur.connections_total += l.connections_total;
         cur.bytes_in += l.bytes_in;
@@ -293,6 +311,7 @@ export class ClusterDataPlane implements DataPlaneApi {
           c.total += b.total_connections;
           c.failures += b.connect_failures;
           counters.set(key, c);
+          addBackendTotals(extras, p.name, b);
         }
       }
     }
@@ -305,6 +324,7 @@ export class ClusterDataPlane implements DataPlaneApi {
         b.connect_failures = c?.failures ?? 0;
       }
     }
+    applyBackendTotals(base.pools, extras);
     const ordered: ListenerSnapshot[] = [];
     for (const lc of this.config?.listeners ?? []) {
       const l = listeners.get(`${lc.name}\u0000true`);

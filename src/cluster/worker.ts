@@ -44,8 +44,8 @@ export function runWorker(): void {
             send({ t: 'applied', id: m.id, bindings });
             push();
           },
-          (err: NodeJS.ErrnoException & { address?: string; port?: number }) =>
-            send({ t: 'apply-failed', id: m.id, error: { message: err.message, code: err.code, address: err.address, port: err.port } }),
+          (err: NodeJS.ErrnoException & { address?: string; port?: number; listener?: string }) =>
+            send({ t: 'apply-failed', id: m.id, error: { message: err.message, code: err.code, address: err.address, port: err.port, listener: err.listener } }),
         );
         break;
       case 'state':
@@ -68,6 +68,12 @@ export function runWorker(): void {
         break;
       case 'abort':
         dp.abortAll(m.reason);
+        break;
+      case 'shutdown-backend':
+        void dp.shutdownBackend(m.pool, m.address).then((n) => send({ t: 'closed', id: m.id, n }));
+        break;
+      case 'connections':
+        void dp.connections(m.query).then((list) => send({ t: 'connection-list', id: m.id, list }));
         break;
       case 'exit':
         clearInterval(timer);

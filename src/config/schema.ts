@@ -38,6 +38,10 @@ export interface GlobalConfig {
   readonly workers: number;
   readonly splice: SpliceMode;
   readonly drainTimeoutMs: number;
+  /** Where runtime drain/weight changes are kept across restarts (as written; relative = to the config file's directory); null = nowhere. */
+  readonly stateFile: string | null;
+  /** `connection progress` every this long for open connections; 0 = off. */
+  readonly connectionLogIntervalMs: number;
 }
 
 export interface AdminConfig {
@@ -119,6 +123,7 @@ export const DEFAULTS = Object.freeze({
     workers: 1,
     splice: 'auto' as SpliceMode,
     drain_timeout: '30s',
+    connection_log_interval: '0s',
   }),
   listener: Object.freeze({
     protocol: 'tcp' as Protocol,

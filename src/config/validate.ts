@@ -34,7 +34,7 @@ export const WEIGHT_MAX = 1000;
 const LISTENER_NAME = /^[a-z0-9_-]+$/;
 
 const TOP_KEYS = ['global', 'admin', 'listeners', 'pools'];
-const GLOBAL_KEYS = ['log_level', 'connection_log', 'workers', 'splice', 'drain_timeout'];
+const GLOBAL_KEYS = ['log_level', 'connection_log', 'workers', 'splice', 'drain_timeout', 'state_file', 'connection_log_interval'];
 const ADMIN_KEYS = ['bind', 'token'];
 const LISTENER_KEYS = [
   'name', 'protocol', 'bind', 'pool', 'max_connections', 'connect_timeout', 'idle_timeout', 'proxy_protocol',
@@ -118,7 +118,7 @@ function readCidrs(r: Reader, key: string): Cidr[] | null {
 function readGlobal(r: Reader | null, cpuCount: number): GlobalConfig {
   const d = DEFAULTS.global;
   if (r === null) {
-    return { logLevel: d.log_level, connectionLog: d.connection_log, workers: d.workers, splice: d.splice, drainTimeoutMs: 30_000 };
+    return { logLevel: d.log_level, connectionLog: d.connection_log, workers: d.workers, splice: d.splice, drainTimeoutMs: 30_000, stateFile: null, connectionLogIntervalMs: 0 };
   }
   r.checkKeys(GLOBAL_KEYS);
   let workers: number = d.workers;
@@ -134,7 +134,17 @@ function readGlobal(r: Reader | null, cpuCount: number): GlobalConfig {
     workers,
     splice: r.oneOf('splice', SPLICE, d.splice),
     drainTimeoutMs: r.duration('drain_timeout', d.drain_timeout),
+    stateFile: readStateFile(r),
+    connectionLogIntervalMs: r.duration('connection_log_interval', d.connection_log_interval),
   };
+}
+
+/** Contract: reads [global] state_file: a non-empty path string, or null when absent. */
+function readStateFile(r: Reader): string | null {
+  if (!r.has('state_file')) return null;
+  const v = r.str('state_file', '');
+  if (v === '' && typeof r.get('state_file') === 'string') r.sink.at(r.p('state_file'), 'expected a file path, got ""');
+  return v === '' ? null : v;
 }
 
 /** Contract: validates [admin]; null when absent. */

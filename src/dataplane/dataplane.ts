@@ -17,7 +17,8 @@ import { UdpListener } from '../udp/listener';
 export type Listener = TcpListener | UdpListener;
 import type { Pump } from '../tcp/pump';
 import { jsPump } from '../tcp/js-pump';
-import type { DataPlaneSnapshot, PoolSnapshot } from './stats';
+import type { BackendSnapshot, DataPlaneSnapshot, PoolSnapshot } from './stats';
+import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from './connections';
 
 /** A backend after name resolution: one per address. */
 export interface BackendSpec {
@@ -65,6 +66,10 @@ export interface DataPlaneApi {
   activeConnections(): number;
   dispose(): void | Promise<void>;
   snapshot(): DataPlaneSnapshot;
+  /** Resets every open connection and UDP session of one backend (admin); resolves with how many. */
+  shutdownBackend(pool: string, address: string): Promise<number>;
+  /** Open connections and UDP sessions matching the query, oldest first, at most `limit`. */
+  connections(q: ConnectionQuery): Promise<ConnectionInfo[]>;
 }
 
 export class DataPlane implements DataPlaneApi {
@@ -75,6 +80,19 @@ export class DataPlane implements DataPlaneApi {
   readonly retired = new Set<Listener>();
   private readonly ctx: TcpContext;
   private accepting = true;
+  /**
+   * Backends that left their pool (reload, DNS) while connections to them
+   * were open, by pool name and address: shown as `removed` until their last
+   * connection ends.
+   */
+  private readonly removed = new Map<string, Map<string, Backend>>();
+  /** Once a second (or every connection_log_interval if shorter): `connections rejected` and `connection progress`. */
+  private ticker: NodeJS.Timeout | null = null;
+  private tickerEvery = 0;
+  private lastTick = Date.now();
+  private progressIntervalMs = 0;
+  /** Rejections already reported by `connections rejected`, per listener object and reason. */
+  private readonly rejectsLogged = new WeakMap<Listener, Record<string, number>>();
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -100,6 +118,8 @@ export class DataPlane implements DataPlaneApi {
    */
   async apply(config: Config, backends: ReadonlyMap<string, readonly BackendSpec[]>, fds?: ReadonlyMap<string, number>): Promise<ListenerBinding[]> {
     this.ctx.connectionLog = config.global.connectionLog;
+    this.progressIntervalMs = config.global.connectionLogIntervalMs;
+    this.startTicker();
     const nextPools = new Map<string, Pool>();
     for (const pc of config.pools) nextPools.set(pc.name, this.buildPool(pc, backends.get(pc.name) ?? []));
 
@@ -113,7 +133,11 @@ export class DataPlane implements DataPlaneApi {
         const existing = this.listeners.get(lc.name);
         if (existing !== undefined && sameSocket(existing.config, lc)) continue;
         const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, pool, this.ctx) : new TcpListener(lc, pool, this.ctx);
-        const a = await l.listen(fds?.get(lc.name));
+        const a = await l.listen(fds?.get(lc.name)).catch((err: unknown) => {
+          // Name the listener in the start/reload failure.
+          if (err !== null && typeof err === 'object') (err as { listener?: string }).listener = lc.name;
+          throw err;
+        });
         added.push(l);
         bound.push({ name: lc.name, address: a.address, port: a.port });
       }
@@ -127,7 +151,11 @@ export class DataPlane implements DataPlaneApi {
 
     // Commit: nothing below can fail.
     for (const [name, pool] of nextPools) this.pools.set(name, pool);
-    for (const name of [...this.pools.keys()]) if (!nextPools.has(name)) this.pools.delete(name);
+    for (const [name, pool] of [...this.pools]) {
+      if (nextPools.has(name)) continue;
+      for (const b of pool.backends) this.noteRemoved(name, b);
+      this.pools.delete(name);
+    }
     for (const [name, l] of this.listeners) {
       const lc = config.listeners.find((x) => x.name === name);
       if (lc !== undefined && wanted.has(name) && sameSocket(l.config, lc)) {
@@ -158,7 +186,7 @@ export class DataPlane implements DataPlaneApi {
     const list: Backend[] = [];
     for (const s of specs) {
       const address = s.family === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
-      let b = old?.find(address);
+      let b = old?.find(address) ?? this.revive(pc.name, address);
       if (b !== undefined && list.includes(b)) continue;
       if (b === undefined) {
         b = new Backend({ host: s.host, port: s.port, family: s.family, name: s.name, weight: s.weight, maxConnections: s.maxConnections, backup: s.backup });
@@ -171,7 +199,7 @@ export class DataPlane implements DataPlaneApi {
       b.member = true;
       list.push(b);
     }
-    if (old !== undefined) for (const b of old.backends) if (!list.includes(b)) b.member = false;
+    if (old !== undefined) for (const b of old.backends) if (!list.includes(b)) this.noteRemoved(pc.name, b);
     return new Pool(pc, list);
   }
 
@@ -193,6 +221,79 @@ export class DataPlane implements DataPlaneApi {
     if (this.opts.onPoolChanged) this.opts.onPoolChanged(pool);
     return true;
   }
+
+  /** A backend left pool `pool`: it takes no new connections; with open ones it is kept as `removed`. */
+  private noteRemoved(pool: string, b: Backend): void {
+    b.member = false;
+    if (b.active === 0) return;
+    let m = this.removed.get(pool);
+    if (m === undefined) {
+      m = new Map();
+      this.removed.set(pool, m);
+    }
+    m.set(b.address, b);
+  }
+
+  /** A removed backend added back while its connections were still open: the same record (counters, connections) returns. */
+  private revive(pool: string, address: string): Backend | undefined {
+    const m = this.removed.get(pool);
+    const b = m?.get(address);
+    if (m === undefined || b === undefined) return undefined;
+    m.delete(address);
+    if (m.size === 0) this.removed.delete(pool);
+    b.state = 'up';
+    return b;
+  }
+
+  /** The removed backends of a pool that still have connections (forgets the others). */
+  private removedOf(pool: string): Backend[] {
+    const m = this.removed.get(pool);
+    if (m === undefined) return [];
+    for (const [address, b] of m) if (b.active === 0) m.delete(address);
+    if (m.size === 0) this.removed.delete(pool);
+    return [...m.values()];
+  }
+
+  private startTicker(): void {
+    const every = this.progressIntervalMs > 0 ? Math.max(10, Math.min(1000, this.progressIntervalMs)) : 1000;
+    if (this.ticker !== null && every === this.tickerEvery) return;
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.tickerEvery = every;
+    this.ticker = setInterval(() => this.tick(), every);
+    this.ticker.unref();
+  }
+
+  /**
+   * Refusals are logged without connection_log too: one `connections
+   * rejected` line per listener and reason with the count since the last
+   * line, at most once a second (read from the counters: nothing on the
+   * refusal path itself). Then `connection progress` lines when asked.
+   */
+  private tick(): void {
+    const now = Date.now();
+    const prev = this.lastTick;
+    this.lastTick = now;
+    if (now - this.lastRejectLog >= 1000) {
+      this.lastRejectLog = now;
+      for (const l of this.allListeners()) {
+        let seen = this.rejectsLogged.get(l);
+        if (seen === undefined) {
+          seen = {};
+          this.rejectsLogged.set(l, seen);
+        }
+        const rejected = l.stats.rejected as Record<string, number>;
+        for (const reason of Object.keys(rejected)) {
+          const n = rejected[reason] ?? 0;
+          const before = seen[reason] ?? 0;
+          if (n > before) this.opts.log.warn({ listener: l.name, reason, count: n - before, total: n }, 'connections rejected');
+          seen[reason] = n;
+        }
+      }
+    }
+    const every = this.progressIntervalMs;
+    if (every > 0) for (const l of this.allListeners()) l.logProgress(prev, now, every);
+  }
+  private lastRejectLog = 0;
 
   private retire(l: Listener): void {
     l.current = false;
@@ -256,7 +357,23 @@ export class DataPlane implements DataPlaneApi {
 
   /** Stops timers; after abortAll and whenIdle. */
   dispose(): void {
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.ticker = null;
+    this.tick(); // the last refusals
     for (const l of this.allListeners()) l.dispose();
+  }
+
+  shutdownBackend(pool: string, address: string): Promise<number> {
+    let n = 0;
+    for (const l of this.allListeners()) n += l.shutdownBackend(pool, address);
+    return Promise.resolve(n);
+  }
+
+  connections(q: ConnectionQuery): Promise<ConnectionInfo[]> {
+    const out: ConnectionInfo[] = [];
+    const now = Date.now();
+    for (const l of this.allListeners()) l.listConnections(q, now, out);
+    return Promise.resolve(oldestFirst(out, q.limit));
   }
 
   private allListeners(): Listener[] {
@@ -264,23 +381,38 @@ export class DataPlane implements DataPlaneApi {
   }
 
   snapshot(): DataPlaneSnapshot {
+    const live = new Map<Backend, [number, number]>();
+    for (const l of this.allListeners()) l.addLiveBackendBytes(live);
+    const backendSnapshot = (b: Backend, removed: boolean): BackendSnapshot => {
+      const bytes = live.get(b);
+      return {
+        address: b.address,
+        name: b.name,
+        state: removed ? 'removed' : b.state,
+        weight: b.weight,
+        effective_weight: b.effectiveWeight,
+        backup: b.backup,
+        active_connections: b.active,
+        total_connections: b.total,
+        connect_failures: b.connectFailures,
+        bytes_in: b.bytesIn + (bytes?.[0] ?? 0),
+        bytes_out: b.bytesOut + (bytes?.[1] ?? 0),
+        connect_time: b.connectTime.snapshot(),
+      };
+    };
     const pools: PoolSnapshot[] = [];
     for (const p of this.pools.values()) {
       pools.push({
         name: p.name,
         algorithm: p.config.algorithm,
-        backends: p.backends.map((b) => ({
-          address: b.address,
-          name: b.name,
-          state: b.state,
-          weight: b.weight,
-          effective_weight: b.effectiveWeight,
-          backup: b.backup,
-          active_connections: b.active,
-          total_connections: b.total,
-          connect_failures: b.connectFailures,
-        })),
+        backends: [...p.backends.map((b) => backendSnapshot(b, false)), ...this.removedOf(p.name).map((b) => backendSnapshot(b, true))],
       });
+    }
+    // Pools a reload removed while connections to their backends are still open.
+    for (const name of [...this.removed.keys()]) {
+      if (this.pools.has(name)) continue;
+      const gone = this.removedOf(name);
+      if (gone.length > 0) pools.push({ name, algorithm: 'removed', backends: gone.map((b) => backendSnapshot(b, true)) });
     }
     return { listeners: this.allListeners().map((l) => l.snapshot()), pools };
   }

@@ -3,6 +3,8 @@
  * read at scrape time (SPEC §6). Bytes of finished connections are added
  * here; bytes of open connections are read from their pumps at scrape time.
  */
+import type { HistogramSnapshot } from './histogram';
+
 export type RejectReason = 'acl' | 'limit' | 'source_limit' | 'no_backend' | 'proxy_protocol';
 export const REJECT_REASONS: readonly RejectReason[] = ['acl', 'limit', 'source_limit', 'no_backend', 'proxy_protocol'];
 
@@ -37,18 +39,25 @@ export interface ListenerSnapshot {
   udp_sessions_active: number;
   datagrams_in: number;
   datagrams_out: number;
+  /** Durations of finished connections (UDP: sessions), seconds. */
+  duration: HistogramSnapshot;
 }
 
 export interface BackendSnapshot {
   address: string;
   name: string | null;
-  state: 'up' | 'down' | 'draining';
+  /** `removed`: left its pool by a reload or DNS while connections to it are still open. */
+  state: 'up' | 'down' | 'draining' | 'removed';
   weight: number;
   effective_weight: number;
   backup: boolean;
   active_connections: number;
   total_connections: number;
   connect_failures: number;
+  /** Bytes client → backend and backend → client, open connections included. */
+  bytes_in: number;
+  bytes_out: number;
+  connect_time: HistogramSnapshot;
 }
 
 export interface PoolSnapshot {

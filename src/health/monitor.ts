@@ -273,7 +273,7 @@ export class HealthMonitor {
     t.state = to;
     const fields: Record<string, unknown> = { pool: t.pool, backend: t.address, from, to, reason };
     if (to === 'down' && t.lastError !== null) fields.error = t.lastError;
-    this.opts.log.info(fields, 'backend state changed');
+    this.opts.log[to === 'down' ? 'warn' : 'info'](fields, 'backend state changed');
     if (to === 'up') {
       if (t.slowStartMs > 0) this.startRamp(t);
       this.opts.setState(t.pool, t.address, to);

@@ -19,6 +19,7 @@ import type { Pump, PumpDone, PumpEndReason, PumpHandle } from './pump';
 class JsPumpConn implements PumpHandle {
   bytesIn = 0;
   bytesOut = 0;
+  firstFin: 'client' | 'backend' | null = null;
   private closed = 0;
   private reason: PumpEndReason | null = null;
   private readonly client: Socket;
@@ -47,8 +48,14 @@ class JsPumpConn implements PumpHandle {
     client.on('drain', () => backend.resume());
 
     // FIN one way is passed on as FIN; the other way keeps flowing.
-    client.on('end', () => backend.end());
-    backend.on('end', () => client.end());
+    client.on('end', () => {
+      if (this.firstFin === null) this.firstFin = 'client';
+      backend.end();
+    });
+    backend.on('end', () => {
+      if (this.firstFin === null) this.firstFin = 'backend';
+      client.end();
+    });
 
     client.on('error', () => this.fail('client_reset', backend));
     backend.on('error', () => this.fail('backend_reset', client));

@@ -173,6 +173,11 @@ class SpliceHandle implements PumpHandle {
     return this.jsHandle !== null ? this.jsHandle.bytesOut : this.outBytes;
   }
 
+  /** Known only when the connection fell back to the JS pump; the kernel pump does not report it. */
+  get firstFin(): 'client' | 'backend' | null {
+    return this.jsHandle?.firstFin ?? null;
+  }
+
   abort(): void {
     if (this.finished) return;
     this.aborted = true;
