@@ -407,7 +407,7 @@ export class Server {
    * returns it to `up` or `down` as its checks say. Returns the backend's
    * snapshot after the change, or null when the pool or backend is unknown.
    */
-  setDrain(pool: string, address: string, drain: boolean): BackendSnapshot | null {
+  setDrain(pool: string, address: string, drain: boolean): Record<string, unknown> | null {
     if (!this.health.setDrain(pool, address, drain)) return null;
     if (this.runtime.setDrain(pool, address, drain)) this.saveStateFile();
     return this.backendSnapshot(pool, address);
@@ -419,7 +419,7 @@ export class Server {
    * backend stays, and restarts with state_file. Returns the backend's
    * snapshot, or null when the pool or backend is unknown.
    */
-  setWeight(pool: string, address: string, weight: number): BackendSnapshot | null {
+  setWeight(pool: string, address: string, weight: number): Record<string, unknown> | null {
     const r = this.resolvers.get(pool);
     if (r === undefined || this.dataPlane.pools.get(pool)?.find(address) === undefined || this.draining) return null;
     if (this.runtime.setWeight(pool, address, weight)) this.saveStateFile();
@@ -440,9 +440,10 @@ export class Server {
     return this.dataPlane.connections(q);
   }
 
-  private backendSnapshot(pool: string, address: string): BackendSnapshot | null {
-    const p = this.snapshot().pools.find((x) => x.name === pool);
-    return p?.backends.find((b) => b.address === address) ?? null;
+  /** One backend as the status document shows it (the admin API's backend JSON), or null. */
+  private backendSnapshot(pool: string, address: string): Record<string, unknown> | null {
+    const pools = this.status().pools as { name: string; backends: { address: string }[] }[];
+    return pools.find((x) => x.name === pool)?.backends.find((b) => b.address === address) ?? null;
   }
 
   snapshot(): DataPlaneSnapshot {

@@ -19,7 +19,6 @@ import http from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import type { AdminConfig } from '../config/schema';
-import type { BackendSnapshot } from '../dataplane/stats';
 import { renderStatusPage } from './status-page';
 import { CONNECTIONS_LIMIT_DEFAULT, CONNECTIONS_LIMIT_MAX, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
@@ -30,9 +29,9 @@ const MAX_BODY = 4096;
 export interface AdminTarget {
   draining: boolean;
   status(): Record<string, unknown>;
-  setDrain(pool: string, address: string, drain: boolean): BackendSnapshot | null;
+  setDrain(pool: string, address: string, drain: boolean): Record<string, unknown> | null;
   reload(): Promise<{ ok: true; generation: number } | { ok: false; errors: string[] }>;
-  setWeight(pool: string, address: string, weight: number): BackendSnapshot | null;
+  setWeight(pool: string, address: string, weight: number): Record<string, unknown> | null;
   shutdownConnections(pool: string, address: string): Promise<number | null>;
   connections(q: ConnectionQuery): Promise<ConnectionInfo[]>;
 }
