@@ -217,4 +217,33 @@ describe('runtime API with workers = 2', () => {
       client.close();
     }
   });
+
+  test('a backend removed by a reload while a worker holds a connection to it is `removed` until it ends', async () => {
+    const E = `127.0.0.1:${echo.port}`;
+    await adminJson(admin, 'POST', `/api/v1/pools/p/backends/${encodeURIComponent(E)}/weight`, { body: { weight: 1 } });
+    const port = await lb.port('t');
+    const held = await connect(port);
+    held.write('hi');
+    await readBytes(held, 2);
+    const other = await startEchoServer();
+    try {
+      lb.writeConfig(
+        `[global]\nworkers = 2\nconnection_log = true\n[admin]\nbind = "127.0.0.1:0"\n` +
+          listenerToml('t', 'p') +
+          `[[listeners]]\nname = "u"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "up"\n` +
+          poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${other.port}" }`]) +
+          poolToml('up', 'round-robin', [`{ address = "127.0.0.1:${udpPort}" }`]),
+      );
+      await adminJson(admin, 'POST', '/api/v1/reload');
+      await waitFor(async () => (await backendOf(admin, 'p', E))?.state === 'removed', 5000, 'removed in the summed status');
+      assert.equal((await backendOf(admin, 'p', E))?.active_connections, 1);
+      held.write('yo');
+      assert.equal((await readBytes(held, 2)).toString(), 'yo');
+      held.destroy();
+      await waitFor(async () => (await backendOf(admin, 'p', E)) === undefined, 5000, 'gone after the last connection');
+    } finally {
+      held.destroy();
+      await other.close();
+    }
+  });
 });

@@ -422,3 +422,45 @@ describe('--reload', () => {
     }
   });
 });
+
+describe('termination with the JS pump (splice = "off")', () => {
+  let echo: TestServer;
+  let bye: TestServer;
+  let lb: L4lbProcess;
+  before(async () => {
+    echo = await startEchoServer();
+    bye = await startServer((s) => s.end('bye\n'));
+    lb = new L4lbProcess(
+      `[global]\nsplice = "off"\nconnection_log = true\n` +
+        listenerToml('one', 'one') +
+        listenerToml('bye', 'bye') +
+        poolToml('one', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]) +
+        poolToml('bye', 'round-robin', [`{ address = "127.0.0.1:${bye.port}" }`]),
+    );
+  });
+  after(async () => {
+    await lb.stop();
+    await echo.close();
+    await bye.close();
+  });
+
+  test('client_fin, backend_fin and client_reset', async () => {
+    const c = await connect(await lb.port('one'));
+    c.end('hi');
+    await readAll(c);
+    const l1 = await lb.waitForLog((l) => l.msg === 'connection closed' && l.listener === 'one', 5000, 'one closed');
+    assert.equal(l1.termination, 'client_fin');
+    assert.equal(l1.pump, 'js');
+    const d = await connect(await lb.port('bye'));
+    assert.equal((await readAll(d)).toString(), 'bye\n');
+    d.end();
+    const l2 = await lb.waitForLog((l) => l.msg === 'connection closed' && l.listener === 'bye', 5000, 'bye closed');
+    assert.equal(l2.termination, 'backend_fin');
+    const r = await connect(await lb.port('one'));
+    r.write('x');
+    await readBytes(r, 1);
+    r.resetAndDestroy();
+    const l3 = await lb.waitForLog((l) => l.msg === 'connection closed' && l.listener === 'one' && l !== l1, 5000, 'reset closed');
+    assert.equal(l3.termination, 'client_reset');
+  });
+});
