@@ -421,7 +421,7 @@ export class Server {
    */
   setWeight(pool: string, address: string, weight: number): Record<string, unknown> | null {
     const r = this.resolvers.get(pool);
-    if (r === undefined || this.dataPlane.pools.get(pool)?.find(address) === undefined || this.draining) return null;
+    if (r === undefined || this.dataPlane.pools.get(pool)?.find(address) === undefined) return null;
     if (this.runtime.setWeight(pool, address, weight)) this.saveStateFile();
     this.pushPool(pool, this.withOverrides(pool, r.specs()));
     return this.backendSnapshot(pool, address);
@@ -546,13 +546,12 @@ export function describeReload(
   };
   const b0 = backendsOf(before);
   const b1 = backendsOf(after);
-  const limits = new Map<string, string>();
-  for (const pc of prev.pools) for (const bc of pc.backends) limits.set(`${pc.name}/${bc.address}`, `${bc.maxConnections}`);
-  const limitChanged = (key: string): boolean => {
-    const [pool] = key.split('/');
-    const pc = next.pools.find((p) => p.name === pool);
-    return pc !== undefined && pc.backends.some((bc) => `${pc.name}/${bc.address}` === key && limits.has(key) && limits.get(key) !== `${bc.maxConnections}`);
-  };
+  // max_connections of backends written as IP literals (a name's limit change shows as its pool's change).
+  const limitsOf = (c: Config): Map<string, number> =>
+    new Map(c.pools.flatMap((p) => p.backends.filter((bc) => bc.family !== 0).map((bc): [string, number] => [`${p.name}/${formatAddress(bc.host, bc.port, bc.family)}`, bc.maxConnections])));
+  const l0 = limitsOf(prev);
+  const l1 = limitsOf(next);
+  const limitChanged = (key: string): boolean => l0.has(key) && l1.has(key) && l0.get(key) !== l1.get(key);
   return {
     changes: {
       listeners: {
