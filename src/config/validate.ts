@@ -135,7 +135,7 @@ function readGlobal(r: Reader | null, cpuCount: number): GlobalConfig {
     splice: r.oneOf('splice', SPLICE, d.splice),
     drainTimeoutMs: r.duration('drain_timeout', d.drain_timeout),
     stateFile: readStateFile(r),
-    connectionLogIntervalMs: r.duration('connection_log_interval', d.connection_log_interval),
+    connectionLogIntervalMs: readProgressInterval(r),
   };
 }
 
@@ -145,6 +145,16 @@ function readStateFile(r: Reader): string | null {
   const v = r.str('state_file', '');
   if (v === '' && typeof r.get('state_file') === 'string') r.sink.at(r.p('state_file'), 'expected a file path, got ""');
   return v === '' ? null : v;
+}
+
+/** Contract: reads [global] connection_log_interval: "0s" (off) or at least 100 ms (a shorter one would flood the log). */
+function readProgressInterval(r: Reader): number {
+  const ms = r.duration('connection_log_interval', DEFAULTS.global.connection_log_interval);
+  if (ms > 0 && ms < 100) {
+    r.sink.at(r.p('connection_log_interval'), `expected "0s" (off) or at least "100ms", got ${describe(r.get('connection_log_interval'))}`);
+    return 0;
+  }
+  return ms;
 }
 
 /** Contract: validates [admin]; null when absent. */

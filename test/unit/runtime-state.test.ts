@@ -101,3 +101,19 @@ test('connections: oldest first, cut to the limit', () => {
   const c = (age: number): ConnectionInfo => ({ listener: 'l', protocol: 'tcp', pool: 'p', client: 'c', backend: 'b', age_ms: age, bytes_in: 0, bytes_out: 0 });
   assert.deepEqual(oldestFirst([c(1), c(30), c(7), c(12)], 3).map((x) => x.age_ms), [30, 12, 7]);
 });
+
+test('config: state_file and connection_log_interval are read and checked with positions', async () => {
+  const { parseConfig: loadConfigText } = await import('../../src/config/load');
+  const base = '[[listeners]]\nname = "l"\nbind = "127.0.0.1:0"\npool = "p"\n[pools.p]\nbackends = [{ address = "127.0.0.1:1" }]\n';
+  const ok = loadConfigText(`[global]\nstate_file = "s.json"\nconnection_log_interval = "1m"\n${base}`, 'lb.toml');
+  assert.equal(ok.global.stateFile, 's.json');
+  assert.equal(ok.global.connectionLogIntervalMs, 60_000);
+  const dflt = loadConfigText(base, 'lb.toml');
+  assert.equal(dflt.global.stateFile, null);
+  assert.equal(dflt.global.connectionLogIntervalMs, 0);
+  assert.throws(
+    () => loadConfigText(`[global]\nstate_file = ""\nconnection_log_interval = "10ms"\n${base}`, 'lb.toml'),
+    (e: { code?: string; message: string }) =>
+      e.code === 'ERR_L4LB_CONFIG' && /lb\.toml:2:\d+: global\.state_file: /.test(e.message) && /lb\.toml:3:\d+: global\.connection_log_interval: .*100ms/.test(e.message),
+  );
+});
