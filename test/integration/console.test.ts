@@ -77,7 +77,7 @@ describe('operator console in headless Chromium', { skip }, () => {
 
   // Browser-side code is passed as expression strings (this project compiles without the DOM types).
   const stateExpr = (pool: string, address: string): string =>
-    `(document.querySelector('tr[data-backend="' + CSS.escape(${JSON.stringify(`${pool}|${address}`)}) + '"] td.state') || {}).textContent || null`;
+    `((document.querySelector('tr[data-backend="' + CSS.escape(${JSON.stringify(`${pool}|${address}`)}) + '"] td.state') || {}).textContent || null)`;
 
   const stateOf = (pool: string, address: string): Promise<string | null> => page.evaluate(stateExpr(pool, address)) as Promise<string | null>;
 
