@@ -13,12 +13,15 @@ import { Server } from './server';
 import { VERSION } from './version';
 import { inheritedSockets } from './systemd/activation';
 import type { ListenerConfig } from './config/schema';
+import { createLogger } from './log';
+import { requestReload } from './admin/reload-client';
 
 const DEFAULT_CONFIG = '/etc/l4lb/lb.toml';
 
 interface Options {
   config?: string;
   check?: boolean;
+  reload?: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -26,6 +29,7 @@ function parseArgs(argv: string[]): Options {
     .description('A Layer-4 TCP/UDP load balancer')
     .option('-c, --config <file>', `configuration file (default: $L4LB_CONFIG, then ${DEFAULT_CONFIG})`)
     .option('--check', 'validate the configuration, print one line per listener, exit')
+    .option('--reload', "ask the running instance (through the file's [admin]) to reload; exit 0 done, 78 invalid file, 1 no answer")
     .version(VERSION, '-V, --version', 'print the version')
     .helpOption('-h, --help', 'show this help')
     .allowExcessArguments(false)
@@ -57,6 +61,13 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof ConfigError) fail(EXIT.CONFIG, err.issues.map(formatConfigIssue).join('\n'));
     fail(EXIT.CONFIG, `l4lb: ${path}: ${(err as Error).message}`);
+  }
+
+  if (opts.reload) {
+    const r = await requestReload(config.admin, path);
+    process.stdout.write(r.stdout);
+    process.stderr.write(r.stderr);
+    process.exit(r.code);
   }
 
   if (opts.check) {
@@ -95,10 +106,13 @@ async function main(): Promise<void> {
     if (server !== null) void server.reload();
   });
 
+  const log = createLogger(config.global.logLevel);
   try {
-    server = await Server.start({ configPath: path, config, fds: inheritedSockets() });
+    server = await Server.start({ configPath: path, config, fds: inheritedSockets(), log });
   } catch (err) {
     const msg = err instanceof L4lbError ? err.message : String((err as Error)?.message ?? err);
+    const e = err as { listener?: string; address?: string; port?: number; code?: string };
+    log.error({ listener: e.listener ?? null, address: e.address, port: e.port, code: e.code, err: msg }, 'start failed');
     fail(EXIT.FAILURE, `l4lb: ${msg}`);
   }
   void server.notifier.ready();

@@ -21,6 +21,9 @@ import { Notifier } from './systemd/notify';
 import type { Registry } from 'prom-client';
 import { PoolResolver, type LookupFn } from './dns/resolver';
 import { formatAddress } from './backend/backend';
+import { RuntimeState, stateFilePath } from './state/runtime-state';
+import { planReload } from './config/diff';
+import type { ConnectionInfo, ConnectionQuery } from './dataplane/connections';
 
 export interface ServerOptions {
   configPath: string;
@@ -60,11 +63,16 @@ export class Server {
   /** True while a reload resolves and applies: DNS changes wait for it. */
   private reloading = false;
   private readonly poolChangedListeners = new Set<(pool: string) => void>();
+  /** Drain and weight set through the admin API (kept across reloads; with state_file across restarts). */
+  runtime = new RuntimeState();
+  /** Whether each pool had a backend `up` when last looked at (`pool has no backend up` once per transition). */
+  private readonly poolUp = new Map<string, boolean>();
 
   private constructor(opts: ServerOptions) {
     this.configPath = opts.configPath;
     this.config = opts.config;
     this.log = opts.log ?? createLogger(opts.config.global.logLevel);
+    this.log.info({ version: VERSION, config: opts.configPath, pid: process.pid, node: process.version }, 'starting');
     this.fds = opts.fds;
     const workers = opts.config.global.workers;
     const pump = choosePump(opts.config.global.splice, workers);
@@ -91,7 +99,10 @@ export class Server {
     }
     this.health = new HealthMonitor({
       log: this.log,
-      setState: (pool, address, state) => void this.dataPlane.setBackendState(pool, address, state),
+      setState: (pool, address, state) => {
+        this.dataPlane.setBackendState(pool, address, state);
+        this.checkPools();
+      },
       setWeight: (pool, address, w) => void this.dataPlane.setBackendWeight(pool, address, w),
     });
   }
@@ -99,6 +110,7 @@ export class Server {
   /** Builds the server and binds every listener. Throws L4lbError('ERR_L4LB_BIND') when one cannot bind. */
   static async start(opts: ServerOptions): Promise<Server> {
     const s = new Server(opts);
+    s.loadStateFile();
     const { resolvers, backends } = await s.resolveAll(opts.config);
     try {
       s.bindings = await s.dataPlane.apply(opts.config, backends, s.fds);
@@ -108,6 +120,10 @@ export class Server {
     }
     s.health.sync(opts.config, backends, true);
     s.installResolvers(resolvers);
+    // Drains from the state file; entries of backends no longer configured are dropped.
+    if (s.runtime.retain((pool, address) => s.dataPlane.pools.get(pool)?.find(address) !== undefined)) s.saveStateFile();
+    for (const e of s.runtime.all()) if (e.drain) s.health.setDrain(e.pool, e.address, true);
+    s.checkPools();
     if (opts.config.admin !== null) {
       const admin = new AdminServer(opts.config.admin, s, s.registry);
       try {
@@ -151,7 +167,7 @@ export class Server {
       resolvers.set(pc.name, new PoolResolver(this.lookup !== undefined ? { ...opts, lookup: this.lookup } : opts));
     }
     const backends = new Map<string, BackendSpec[]>();
-    await Promise.all([...resolvers].map(async ([name, r]) => backends.set(name, await r.refresh())));
+    await Promise.all([...resolvers].map(async ([name, r]) => backends.set(name, this.withOverrides(name, await r.refresh()))));
     return { resolvers, backends };
   }
 
@@ -177,15 +193,82 @@ export class Server {
     const r = this.resolvers.get(pool);
     const p = this.dataPlane.pools.get(pool);
     if (r === undefined || p === undefined) return;
-    const specs = r.specs();
+    const specs = this.withOverrides(pool, r.specs());
     const want = specs.map((x) => formatAddress(x.host, x.port, x.family)).join(',');
     if (want === p.backends.map((b) => b.address).join(',')) return;
+    const before = this.snapshot();
+    this.pushPool(pool, specs);
+    this.logRemovedBackends(before, 'dns');
+  }
+
+  /** Rebuilds one pool from `specs` in the data plane and the health monitor (DNS change, weight set at run time). */
+  private pushPool(pool: string, specs: BackendSpec[]): void {
     this.dataPlane.setPoolBackends(pool, specs);
     for (const fn of this.poolChangedListeners) fn(pool);
     // New addresses are probed, vanished ones forgotten, as on a reload.
     const all = new Map<string, BackendSpec[]>();
-    for (const [name, res] of this.resolvers) all.set(name, res.specs());
+    for (const [name, res] of this.resolvers) all.set(name, name === pool ? specs : this.withOverrides(name, res.specs()));
     this.health.sync(this.config, all, false);
+    this.checkPools();
+  }
+
+  /** A pool's resolved backends with the weights set at run time in place of the configured ones. */
+  private withOverrides(pool: string, specs: BackendSpec[]): BackendSpec[] {
+    return specs.map((s) => {
+      const w = this.runtime.get(pool, formatAddress(s.host, s.port, s.family))?.weight;
+      return w === undefined || w === null ? s : { ...s, weight: w };
+    });
+  }
+
+  /**
+   * `pool has no backend up` (error) when a pool loses its last `up`
+   * backend, `pool has backends up` (info) when it has one again: once per
+   * transition. A pool first seen without any is reported too.
+   */
+  private checkPools(): void {
+    for (const [name, p] of this.dataPlane.pools) {
+      const up = p.backends.some((b) => b.state === 'up');
+      const was = this.poolUp.get(name);
+      this.poolUp.set(name, up);
+      if (was === up || (was === undefined && up)) continue;
+      if (up) this.log.info({ pool: name, backends: p.backends.length }, 'pool has backends up');
+      else this.log.error({ pool: name, backends: p.backends.length }, 'pool has no backend up');
+    }
+    for (const name of [...this.poolUp.keys()]) if (!this.dataPlane.pools.has(name)) this.poolUp.delete(name);
+  }
+
+  /** `backend state changed` (warn) to `removed` for each backend of `before` that left its pool. */
+  private logRemovedBackends(before: DataPlaneSnapshot, reason: 'config_reload' | 'dns'): void {
+    for (const p of before.pools) {
+      const now = this.dataPlane.pools.get(p.name);
+      for (const b of p.backends) {
+        if (b.state === 'removed' || now?.find(b.address) !== undefined) continue;
+        this.log.warn({ pool: p.name, backend: b.address, from: b.state, to: 'removed', reason, active_connections: b.active_connections }, 'backend state changed');
+      }
+    }
+  }
+
+  /** Reads `state_file` (start): an unreadable file is logged at warn and ignored. */
+  private loadStateFile(): void {
+    const file = this.config.global.stateFile;
+    if (file === null) return;
+    const path = stateFilePath(this.config.file, file);
+    const { state, error } = RuntimeState.read(path);
+    if (error !== null) this.log.warn({ state_file: path, err: error }, 'state file ignored');
+    else this.log.info({ state_file: path, backends: state.all().length }, 'state file read');
+    this.runtime = state;
+  }
+
+  /** Rewrites `state_file` (atomically) after a runtime change; a failure is logged, the change stays in effect. */
+  private saveStateFile(): void {
+    const file = this.config.global.stateFile;
+    if (file === null) return;
+    const path = stateFilePath(this.config.file, file);
+    try {
+      this.runtime.write(path);
+    } catch (err) {
+      this.log.error({ state_file: path, err: (err as Error).message }, 'state file write failed');
+    }
   }
 
   /**
@@ -205,6 +288,8 @@ export class Server {
       }
       this.reloading = true;
       void this.notifier.reloading();
+      const before = this.snapshot();
+      const prev = this.config;
       let resolvers: Map<string, PoolResolver> | null = null;
       try {
         const resolved = await this.resolveAll(next);
@@ -225,7 +310,13 @@ export class Server {
       this.reloads.success++;
       this.log.level = next.global.logLevel;
       await this.applyAdmin(next);
-      this.log.info({ config_generation: this.generation }, 'config reloaded');
+      // Runtime drain/weight of backends that left are forgotten (and the state file follows).
+      if (this.runtime.retain((pool, address) => this.dataPlane.pools.get(pool)?.find(address) !== undefined)) this.saveStateFile();
+      const { changes, restartRequired } = describeReload(prev, next, before, this.snapshot());
+      this.logRemovedBackends(before, 'config_reload');
+      this.checkPools();
+      this.log.info({ config_generation: this.generation, changes, restart_required: restartRequired }, 'config reloaded');
+      if (restartRequired.length > 0) this.log.warn({ restart_required: restartRequired }, 'restart required');
       void this.notifier.ready();
       return { ok: true, generation: this.generation };
     };
@@ -324,10 +415,43 @@ export class Server {
    * returns it to `up` or `down` as its checks say. Returns the backend's
    * snapshot after the change, or null when the pool or backend is unknown.
    */
-  setDrain(pool: string, address: string, drain: boolean): BackendSnapshot | null {
+  setDrain(pool: string, address: string, drain: boolean): Record<string, unknown> | null {
     if (!this.health.setDrain(pool, address, drain)) return null;
-    const p = this.snapshot().pools.find((x) => x.name === pool);
-    return p?.backends.find((b) => b.address === address) ?? null;
+    if (this.runtime.setDrain(pool, address, drain)) this.saveStateFile();
+    return this.backendSnapshot(pool, address);
+  }
+
+  /**
+   * Admin weight (0-1000; 0 = no new connections, open ones go on). Applies
+   * at once (the pool's picker is rebuilt), outlives reloads while the
+   * backend stays, and restarts with state_file. Returns the backend's
+   * snapshot, or null when the pool or backend is unknown.
+   */
+  setWeight(pool: string, address: string, weight: number): Record<string, unknown> | null {
+    const r = this.resolvers.get(pool);
+    if (r === undefined || this.dataPlane.pools.get(pool)?.find(address) === undefined) return null;
+    if (this.runtime.setWeight(pool, address, weight)) this.saveStateFile();
+    this.pushPool(pool, this.withOverrides(pool, r.specs()));
+    return this.backendSnapshot(pool, address);
+  }
+
+  /** Admin: resets every open connection and UDP session of one backend. Null when the backend is unknown (not even `removed`). */
+  async shutdownConnections(pool: string, address: string): Promise<number | null> {
+    if (this.backendSnapshot(pool, address) === null) return null;
+    const n = await this.dataPlane.shutdownBackend(pool, address);
+    this.log.info({ pool, backend: address, closed: n }, 'backend connections shut down');
+    return n;
+  }
+
+  /** Admin: open connections and UDP sessions, oldest first. */
+  connections(q: ConnectionQuery): Promise<ConnectionInfo[]> {
+    return this.dataPlane.connections(q);
+  }
+
+  /** One backend as the status document shows it (the admin API's backend JSON), or null. */
+  private backendSnapshot(pool: string, address: string): Record<string, unknown> | null {
+    const pools = this.status().pools as { name: string; backends: { address: string }[] }[];
+    return pools.find((x) => x.name === pool)?.backends.find((b) => b.address === address) ?? null;
   }
 
   snapshot(): DataPlaneSnapshot {
@@ -369,6 +493,10 @@ export class Server {
           active_connections: l.active_connections,
           ...(l.route_by !== undefined ? { route_by: l.route_by, routes: l.routes ?? [] } : {}),
           ...(l.route_by === 'sni' && l.pool === '' ? { pool: null } : {}),
+          total_connections: l.connections_total,
+          bytes_in: l.bytes_in,
+          bytes_out: l.bytes_out,
+          rejected: l.rejected,
         })),
       pools: snap.pools.map((p) => ({
         name: p.name,
@@ -383,6 +511,9 @@ export class Server {
           active_connections: b.active_connections,
           total_connections: b.total_connections,
           ...this.checkFields(p.name, b.address),
+          connect_failures: b.connect_failures,
+          bytes_in: b.bytes_in,
+          bytes_out: b.bytes_out,
         })),
       })),
     };
@@ -410,12 +541,65 @@ function withReason(r: { ok: boolean; reason: string }, ok: string): { ok: boole
 
 function bindError(err: unknown, what = 'listener'): L4lbError {
   if (err instanceof L4lbError) return err;
-  const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number; listener?: string };
   if (e && (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')) {
     const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : 'address not available';
-    return new L4lbError('ERR_L4LB_BIND', `${what}: cannot bind ${e.address ?? '?'}:${e.port ?? '?'}: ${why}`, { cause: err });
+    const who = e.listener !== undefined ? `listener ${e.listener}` : what;
+    const out = new L4lbError('ERR_L4LB_BIND', `${who}: cannot bind ${e.address ?? '?'}:${e.port ?? '?'}: ${why}`, { cause: err });
+    return Object.assign(out, { listener: e.listener ?? (what === 'admin' ? 'admin' : undefined), address: e.address, port: e.port });
   }
   return new L4lbError('ERR_L4LB_START', e?.message ?? String(err), { cause: err });
+}
+
+/** Keys of [global] that take effect only at the next start. */
+const RESTART_KEYS: readonly string[] = ['workers', 'splice'];
+
+/**
+ * Contract: what a reload changed, for the `config reloaded` line:
+ * listeners and pools added, removed, changed (by name; a listener whose
+ * bind or protocol changed is `changed`), backends (`pool/address`) added,
+ * removed, changed (weight, limit, backup), and the changed [global] keys
+ * that need a restart.
+ */
+export function describeReload(
+  prev: Config,
+  next: Config,
+  before: DataPlaneSnapshot,
+  after: DataPlaneSnapshot,
+): { changes: Record<string, { added: string[]; removed: string[]; changed: string[] }>; restartRequired: string[] } {
+  const plan = planReload(prev, next);
+  const addedL = plan.listenersToAdd.map((l) => l.name);
+  const removedL = plan.listenersToRemove.map((l) => l.name);
+  const moved = addedL.filter((n) => removedL.includes(n));
+  const backendsOf = (s: DataPlaneSnapshot): Map<string, string> => {
+    const m = new Map<string, string>();
+    for (const p of s.pools) for (const b of p.backends) if (b.state !== 'removed') m.set(`${p.name}/${b.address}`, `${b.weight}/${b.backup}`);
+    return m;
+  };
+  const b0 = backendsOf(before);
+  const b1 = backendsOf(after);
+  // max_connections of backends written as IP literals (a name's limit change shows as its pool's change).
+  const limitsOf = (c: Config): Map<string, number> =>
+    new Map(c.pools.flatMap((p) => p.backends.filter((bc) => bc.family !== 0).map((bc): [string, number] => [`${p.name}/${formatAddress(bc.host, bc.port, bc.family)}`, bc.maxConnections])));
+  const l0 = limitsOf(prev);
+  const l1 = limitsOf(next);
+  const limitChanged = (key: string): boolean => l0.has(key) && l1.has(key) && l0.get(key) !== l1.get(key);
+  return {
+    changes: {
+      listeners: {
+        added: addedL.filter((n) => !moved.includes(n)),
+        removed: removedL.filter((n) => !moved.includes(n)),
+        changed: [...plan.listenersChanged, ...moved],
+      },
+      pools: { added: [...plan.poolsAdded], removed: [...plan.poolsRemoved], changed: [...plan.poolsChanged] },
+      backends: {
+        added: [...b1.keys()].filter((k) => !b0.has(k)),
+        removed: [...b0.keys()].filter((k) => !b1.has(k)),
+        changed: [...b1.keys()].filter((k) => b0.has(k) && (b0.get(k) !== b1.get(k) || limitChanged(k))),
+      },
+    },
+    restartRequired: plan.globalChanged.filter((k) => RESTART_KEYS.includes(k)),
+  };
 }
 
 /** Contract: true when two pool configurations are equal in every field (a kept pool keeps its resolver). */

@@ -29,7 +29,8 @@
 
 namespace {
 
-enum Reason : int { R_CLOSED = 0, R_CLIENT_RESET = 1, R_BACKEND_RESET = 2, R_ABORTED = 3 };
+// R_CLOSED: FIN both ways, the client's first; R_CLOSED_BACKEND_FIRST: the backend's first.
+enum Reason : int { R_CLOSED = 0, R_CLIENT_RESET = 1, R_BACKEND_RESET = 2, R_ABORTED = 3, R_CLOSED_BACKEND_FIRST = 4 };
 
 constexpr int kMaxRounds = 16;        // splice rounds per direction before requeue
 constexpr int kWantPipe = 256 * 1024; // F_SETPIPE_SZ target; default kept on failure
@@ -47,6 +48,7 @@ struct Conn {
   size_t inpipe[2] = {0, 0};
   size_t pipecap[2] = {0, 0};
   bool eof[2] = {false, false};   // EOF read from fd[d]
+  int first_eof = -1;             // the direction whose EOF came first (termination in the connection log)
   bool shut[2] = {false, false};  // shutdown(fd[1-d], SHUT_WR) done
   uint64_t bytes[2] = {0, 0};     // delivered to the destination
   uint32_t ev[2] = {0, 0};        // epoll events seen per side since the last service
@@ -297,6 +299,7 @@ struct Worker {
           c->inpipe[d] += static_cast<size_t>(n);
           moved = true;
         } else if (n == 0) {
+          if (c->first_eof < 0) c->first_eof = d;
           c->eof[d] = true;
           moved = true;
         } else if (errno == EINTR) {
@@ -375,7 +378,7 @@ struct Worker {
       return;
     }
     if (c->shut[0] && c->shut[1]) {
-      finish(c, R_CLOSED);
+      finish(c, c->first_eof == 1 ? R_CLOSED_BACKEND_FIRST : R_CLOSED);
       return;
     }
     if (c->again[0] || c->again[1]) ready.push_back(c);

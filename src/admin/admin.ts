@@ -21,22 +21,162 @@ import http from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import type { AdminConfig } from '../config/schema';
-import type { BackendSnapshot } from '../dataplane/stats';
 import { renderStatusPage } from './status-page';
 import { crossSiteReason, hostAllowed } from './guard';
 
 /** How long close() lets open requests finish before it cuts them. */
 const CLOSE_GRACE_MS = 1000;
+import { CONNECTIONS_LIMIT_DEFAULT, CONNECTIONS_LIMIT_MAX, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
+
+/** Largest request body read (the weight endpoint's JSON). */
+const MAX_BODY = 4096;
 
 /** What the admin API needs from the control plane. */
 export interface AdminTarget {
   draining: boolean;
   status(): Record<string, unknown>;
-  setDrain(pool: string, address: string, drain: boolean): BackendSnapshot | null;
+  setDrain(pool: string, address: string, drain: boolean): Record<string, unknown> | null;
   reload(): Promise<{ ok: true; generation: number } | { ok: false; errors: string[] }>;
+  setWeight(pool: string, address: string, weight: number): Record<string, unknown> | null;
+  shutdownConnections(pool: string, address: string): Promise<number | null>;
+  connections(q: ConnectionQuery): Promise<ConnectionInfo[]>;
 }
 
-const BACKEND_ACTION = /^\/api\/v1\/pools\/([^/]+)\/backends\/([^/]+)\/(drain|enable)$/;
+/** One admin endpoint: method, path template (`{name}` = one percent-encoded segment), handler. */
+export interface Route {
+  readonly method: 'GET' | 'POST';
+  readonly path: string;
+  /** POST routes that read a JSON body; the others have theirs discarded. */
+  readonly body?: boolean;
+  readonly handle: (x: RouteContext) => Promise<void> | void;
+}
+
+export interface RouteContext {
+  readonly req: http.IncomingMessage;
+  readonly res: http.ServerResponse;
+  readonly url: URL;
+  /** Decoded path parameters by name. */
+  readonly params: Readonly<Record<string, string>>;
+  readonly target: AdminTarget;
+  readonly registry: Registry;
+}
+
+/** Every admin endpoint, in one list (docs/reference.md documents each; a test keeps them in step). */
+export const ROUTES: readonly Route[] = [
+  {
+    method: 'GET',
+    path: '/healthz',
+    handle: ({ res, target }) => text(res, target.draining ? 503 : 200, target.draining ? 'draining\n' : 'ok\n', 'text/plain; charset=utf-8'),
+  },
+  { method: 'GET', path: '/metrics', handle: async ({ res, registry }) => text(res, 200, await registry.metrics(), registry.contentType) },
+  { method: 'GET', path: '/api/v1/status', handle: ({ res, target }) => json(res, 200, target.status()) },
+  { method: 'GET', path: '/', handle: ({ res, target }) => text(res, 200, renderStatusPage(target.status()), 'text/html; charset=utf-8') },
+  {
+    method: 'POST',
+    path: '/api/v1/reload',
+    handle: async ({ res, target }) => {
+      const r = await target.reload();
+      if (r.ok) json(res, 200, { config_generation: r.generation });
+      else json(res, 422, { errors: r.errors });
+    },
+  },
+  { method: 'POST', path: '/api/v1/pools/{pool}/backends/{address}/drain', handle: (x) => drainOrEnable(x, true) },
+  { method: 'POST', path: '/api/v1/pools/{pool}/backends/{address}/enable', handle: (x) => drainOrEnable(x, false) },
+  {
+    method: 'POST',
+    path: '/api/v1/pools/{pool}/backends/{address}/weight',
+    body: true,
+    handle: async ({ req, res, params, target }) => {
+      const body = await readJson(req);
+      const w = (body as { weight?: unknown } | null)?.weight;
+      if (typeof w !== 'number' || !Number.isInteger(w) || w < 0 || w > 1000) {
+        return json(res, 400, { error: 'expected a JSON body {"weight": N} with N an integer from 0 to 1000' });
+      }
+      const b = target.setWeight(params.pool as string, params.address as string, w);
+      if (b === null) return json(res, 404, { error: `no backend ${params.address} in pool ${params.pool}` });
+      return json(res, 200, b);
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/pools/{pool}/backends/{address}/shutdown-connections',
+    handle: async ({ res, params, target }) => {
+      const n = await target.shutdownConnections(params.pool as string, params.address as string);
+      if (n === null) return json(res, 404, { error: `no backend ${params.address} in pool ${params.pool}` });
+      return json(res, 200, { closed: n });
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/connections',
+    handle: async ({ res, url, target }) => {
+      const q = url.searchParams;
+      const limitText = q.get('limit');
+      const limit = limitText === null ? CONNECTIONS_LIMIT_DEFAULT : Number(limitText);
+      if (!Number.isInteger(limit) || limit < 1 || limit > CONNECTIONS_LIMIT_MAX) {
+        return json(res, 400, { error: `limit: expected an integer from 1 to ${CONNECTIONS_LIMIT_MAX}` });
+      }
+      const list = await target.connections({ listener: q.get('listener') || null, pool: q.get('pool') || null, backend: q.get('backend') || null, limit });
+      return json(res, 200, { connections: list });
+    },
+  },
+];
+
+/** Reads a small JSON body; null when it is empty, too large or not JSON. */
+function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    const finish = (v: unknown): void => {
+      if (done) return;
+      done = true;
+      resolve(v);
+    };
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        req.resume();
+        return finish(null);
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      try {
+        finish(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        finish(null);
+      }
+    });
+    req.on('error', () => finish(null));
+  });
+}
+
+function drainOrEnable({ res, params, target }: RouteContext, drain: boolean): void {
+  const pool = params.pool as string;
+  const address = params.address as string;
+  const b = target.setDrain(pool, address, drain);
+  if (b === null) return json(res, 404, { error: `no backend ${address} in pool ${pool}` });
+  return json(res, 200, b);
+}
+
+interface CompiledRoute {
+  route: Route;
+  re: RegExp;
+  names: string[];
+}
+
+const COMPILED: readonly CompiledRoute[] = ROUTES.map((route) => {
+  const names: string[] = [];
+  const re = new RegExp(
+    `^${route.path.replace(/\{([a-z_]+)\}|[^{}]+/g, (m: string, name: string | undefined) => {
+      if (name === undefined) return m.replace(/[.*+?^$()|[\]\\]/g, '\\$&');
+      names.push(name);
+      return '([^/]+)';
+    })}$`,
+  );
+  return { route, re, names };
+});
 
 export class AdminServer {
   private readonly server: http.Server;
@@ -116,57 +256,41 @@ export class AdminServer {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
-    const method = req.method ?? 'GET';
-    const t = this.target;
+    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
     if (!hostAllowed(req.headers.host, this.config.bind.host)) {
+      req.resume();
       return json(res, 421, { error: `Host ${JSON.stringify(req.headers.host)} is not this admin endpoint (use an IP address or localhost)` });
     }
-
-    const get = (fn: () => Promise<void> | void): Promise<void> | void =>
-      method === 'GET' || method === 'HEAD' ? fn() : methodNotAllowed(res, 'GET, HEAD');
-    const post = async (fn: () => Promise<void> | void): Promise<void> => {
-      if (method !== 'POST') return methodNotAllowed(res, 'POST');
-      req.resume(); // bodies are not used
-      const crossSite = crossSiteReason(req.headers);
-      if (crossSite !== null) return json(res, 403, { error: `refused: ${crossSite}` });
-      if (!this.authorized(req)) {
+    const allowed: string[] = [];
+    for (const c of COMPILED) {
+      const m = c.re.exec(path);
+      if (m === null) continue;
+      if (c.route.method !== method) {
+        allowed.push(c.route.method === 'GET' ? 'GET, HEAD' : c.route.method);
+        continue;
+      }
+      const params: Record<string, string> = {};
+      try {
+        c.names.forEach((n, i) => (params[n] = decodeURIComponent(m[i + 1] as string)));
+      } catch {
+        return json(res, 400, { error: 'bad percent-encoding in the path' });
+      }
+      if (method === 'POST') {
+        const crossSite = crossSiteReason(req.headers);
+        if (crossSite !== null) {
+          req.resume();
+          return json(res, 403, { error: `refused: ${crossSite}` });
+        }
+      }
+      if (method === 'POST' && !this.authorized(req)) {
+        req.resume();
         res.setHeader('WWW-Authenticate', 'Bearer realm="l4lb"');
         return json(res, 401, { error: 'missing or wrong bearer token' });
       }
-      return fn();
-    };
-
-    if (path === '/healthz') {
-      return get(() => text(res, t.draining ? 503 : 200, t.draining ? 'draining\n' : 'ok\n', 'text/plain; charset=utf-8'));
+      if (c.route.body !== true) req.resume();
+      return c.route.handle({ req, res, url, params, target: this.target, registry: this.registry });
     }
-    if (path === '/metrics') {
-      return get(async () => text(res, 200, await this.registry.metrics(), this.registry.contentType));
-    }
-    if (path === '/api/v1/status') return get(() => json(res, 200, t.status()));
-    if (path === '/') return get(() => text(res, 200, renderStatusPage(t.status()), 'text/html; charset=utf-8'));
-    if (path === '/api/v1/reload') {
-      return post(async () => {
-        const r = await t.reload();
-        if (r.ok) json(res, 200, { config_generation: r.generation });
-        else json(res, 422, { errors: r.errors });
-      });
-    }
-    const m = BACKEND_ACTION.exec(path);
-    if (m !== null) {
-      return post(() => {
-        let pool: string;
-        let address: string;
-        try {
-          pool = decodeURIComponent(m[1] as string);
-          address = decodeURIComponent(m[2] as string);
-        } catch {
-          return json(res, 400, { error: 'bad percent-encoding in the path' });
-        }
-        const b = t.setDrain(pool, address, m[3] === 'drain');
-        if (b === null) return json(res, 404, { error: `no backend ${address} in pool ${pool}` });
-        return json(res, 200, b);
-      });
-    }
+    if (allowed.length > 0) return methodNotAllowed(res, allowed.join(', '));
     return json(res, 404, { error: `no such endpoint: ${path}` });
   }
 }

@@ -3,6 +3,8 @@
  * state and its counters. Counters are plain numbers incremented on the hot
  * path and read at scrape time.
  */
+import { CONNECT_BUCKETS, Histogram } from '../dataplane/histogram';
+
 export type BackendState = 'up' | 'down' | 'draining';
 
 export class Backend {
@@ -30,6 +32,11 @@ export class Backend {
   active = 0;
   total = 0;
   connectFailures = 0;
+  /** Bytes of finished connections (client → backend, backend → client); open ones are read from their sessions. */
+  bytesIn = 0;
+  bytesOut = 0;
+  /** Time to connect to this backend (successful attempts), seconds. */
+  readonly connectTime = new Histogram(CONNECT_BUCKETS);
 
   constructor(init: {
     host: string;

@@ -55,11 +55,11 @@ export class Pool {
     }
   }
 
-  /** The backends that may take new connections now, in stable order. */
+  /** The backends that may take new connections now, in stable order (weight 0, set at run time, takes none). */
   candidates(): Backend[] {
-    const primaries = this.backends.filter((b) => !b.backup && b.state === 'up');
+    const primaries = this.backends.filter((b) => !b.backup && b.state === 'up' && b.weight > 0);
     if (primaries.length > 0) return primaries;
-    return this.backends.filter((b) => b.backup && b.state === 'up');
+    return this.backends.filter((b) => b.backup && b.state === 'up' && b.weight > 0);
   }
 
   /** The picker in use (handed to the pool that replaces this one on reload). */

@@ -33,8 +33,9 @@ import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from '../dataplane/dataplane';
 import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, RetiredBackendSnapshot } from '../dataplane/stats';
-import { BACKEND_COUNTERS as BACKEND_COUNTER_KEYS, addBackendCounters, addListenerCounters, backendTotals, listenerTotals } from '../dataplane/stats';
+import { BACKEND_COUNTERS as BACKEND_COUNTER_KEYS, addBackendCounters, addListenerCounters, backendTotals, cloneBackend, cloneListener, listenerTotals } from '../dataplane/stats';
 import type { ToPrimary, ToWorker } from './protocol';
+import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
 export interface ClusterOptions {
   log: Logger;
@@ -297,6 +298,20 @@ export class ClusterDataPlane implements DataPlaneApi {
     return n;
   }
 
+  async shutdownBackend(pool: string, address: string): Promise<number> {
+    const replies = await this.ask(this.slots, (id) => ({ t: 'shutdown-backend', id, pool, address }));
+    let n = 0;
+    for (const r of replies) if (r.t === 'closed') n += r.n;
+    return n;
+  }
+
+  async connections(query: ConnectionQuery): Promise<ConnectionInfo[]> {
+    const replies = await this.ask(this.slots, (id) => ({ t: 'connections', id, query }));
+    const all: ConnectionInfo[] = [];
+    for (const r of replies) if (r.t === 'connection-list') all.push(...r.list);
+    return oldestFirst(all, query.limit);
+  }
+
   /** Tells every worker to exit and waits for them. */
   async dispose(): Promise<void> {
     this.stopping = true;
@@ -334,7 +349,7 @@ export class ClusterDataPlane implements DataPlaneApi {
       const key = `${l.name}\u0000${l.current}\u0000${l.protocol}`;
       const cur = listeners.get(key);
       if (cur === undefined) {
-        listeners.set(key, { ...l, rejected: { ...l.rejected } });
+        listeners.set(key, cloneListener(l));
         return;
       }
       cur.active_connections += l.active_connections;
@@ -345,11 +360,13 @@ export class ClusterDataPlane implements DataPlaneApi {
       const key = `${pool}\u0000${b.address}`;
       const c = counters.get(key);
       if (c === undefined) {
-        counters.set(key, { ...b, pool });
+        counters.set(key, cloneBackend(pool, b));
         return;
       }
       c.active_connections += b.active_connections;
       addBackendCounters(c, b);
+      // One worker still holds it as removed while another has it again: it is current.
+      if (c.state === 'removed' && b.state !== 'removed') c.state = b.state;
     };
     for (const s of this.slots) {
       const snap = s.snap;
@@ -371,7 +388,22 @@ export class ClusterDataPlane implements DataPlaneApi {
         if (c !== undefined) addBackendCounters(b, c);
       }
     }
-    const retired = [...counters.values()].map((c) => backendTotals(c.pool, c));
+    // Backends only workers know: removed ones still carrying connections
+    // are shown (state `removed`); the others keep their totals as retired.
+    const retired: RetiredBackendSnapshot[] = [];
+    for (const c of counters.values()) {
+      if (c.state !== 'removed' || c.active_connections === 0) {
+        retired.push(backendTotals(c.pool, c));
+        continue;
+      }
+      let p = base.pools.find((x) => x.name === c.pool);
+      if (p === undefined) {
+        p = { name: c.pool, algorithm: 'removed', backends: [] };
+        base.pools.push(p);
+      }
+      const { pool: _pool, ...b } = c;
+      p.backends.push(b);
+    }
     // Current listeners in configuration order, then the others.
     const ordered = new Set<ListenerSnapshot>();
     for (const lc of this.config?.listeners ?? []) {

@@ -7,6 +7,7 @@ import type { Config } from '../config/schema';
 import type { BackendState } from '../backend/backend';
 import type { BackendSpec, ListenerBinding } from '../dataplane/dataplane';
 import type { DataPlaneSnapshot } from '../dataplane/stats';
+import type { ConnectionInfo, ConnectionQuery } from '../dataplane/connections';
 
 export type ToWorker =
   | { t: 'apply'; id: number; config: Config; backends: [string, BackendSpec[]][]; fds: [string, number][] }
@@ -20,14 +21,18 @@ export type ToWorker =
   | { t: 'stop'; id: number }
   | { t: 'idle'; id: number }
   | { t: 'abort'; reason: 'drain_timeout' | 'shutdown' }
-  | { t: 'exit' };
+  | { t: 'exit' }
+  | { t: 'shutdown-backend'; id: number; pool: string; address: string }
+  | { t: 'connections'; id: number; query: ConnectionQuery };
 
 export type ToPrimary =
   | { t: 'applied'; id: number; bindings: ListenerBinding[] }
-  | { t: 'apply-failed'; id: number; error: { message: string; code?: string; address?: string; port?: number } }
+  | { t: 'apply-failed'; id: number; error: { message: string; code?: string; address?: string; port?: number; listener?: string } }
   | { t: 'done'; id: number }
   | { t: 'snapshot'; snap: DataPlaneSnapshot }
-  | { t: 'connect-failure'; pool: string; address: string; kind: 'refused' | 'timeout' };
+  | { t: 'connect-failure'; pool: string; address: string; kind: 'refused' | 'timeout' }
+  | { t: 'closed'; id: number; n: number }
+  | { t: 'connection-list'; id: number; list: ConnectionInfo[] };
 
 /** How often a worker pushes its counters to the primary (metrics may lag this much). */
 export const SNAPSHOT_INTERVAL_MS = 250;

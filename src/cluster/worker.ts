@@ -34,8 +34,8 @@ export function runWorker(): void {
   const timer = setInterval(push, SNAPSHOT_INTERVAL_MS);
   timer.unref();
 
-  const failed = (id: number, err: NodeJS.ErrnoException & { address?: string; port?: number }): void =>
-    send({ t: 'apply-failed', id, error: { message: err.message, code: err.code, address: err.address, port: err.port } });
+  const failed = (id: number, err: NodeJS.ErrnoException & { address?: string; port?: number; listener?: string }): void =>
+    send({ t: 'apply-failed', id, error: { message: err.message, code: err.code, address: err.address, port: err.port, listener: err.listener } });
   // Applies run one after the other (a listener must not be bound twice);
   // the chain carries a reload's generation between 'prepare' and
   // 'commit'/'cancel' (see DataPlane.prepare).
@@ -110,6 +110,12 @@ export function runWorker(): void {
         break;
       case 'abort':
         dp.abortAll(m.reason);
+        break;
+      case 'shutdown-backend':
+        void dp.shutdownBackend(m.pool, m.address).then((n) => send({ t: 'closed', id: m.id, n }));
+        break;
+      case 'connections':
+        void dp.connections(m.query).then((list) => send({ t: 'connection-list', id: m.id, list }));
         break;
       case 'exit':
         clearInterval(timer);

@@ -42,6 +42,10 @@ export interface GlobalConfig {
   readonly drainTimeoutMs: number;
   /** On SIGTERM: /healthz answers 503 while listeners still accept for this long, then the drain starts. */
   readonly shutdownDelayMs: number;
+  /** Where runtime drain/weight changes are kept across restarts (as written; relative = to the config file's directory); null = nowhere. */
+  readonly stateFile: string | null;
+  /** `connection progress` every this long for open connections; 0 = off. */
+  readonly connectionLogIntervalMs: number;
 }
 
 export interface AdminConfig {
@@ -156,6 +160,7 @@ export const DEFAULTS = Object.freeze({
     splice: 'auto' as SpliceMode,
     drain_timeout: '30s',
     shutdown_delay: '0s',
+    connection_log_interval: '0s',
   }),
   listener: Object.freeze({
     protocol: 'tcp' as Protocol,

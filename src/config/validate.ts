@@ -39,7 +39,7 @@ const LISTENER_NAME = /^[a-z0-9_-]+$/;
 const TOP_KEYS = ['global', 'admin', 'listeners', 'pools'];
 /** A process each: more than this is a typo, not a machine (SPEC §8.6). */
 const MAX_WORKERS = 256;
-const GLOBAL_KEYS = ['log_level', 'connection_log', 'workers', 'splice', 'drain_timeout', 'shutdown_delay'];
+const GLOBAL_KEYS = ['log_level', 'connection_log', 'workers', 'splice', 'drain_timeout', 'shutdown_delay', 'state_file', 'connection_log_interval'];
 const ADMIN_KEYS = ['bind', 'token'];
 const LISTENER_KEYS = [
   'name', 'protocol', 'bind', 'pool', 'max_connections', 'connect_timeout', 'idle_timeout', 'proxy_protocol',
@@ -129,7 +129,7 @@ function readCidrs(r: Reader, key: string): Cidr[] | null {
 function readGlobal(r: Reader | null, cpuCount: number): GlobalConfig {
   const d = DEFAULTS.global;
   if (r === null) {
-    return { logLevel: d.log_level, connectionLog: d.connection_log, workers: d.workers, splice: d.splice, drainTimeoutMs: 30_000, shutdownDelayMs: 0 };
+    return { logLevel: d.log_level, connectionLog: d.connection_log, workers: d.workers, splice: d.splice, drainTimeoutMs: 30_000, shutdownDelayMs: 0, stateFile: null, connectionLogIntervalMs: 0 };
   }
   r.checkKeys(GLOBAL_KEYS);
   let workers: number = d.workers;
@@ -146,7 +146,27 @@ function readGlobal(r: Reader | null, cpuCount: number): GlobalConfig {
     splice: r.oneOf('splice', SPLICE, d.splice),
     drainTimeoutMs: r.duration('drain_timeout', d.drain_timeout),
     shutdownDelayMs: r.duration('shutdown_delay', d.shutdown_delay),
+    stateFile: readStateFile(r),
+    connectionLogIntervalMs: readProgressInterval(r),
   };
+}
+
+/** Contract: reads [global] state_file: a non-empty path string, or null when absent. */
+function readStateFile(r: Reader): string | null {
+  if (!r.has('state_file')) return null;
+  const v = r.str('state_file', '');
+  if (v === '' && typeof r.get('state_file') === 'string') r.sink.at(r.p('state_file'), 'expected a file path, got ""');
+  return v === '' ? null : v;
+}
+
+/** Contract: reads [global] connection_log_interval: "0s" (off) or at least 100 ms (a shorter one would flood the log). */
+function readProgressInterval(r: Reader): number {
+  const ms = r.duration('connection_log_interval', DEFAULTS.global.connection_log_interval);
+  if (ms > 0 && ms < 100) {
+    r.sink.at(r.p('connection_log_interval'), `expected "0s" (off) or at least "100ms", got ${describe(r.get('connection_log_interval'))}`);
+    return 0;
+  }
+  return ms;
 }
 
 /** Contract: validates [admin]; null when absent. */
@@ -561,3 +581,15 @@ function routeIndex(listener: Record<string, unknown>, sni: string, k: number): 
   const i = list.findIndex((e: unknown) => isTable(e) && typeof e.sni === 'string' && canonicalSni(e.sni) === sni);
   return i >= 0 ? i : k;
 }
+
+/** Every configuration key by table, as validation accepts them (docs/reference.md documents each; a test keeps them in step). */
+export const CONFIG_KEYS: Readonly<Record<string, readonly string[]>> = {
+  top: TOP_KEYS,
+  global: GLOBAL_KEYS,
+  admin: ADMIN_KEYS,
+  listeners: LISTENER_KEYS,
+  routes: ROUTE_KEYS,
+  pools: POOL_KEYS,
+  backends: BACKEND_KEYS,
+  health_check: HEALTH_KEYS,
+};

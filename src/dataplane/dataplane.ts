@@ -19,6 +19,7 @@ import type { Pump } from '../tcp/pump';
 import { jsPump } from '../tcp/js-pump';
 import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, PoolSnapshot, RetiredBackendSnapshot } from './stats';
 import { addBackendCounters, addListenerCounters, backendTotals, listenerTotals } from './stats';
+import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from './connections';
 
 /** A backend after name resolution: one per address. */
 export interface BackendSpec {
@@ -66,6 +67,10 @@ export interface DataPlaneApi {
   activeConnections(): number;
   dispose(): void | Promise<void>;
   snapshot(): DataPlaneSnapshot;
+  /** Resets every open connection and UDP session of one backend (admin); resolves with how many. */
+  shutdownBackend(pool: string, address: string): Promise<number>;
+  /** Open connections and UDP sessions matching the query, oldest first, at most `limit`. */
+  connections(q: ConnectionQuery): Promise<ConnectionInfo[]>;
 }
 
 export class DataPlane implements DataPlaneApi {
@@ -79,10 +84,18 @@ export class DataPlane implements DataPlaneApi {
   /** Totals of retired listeners that are gone, by protocol and name (counters never go down). */
   private readonly goneListeners = new Map<string, ListenerSnapshot>();
   /**
-   * Backends that left their pool, by pool and address: the ones still
-   * finishing connections, and the totals of those done.
+   * Backends that left their pool (reload, DNS), by pool and address: the
+   * ones still finishing connections (shown as `removed` until their last
+   * one ends), and the counter totals of those done (counters never go down).
    */
   private readonly departed = new Map<string, { pool: string; live: Set<Backend>; done: RetiredBackendSnapshot | null }>();
+  /** Once a second (or every connection_log_interval if shorter): `connections rejected` and `connection progress`. */
+  private ticker: NodeJS.Timeout | null = null;
+  private tickerEvery = 0;
+  private lastTick = Date.now();
+  private progressIntervalMs = 0;
+  /** Rejections already reported by `connections rejected`, per listener object and reason. */
+  private readonly rejectsLogged = new WeakMap<Listener, Record<string, number>>();
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -130,7 +143,11 @@ export class DataPlane implements DataPlaneApi {
         if (existing !== undefined && sameSocket(existing.config, lc)) continue;
         const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, (pool as BuiltPool).pool, this.ctx) : new TcpListener(lc, pool === null ? null : pool.pool, this.ctx);
         if (l instanceof TcpListener) l.setRoutes(new Map([...nextPools].map(([name, b]) => [name, b.pool] as const)));
-        const a = await l.listen(fds?.get(lc.name));
+        const a = await l.listen(fds?.get(lc.name)).catch((err: unknown) => {
+          // Name the listener in the start/reload failure.
+          if (err !== null && typeof err === 'object') (err as { listener?: string }).listener = lc.name;
+          throw err;
+        });
         added.push(l);
         bound.push({ name: lc.name, address: a.address, port: a.port });
       }
@@ -150,6 +167,8 @@ export class DataPlane implements DataPlaneApi {
   commit(p: PreparedApply): ListenerBinding[] {
     const { config, added, bound } = p;
     this.ctx.connectionLog = config.global.connectionLog;
+    this.progressIntervalMs = config.global.connectionLogIntervalMs;
+    this.startTicker();
     for (const built of p.pools.values()) built.commit();
     const nextPools = new Map([...p.pools].map(([name, b]) => [name, b.pool] as const));
     for (const [name, pool] of nextPools) this.pools.set(name, pool);
@@ -195,7 +214,7 @@ export class DataPlane implements DataPlaneApi {
     const updates: [Backend, BackendSpec][] = [];
     for (const s of specs) {
       const address = s.family === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
-      let b = old?.find(address);
+      let b = old?.find(address) ?? this.revive(pc.name, address);
       if (b !== undefined && list.includes(b)) continue;
       if (b === undefined) {
         b = new Backend({ host: s.host, port: s.port, family: s.family, name: s.name, weight: s.weight, maxConnections: s.maxConnections, backup: s.backup });
@@ -249,6 +268,72 @@ export class DataPlane implements DataPlaneApi {
     return true;
   }
 
+  /**
+   * A removed backend added back while its connections were still open:
+   * the same record (counters, connections) returns.
+   */
+  private revive(pool: string, address: string): Backend | undefined {
+    const key = `${pool}\u0000${address}`;
+    const d = this.departed.get(key);
+    if (d === undefined) return undefined;
+    for (const b of d.live) {
+      if (b.active === 0) continue;
+      d.live.delete(b);
+      if (d.live.size === 0 && d.done === null) this.departed.delete(key);
+      b.state = 'up';
+      return b;
+    }
+    return undefined;
+  }
+
+  /** The backends that left pool `pool` and still have connections (state `removed` in status and metrics). */
+  private removedOf(pool: string): Backend[] {
+    const out: Backend[] = [];
+    for (const d of this.departed.values()) if (d.pool === pool) for (const b of d.live) if (b.active > 0) out.push(b);
+    return out;
+  }
+
+  private startTicker(): void {
+    const every = this.progressIntervalMs > 0 ? Math.max(10, Math.min(1000, this.progressIntervalMs)) : 1000;
+    if (this.ticker !== null && every === this.tickerEvery) return;
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.tickerEvery = every;
+    this.ticker = setInterval(() => this.tick(), every);
+    this.ticker.unref();
+  }
+
+  /**
+   * Refusals are logged without connection_log too: one `connections
+   * rejected` line per listener and reason with the count since the last
+   * line, at most once a second (read from the counters: nothing on the
+   * refusal path itself). Then `connection progress` lines when asked.
+   */
+  private tick(): void {
+    const now = Date.now();
+    const prev = this.lastTick;
+    this.lastTick = now;
+    if (now - this.lastRejectLog >= 1000) {
+      this.lastRejectLog = now;
+      for (const l of this.allListeners()) {
+        let seen = this.rejectsLogged.get(l);
+        if (seen === undefined) {
+          seen = {};
+          this.rejectsLogged.set(l, seen);
+        }
+        const rejected = l.stats.rejected as Record<string, number>;
+        for (const reason of Object.keys(rejected)) {
+          const n = rejected[reason] ?? 0;
+          const before = seen[reason] ?? 0;
+          if (n > before) this.opts.log.warn({ listener: l.name, reason, count: n - before, total: n }, 'connections rejected');
+          seen[reason] = n;
+        }
+      }
+    }
+    const every = this.progressIntervalMs;
+    if (every > 0) for (const l of this.allListeners()) l.logProgress(prev, now, every);
+  }
+  private lastRejectLog = 0;
+
   private retire(l: Listener): void {
     l.current = false;
     this.retired.add(l);
@@ -264,8 +349,9 @@ export class DataPlane implements DataPlaneApi {
     });
   }
 
-  /** A backend left pool `pool`: its counters are kept (see `departed`). */
+  /** A backend left pool `pool`: no new connections; its open ones go on, its counters are kept (see `departed`). */
   private depart(pool: string, b: Backend): void {
+    b.member = false;
     const key = `${pool}\u0000${b.address}`;
     const d = this.departed.get(key);
     if (d === undefined) this.departed.set(key, { pool, live: new Set([b]), done: null });
@@ -324,7 +410,23 @@ export class DataPlane implements DataPlaneApi {
 
   /** Stops timers; after abortAll and whenIdle. */
   dispose(): void {
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.ticker = null;
+    this.tick(); // the last refusals
     for (const l of this.allListeners()) l.dispose();
+  }
+
+  shutdownBackend(pool: string, address: string): Promise<number> {
+    let n = 0;
+    for (const l of this.allListeners()) n += l.shutdownBackend(pool, address);
+    return Promise.resolve(n);
+  }
+
+  connections(q: ConnectionQuery): Promise<ConnectionInfo[]> {
+    const out: ConnectionInfo[] = [];
+    const now = Date.now();
+    for (const l of this.allListeners()) l.listConnections(q, now, out);
+    return Promise.resolve(oldestFirst(out, q.limit));
   }
 
   private allListeners(): Listener[] {
@@ -332,51 +434,70 @@ export class DataPlane implements DataPlaneApi {
   }
 
   snapshot(): DataPlaneSnapshot {
+    const live = new Map<Backend, [number, number]>();
+    for (const l of this.allListeners()) l.addLiveBackendBytes(live);
+    const backendSnapshot = (b: Backend, removed: boolean): BackendSnapshot => {
+      const bytes = live.get(b);
+      return {
+        address: b.address,
+        name: b.name,
+        state: removed ? 'removed' : b.state,
+        weight: b.weight,
+        effective_weight: b.effectiveWeight,
+        backup: b.backup,
+        active_connections: b.active,
+        total_connections: b.total,
+        connect_failures: b.connectFailures,
+        bytes_in: b.bytesIn + (bytes?.[0] ?? 0),
+        bytes_out: b.bytesOut + (bytes?.[1] ?? 0),
+        connect_time: b.connectTime.snapshot(),
+      };
+    };
     const pools: PoolSnapshot[] = [];
     const current = new Map<string, BackendSnapshot>();
     for (const p of this.pools.values()) {
-      const backends = p.backends.map(backendSnapshot);
+      const backends = p.backends.map((b) => backendSnapshot(b, false));
       for (const b of backends) current.set(`${p.name}\u0000${b.address}`, b);
+      for (const b of this.removedOf(p.name)) {
+        const s = backendSnapshot(b, true);
+        current.set(`${p.name}\u0000${b.address}`, s);
+        backends.push(s);
+      }
       pools.push({ name: p.name, algorithm: p.config.algorithm, backends });
     }
-    // Departed backends: their totals are added to a current backend of the
-    // same pool and address, or listed as retired.
+    // Pools a reload removed while connections to their backends are still open.
+    const gonePools = new Map<string, BackendSnapshot[]>();
+    for (const d of this.departed.values()) {
+      if (this.pools.has(d.pool)) continue;
+      for (const b of d.live) {
+        if (b.active === 0) continue;
+        const s = backendSnapshot(b, true);
+        current.set(`${d.pool}\u0000${b.address}`, s);
+        let list = gonePools.get(d.pool);
+        if (list === undefined) gonePools.set(d.pool, (list = []));
+        list.push(s);
+      }
+    }
+    for (const [name, backends] of gonePools) pools.push({ name, algorithm: 'removed', backends });
+    // Departed backends whose connections are all done: their totals are
+    // added to the entry of the same pool and address, or listed as retired.
     const retired: RetiredBackendSnapshot[] = [];
     for (const [key, d] of this.departed) {
       for (const b of d.live) {
         if (b.active > 0) continue;
-        if (d.done === null) d.done = backendTotals(d.pool, backendSnapshot(b));
-        else addBackendCounters(d.done, backendSnapshot(b));
+        if (d.done === null) d.done = backendTotals(d.pool, backendSnapshot(b, true));
+        else addBackendCounters(d.done, backendSnapshot(b, true));
         d.live.delete(b);
       }
-      let totals: RetiredBackendSnapshot | null = d.done === null ? null : { ...d.done };
-      for (const b of d.live) {
-        if (totals === null) totals = backendTotals(d.pool, backendSnapshot(b));
-        else addBackendCounters(totals, backendSnapshot(b));
-      }
-      if (totals === null) continue;
+      if (d.done === null) continue;
       const cur = current.get(key);
-      if (cur !== undefined) addBackendCounters(cur, totals);
-      else retired.push(totals);
+      if (cur !== undefined) addBackendCounters(cur, d.done);
+      else retired.push(backendTotals(d.pool, d.done));
     }
     const listeners = this.allListeners().map((l) => l.snapshot());
-    for (const gone of this.goneListeners.values()) listeners.push({ ...gone, rejected: { ...gone.rejected } });
+    for (const gone of this.goneListeners.values()) listeners.push(listenerTotals(gone));
     return { listeners, pools, retired_backends: retired };
   }
-}
-
-function backendSnapshot(b: Backend): BackendSnapshot {
-  return {
-    address: b.address,
-    name: b.name,
-    state: b.state,
-    weight: b.weight,
-    effective_weight: b.effectiveWeight,
-    backup: b.backup,
-    active_connections: b.active,
-    total_connections: b.total,
-    connect_failures: b.connectFailures,
-  };
 }
 
 /** A pool built aside by `buildPool()`; `commit()` makes the changes to kept backends. */

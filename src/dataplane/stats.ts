@@ -3,6 +3,9 @@
  * read at scrape time (SPEC §6). Bytes of finished connections are added
  * here; bytes of open connections are read from their pumps at scrape time.
  */
+import type { HistogramSnapshot } from './histogram';
+import { addHistogram } from './histogram';
+
 export type RejectReason = 'acl' | 'limit' | 'source_limit' | 'no_backend' | 'proxy_protocol' | 'resources' | 'no_route' | 'bad_client_hello';
 export const REJECT_REASONS: readonly RejectReason[] = ['acl', 'limit', 'source_limit', 'no_backend', 'proxy_protocol', 'resources', 'no_route', 'bad_client_hello'];
 
@@ -40,18 +43,25 @@ export interface ListenerSnapshot {
   /** TCP listeners (SPEC §8.2): how the pool is chosen, and the routes with their pools. */
   route_by?: 'none' | 'sni';
   routes?: { sni: string; pool: string }[];
+  /** Durations of finished connections (UDP: sessions), seconds. */
+  duration: HistogramSnapshot;
 }
 
 export interface BackendSnapshot {
   address: string;
   name: string | null;
-  state: 'up' | 'down' | 'draining';
+  /** `removed`: left its pool by a reload or DNS while connections to it are still open. */
+  state: 'up' | 'down' | 'draining' | 'removed';
   weight: number;
   effective_weight: number;
   backup: boolean;
   active_connections: number;
   total_connections: number;
   connect_failures: number;
+  /** Bytes client → backend and backend → client, open connections included. */
+  bytes_in: number;
+  bytes_out: number;
+  connect_time: HistogramSnapshot;
 }
 
 export interface PoolSnapshot {
@@ -82,24 +92,41 @@ export interface RetiredBackendSnapshot extends BackendSnapshot {
  * must be listed here; gauges (active, sessions, state) must not.
  */
 export const LISTENER_COUNTERS = ['connections_total', 'bytes_in', 'bytes_out', 'datagrams_in', 'datagrams_out'] as const;
-export const BACKEND_COUNTERS = ['total_connections', 'connect_failures'] as const;
+export const BACKEND_COUNTERS = ['total_connections', 'connect_failures', 'bytes_in', 'bytes_out'] as const;
 
-/** Adds the counters of `from` to `into` (rejected reasons included). */
+/** Adds the counters of `from` to `into` (rejected reasons and the duration histogram included). */
 export function addListenerCounters(into: ListenerSnapshot, from: ListenerSnapshot): void {
   for (const k of LISTENER_COUNTERS) into[k] += from[k];
-  for (const r of REJECT_REASONS) into.rejected[r] += from.rejected[r];
+  for (const r of REJECT_REASONS) into.rejected[r] += from.rejected[r] ?? 0;
+  addHistogram(into.duration, from.duration);
 }
 
+/** Adds the counters of `from` to `into` (the connect-time histogram included). */
 export function addBackendCounters(into: BackendSnapshot, from: BackendSnapshot): void {
   for (const k of BACKEND_COUNTERS) into[k] += from[k];
+  addHistogram(into.connect_time, from.connect_time);
 }
 
-/** A copy of a listener snapshot keeping only its counters: gauges 0, not current. */
+/** A copy of a listener snapshot keeping only its counters (deep: summing into it touches nothing else): gauges 0, not current. */
 export function listenerTotals(l: ListenerSnapshot): ListenerSnapshot {
-  return { ...l, rejected: { ...l.rejected }, current: false, active_connections: 0, udp_sessions_active: 0 };
+  return { ...l, rejected: { ...l.rejected }, duration: cloneHistogram(l.duration), current: false, active_connections: 0, udp_sessions_active: 0 };
 }
 
-/** A copy of a backend snapshot keeping only its counters (gauges 0), under its pool's name. */
+/** A copy of a backend snapshot keeping only its counters (deep; gauges 0), under its pool's name. */
 export function backendTotals(pool: string, b: BackendSnapshot): RetiredBackendSnapshot {
-  return { ...b, pool, active_connections: 0 };
+  return { ...b, pool, active_connections: 0, connect_time: cloneHistogram(b.connect_time) };
+}
+
+/** A copy of a listener snapshot that summing may change (gauges kept). */
+export function cloneListener(l: ListenerSnapshot): ListenerSnapshot {
+  return { ...l, rejected: { ...l.rejected }, duration: cloneHistogram(l.duration) };
+}
+
+/** A copy of a backend snapshot that summing may change (gauges kept), under its pool's name. */
+export function cloneBackend(pool: string, b: BackendSnapshot): RetiredBackendSnapshot {
+  return { ...b, pool, connect_time: cloneHistogram(b.connect_time) };
+}
+
+function cloneHistogram(h: HistogramSnapshot): HistogramSnapshot {
+  return { counts: [...h.counts], sum: h.sum, count: h.count };
 }

@@ -366,7 +366,7 @@ export class HealthMonitor {
       if (t.lastFailure.error !== undefined) fields.error = t.lastFailure.error;
       if (t.lastFailure.detail !== undefined) fields.detail = t.lastFailure.detail;
     }
-    this.opts.log.info(fields, 'backend state changed');
+    this.opts.log[to === 'down' ? 'warn' : 'info'](fields, 'backend state changed');
     if (to === 'up') {
       if (t.slowStartMs > 0) this.startRamp(t);
       this.opts.setState(t.pool, t.address, to);

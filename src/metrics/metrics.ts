@@ -4,7 +4,8 @@
  * plain numbers. With several workers the snapshot is the sum over workers,
  * so nothing here knows about workers.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { CONNECT_BUCKETS, DURATION_BUCKETS, type HistogramSnapshot } from '../dataplane/histogram';
 import type { DataPlaneSnapshot } from '../dataplane/stats';
 import { REJECT_REASONS } from '../dataplane/stats';
 
@@ -19,13 +20,27 @@ export interface MetricsSource {
 type Labels = Record<string, string>;
 type Sample = [Labels, number];
 
-interface MetricDef {
+interface ScalarDef {
   name: string;
   help: string;
   type: 'counter' | 'gauge';
   labels: string[];
   samples(s: DataPlaneSnapshot, src: MetricsSource): Sample[];
 }
+
+/** A histogram kept as plain bucket counts in the data plane (src/dataplane/histogram.ts). */
+interface HistogramDef {
+  name: string;
+  help: string;
+  type: 'histogram';
+  labels: string[];
+  buckets: readonly number[];
+  histograms(s: DataPlaneSnapshot): [Labels, HistogramSnapshot][];
+}
+
+type MetricDef = ScalarDef | HistogramDef;
+
+const BACKEND_STATES = ['up', 'down', 'draining', 'removed'] as const;
 
 /**
  * Listeners by name, summed: a listener removed by a reload may still be
@@ -138,6 +153,51 @@ export const METRICS: readonly MetricDef[] = [
     },
   },
   {
+    name: 'l4lb_backend_state',
+    help: 'The backend state: 1 for the current state (up, down, draining, removed), 0 for the others',
+    type: 'gauge',
+    labels: ['pool', 'backend', 'state'],
+    samples: (s) => BACKEND_STATES.flatMap((state) => backendSamples(s, (b) => (b.state === state ? 1 : 0)).map(([l, v]): Sample => [{ ...l, state }, v])),
+  },
+  {
+    name: 'l4lb_backend_bytes_total',
+    help: 'Bytes carried to and from a backend, by direction (open connections included)',
+    type: 'counter',
+    labels: ['pool', 'backend', 'direction'],
+    samples: (s) => [
+      ...backendSamples(s, (b) => b.bytes_in).map(([l, v]): Sample => [{ ...l, direction: 'client_to_backend' }, v]),
+      ...backendSamples(s, (b) => b.bytes_out).map(([l, v]): Sample => [{ ...l, direction: 'backend_to_client' }, v]),
+    ],
+  },
+  {
+    name: 'l4lb_backend_connect_duration_seconds',
+    help: 'Time to establish a TCP connection to the backend (successful attempts)',
+    type: 'histogram',
+    labels: ['pool', 'backend'],
+    buckets: CONNECT_BUCKETS,
+    histograms: (s) => s.pools.flatMap((p) => p.backends.map((b): [Labels, HistogramSnapshot] => [{ pool: p.name, backend: b.address }, b.connect_time])),
+  },
+  {
+    name: 'l4lb_connection_duration_seconds',
+    help: 'Duration of finished client connections (UDP: sessions) that reached a backend, by listener',
+    type: 'histogram',
+    labels: ['listener'],
+    buckets: DURATION_BUCKETS,
+    histograms: (s) => {
+      const m = new Map<string, HistogramSnapshot>();
+      for (const l of s.listeners) {
+        const cur = m.get(l.name);
+        if (cur === undefined) m.set(l.name, { counts: [...l.duration.counts], sum: l.duration.sum, count: l.duration.count });
+        else {
+          l.duration.counts.forEach((c, i) => (cur.counts[i] = (cur.counts[i] ?? 0) + c));
+          cur.sum += l.duration.sum;
+          cur.count += l.duration.count;
+        }
+      }
+      return [...m].map(([listener, h]): [Labels, HistogramSnapshot] => [{ listener }, h]);
+    },
+  },
+  {
     name: 'l4lb_config_reloads_total',
     help: 'Configuration reloads, by result',
     type: 'counter',
@@ -181,6 +241,10 @@ export function createRegistry(src: MetricsSource): Registry {
     return snap;
   };
   for (const def of METRICS) {
+    if (def.type === 'histogram') {
+      registry.registerMetric(histogramMetric(def, current));
+      continue;
+    }
     const opts = { name: def.name, help: def.help, labelNames: def.labels, registers: [registry] };
     if (def.type === 'counter') {
       new Counter({
@@ -201,4 +265,35 @@ export function createRegistry(src: MetricsSource): Registry {
     }
   }
   return registry;
+}
+
+/**
+ * A histogram read at scrape time from plain bucket counts: prom-client's
+ * Histogram can only observe, so this object gives the registry the
+ * `_bucket` (cumulative, with `le`), `_sum` and `_count` samples itself.
+ */
+function histogramMetric(def: HistogramDef, current: () => DataPlaneSnapshot): Metric {
+  const le = [...def.buckets.map((b) => String(b)), '+Inf'];
+  const metric = {
+    name: def.name,
+    help: def.help,
+    type: 'histogram',
+    aggregator: 'sum',
+    labelNames: def.labels,
+    get() {
+      const values: { value: number; labels: Labels; metricName: string }[] = [];
+      for (const [labels, h] of def.histograms(current())) {
+        let acc = 0;
+        le.forEach((bound, i) => {
+          acc += h.counts[i] ?? 0;
+          values.push({ value: acc, labels: { ...labels, le: bound }, metricName: `${def.name}_bucket` });
+        });
+        values.push({ value: h.sum, labels, metricName: `${def.name}_sum` });
+        values.push({ value: h.count, labels, metricName: `${def.name}_count` });
+      }
+      return { name: def.name, help: def.help, type: 'histogram', aggregator: 'sum', values };
+    },
+    reset() {},
+  };
+  return metric as unknown as Metric;
 }

@@ -32,6 +32,7 @@ function fdOf(s: Socket): number {
 class JsPumpConn implements PumpHandle {
   bytesIn = 0;
   bytesOut = 0;
+  firstFin: 'client' | 'backend' | null = null;
   private closed = 0;
   private reason: PumpEndReason | null = null;
   /** The side being reset once its pending writes are flushed (see fail()). */
@@ -62,11 +63,20 @@ class JsPumpConn implements PumpHandle {
     client.on('drain', () => backend.resume());
 
     // FIN one way is passed on as FIN; the other way keeps flowing.
-    client.on('end', () => this.onEnd(client, backend, 'client_reset'));
-    backend.on('end', () => this.onEnd(backend, client, 'backend_reset'));
+    client.on('end', () => {
+      if (this.firstFin === null) this.firstFin = 'client';
+      this.onEnd(client, backend, 'client_reset');
+    });
+    backend.on('end', () => {
+      if (this.firstFin === null) this.firstFin = 'backend';
+      this.onEnd(backend, client, 'backend_reset');
+    });
     // The client's EOF may have been consumed before the pump existed (the
     // PROXY header reader resumes the socket): pass it on now.
-    if (client.readableEnded) this.onEnd(client, backend, 'client_reset');
+    if (client.readableEnded) {
+      this.firstFin = 'client';
+      this.onEnd(client, backend, 'client_reset');
+    }
 
     client.on('error', () => this.fail('client_reset', backend));
     backend.on('error', () => this.fail('backend_reset', client));

@@ -21,6 +21,9 @@ import { readProxyHeader } from './proxy-accept';
 import { RejectLog } from '../dataplane/reject-log';
 import { fdBudget } from '../net/fd-budget';
 import { SniRouter } from '../tls/sni-routes';
+import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
+import { tcpTermination } from '../dataplane/termination';
+import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
 /** What a listener needs from the data plane around it. */
 export interface TcpContext {
@@ -43,6 +46,8 @@ export class TcpListener {
   readonly ctx: TcpContext;
   readonly stats = new ListenerStats();
   readonly sessions = new Set<TcpSession>();
+  /** Durations of finished connections, seconds. */
+  readonly duration = new Histogram(DURATION_BUCKETS);
   /** False once a reload removed this listener; it lives until its sessions end. */
   current = true;
   private server: net.Server | null = null;
@@ -299,21 +304,18 @@ export class TcpListener {
       this.warnResources();
     }
     else if (reason === 'no_route' || reason === 'bad_client_hello') this.stats.rejected[reason]++;
+    const now = Date.now();
+    const backend = session.backend;
+    if (backend !== null) {
+      backend.bytesIn += bytesIn;
+      backend.bytesOut += bytesOut;
+    }
+    if (session.connectMs !== null) this.duration.observe((now - session.startedAt) / 1000);
     if (this.ctx.connectionLog) {
-      this.ctx.log.info(
-        {
-          listener: this.name,
-          client: formatHostPort(session.clientAddr, session.clientPort),
-          backend: session.backend?.address ?? null,
-          bytes_in: bytesIn,
-          bytes_out: bytesOut,
-          duration_ms: Date.now() - session.startedAt,
-          reason,
-          pump: session.pumpKind,
-          ...(session.sniRouted ? { sni: session.sni } : {}),
-        },
-        'connection closed',
-      );
+      const fields = this.connectionFields(session, now, bytesIn, bytesOut);
+      fields.reason = reason;
+      fields.termination = tcpTermination(reason, session.firstFin);
+      this.ctx.log.info(fields, 'connection closed');
     }
     this.notifyIfEmpty();
   }
@@ -381,6 +383,81 @@ export class TcpListener {
     this.sweepTimer = null;
   }
 
+  /** The fields of `connection closed` and `connection progress` lines. */
+  private connectionFields(s: TcpSession, now: number, bytesIn: number, bytesOut: number): Record<string, unknown> {
+    return {
+      listener: this.name,
+      client: formatHostPort(s.clientAddr, s.clientPort),
+      backend: s.backend?.address ?? null,
+      bytes_in: bytesIn,
+      bytes_out: bytesOut,
+      duration_ms: now - s.startedAt,
+      connect_ms: s.connectMs === null ? null : Math.round(s.connectMs * 1000) / 1000,
+      retries: s.retries,
+      pump: s.pumpKind,
+      ...(s.sniRouted ? { sni: s.sni } : {}),
+    };
+  }
+
+  /**
+   * `connection progress` for every connection that became another
+   * `intervalMs` old since the last call (`prev`): one line per connection
+   * and interval, bytes so far.
+   */
+  logProgress(prev: number, now: number, intervalMs: number): void {
+    for (const s of this.sessions) {
+      const age = now - s.startedAt;
+      if (age < intervalMs || s.connectMs === null) continue;
+      if (Math.floor(age / intervalMs) === Math.floor((prev - s.startedAt) / intervalMs)) continue;
+      this.ctx.log.info(this.connectionFields(s, now, s.bytesIn, s.bytesOut), 'connection progress');
+    }
+  }
+
+  /** Appends the open connections matching `q` to `out`. */
+  listConnections(q: ConnectionQuery, now: number, out: ConnectionInfo[]): void {
+    for (const s of this.sessions) {
+      const b = s.backend;
+      const pool = s.pool;
+      if (b === null || pool === null || !matches(q, this.name, pool.name, b.address)) continue;
+      out.push({
+        listener: this.name,
+        protocol: 'tcp',
+        pool: pool.name,
+        client: formatHostPort(s.clientAddr, s.clientPort),
+        backend: b.address,
+        age_ms: now - s.startedAt,
+        bytes_in: s.bytesIn,
+        bytes_out: s.bytesOut,
+        ...(s.sniRouted ? { sni: s.sni } : {}),
+      });
+    }
+  }
+
+  /** Resets every open connection to backend `address` of pool `pool` (admin); returns how many. */
+  shutdownBackend(pool: string, address: string): number {
+    let n = 0;
+    for (const s of [...this.sessions]) {
+      if (s.backend === null || s.backend.address !== address || s.pool?.name !== pool) continue;
+      s.abort('admin_shutdown');
+      n++;
+    }
+    return n;
+  }
+
+  /** Adds the bytes of open connections to their backend's entry of `into` (per-backend byte counters). */
+  addLiveBackendBytes(into: Map<Backend, [number, number]>): void {
+    for (const s of this.sessions) {
+      const b = s.backend;
+      if (b === null) continue;
+      const e = into.get(b);
+      if (e === undefined) into.set(b, [s.bytesIn, s.bytesOut]);
+      else {
+        e[0] += s.bytesIn;
+        e[1] += s.bytesOut;
+      }
+    }
+  }
+
   /** Bytes of open connections, read from their pumps (for metrics and status). */
   liveBytes(): { bytesIn: number; bytesOut: number } {
     let i = 0;
@@ -413,6 +490,7 @@ export class TcpListener {
       udp_sessions_active: 0,
       datagrams_in: 0,
       datagrams_out: 0,
+      duration: this.duration.snapshot(),
     };
   }
 }

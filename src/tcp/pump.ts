@@ -25,6 +25,8 @@ export interface PumpHandle {
   readonly bytesIn: number;
   /** Bytes backend → client so far. */
   readonly bytesOut: number;
+  /** Which side sent the first FIN, when the pump tracks it (the JS pump does). */
+  readonly firstFin?: 'client' | 'backend' | null;
   /** Reset both sides now. Idempotent; onDone still fires once. */
   abort(): void;
 }

@@ -33,6 +33,7 @@ export type SessionEndReason =
   | 'client_gone'       // the client went away while connecting
   | 'idle_timeout'
   | 'drain_timeout'
+  | 'admin_shutdown'    // POST .../shutdown-connections
   | 'shutdown'
   | 'no_route'          // route_by = "sni": no route matched and there is no fallback pool
   | 'bad_client_hello'; // route_by = "sni": not a ClientHello, malformed, too large, or not complete in time
@@ -74,6 +75,10 @@ export class TcpSession {
   /** Client bytes read before the pump (the ClientHello): sent after `head`, counted in bytesIn. */
   private early: Buffer | null = null;
   private earlyBytes = 0;
+  /** performance.now() at accept and at the current connect attempt; ms from accept to connected (null until then). */
+  private readonly startedHr = performance.now();
+  private attemptAt = 0;
+  connectMs: number | null = null;
 
   constructor(listener: TcpListener, client: net.Socket, pool: Pool | null, peer: PeerAddresses, now: number) {
     this.listener = listener;
@@ -98,6 +103,16 @@ export class TcpSession {
 
   get bytesOut(): number {
     return this.pump === null ? 0 : this.pump.bytesOut;
+  }
+
+  /** Connect attempts after the first (other backends tried). */
+  get retries(): number {
+    return this.attempts > 0 ? this.attempts - 1 : 0;
+  }
+
+  /** Which side sent the first FIN, where the pump knows it. */
+  get firstFin(): 'client' | 'backend' | null {
+    return this.pump?.firstFin ?? null;
   }
 
   /** Starts the first connect attempt (after reading the ClientHello with route_by = "sni"). Returns false when no backend is available at all. */
@@ -168,6 +183,7 @@ export class TcpSession {
       return false;
     }
     this.attempts++;
+    this.attemptAt = performance.now();
     this.backend = backend;
     backend.active++;
     backend.total++;
@@ -262,6 +278,9 @@ export class TcpSession {
       this.finish();
       return;
     }
+    const now = performance.now();
+    this.connectMs = now - this.startedHr;
+    if (this.backend !== null) this.backend.connectTime.observe((now - this.attemptAt) / 1000);
     const pump = this.listener.ctx.pumpFor(client, up);
     this.pumpKind = pump.kind;
     this.pump = pump.start(client, up, this.head, this.onPumpDone);

@@ -22,6 +22,8 @@ const REASONS: readonly PumpEndReason[] = ['closed', 'client_reset', 'backend_re
 
 interface Live {
   readonly slot: number;
+  /** Which side's FIN came first, from the engine's report (reason 0: client, 4: backend). */
+  nativeFirstFin: 'client' | 'backend' | null;
   finish(reason: PumpEndReason, bytesIn: number, bytesOut: number): void;
 }
 
@@ -49,7 +51,8 @@ function onNativeDone(id: number, reason: number, bytesIn: number, bytesOut: num
   e.live.delete(id);
   e.freeSlots.push(l.slot);
   try {
-    l.finish(REASONS[reason] ?? 'aborted', bytesIn, bytesOut);
+    l.nativeFirstFin = reason === 4 ? 'backend' : reason === 0 ? 'client' : null;
+    l.finish(reason === 4 ? 'closed' : (REASONS[reason] ?? 'aborted'), bytesIn, bytesOut);
   } catch (err) {
     // Surface a caller bug as an ordinary uncaught exception, not inside the addon callback.
     process.nextTick(() => {
@@ -171,6 +174,12 @@ class SpliceHandle implements PumpHandle {
     const e = this.e;
     if (this.nativeId !== 0 && e !== null) return e.slab[this.slot * 2 + 1] ?? this.outBytes;
     return this.jsHandle !== null ? this.jsHandle.bytesOut : this.outBytes;
+  }
+
+  nativeFirstFin: 'client' | 'backend' | null = null;
+  /** From the engine's completion report, or from the JS fallback. */
+  get firstFin(): 'client' | 'backend' | null {
+    return this.jsHandle?.firstFin ?? this.nativeFirstFin;
   }
 
   abort(): void {

@@ -30,15 +30,20 @@ import type { TcpContext } from '../tcp/listener';
 import { formatHostPort } from '../tcp/listener';
 import { RejectLog } from '../dataplane/reject-log';
 import { fdBudget, isLocalError } from '../net/fd-budget';
+import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
+import { udpTermination } from '../dataplane/termination';
+import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
 const SOCKET_BUFFER = 4 * 1024 * 1024;
 
-export type UdpEndReason = 'idle_timeout' | 'responses' | 'backend_refused' | 'backend_gone' | 'shutdown' | 'drain_timeout' | 'error';
+export type UdpEndReason = 'idle_timeout' | 'responses' | 'backend_refused' | 'backend_gone' | 'shutdown' | 'drain_timeout' | 'admin_shutdown' | 'error';
 
 class UdpSession {
   readonly clientAddr: string;
   readonly clientPort: number;
   readonly backend: Backend;
+  /** The pool the backend was picked from. */
+  readonly pool: string;
   readonly upstream: dgram.Socket;
   readonly startedAt: number;
   lastActive: number;
@@ -50,10 +55,11 @@ class UdpSession {
   bytesOut = 0;
   ended = false;
 
-  constructor(clientAddr: string, clientPort: number, backend: Backend, upstream: dgram.Socket, now: number) {
+  constructor(clientAddr: string, clientPort: number, backend: Backend, pool: string, upstream: dgram.Socket, now: number) {
     this.clientAddr = clientAddr;
     this.clientPort = clientPort;
     this.backend = backend;
+    this.pool = pool;
     this.upstream = upstream;
     this.startedAt = now;
     this.lastActive = now;
@@ -65,6 +71,8 @@ export class UdpListener {
   pool: Pool;
   readonly ctx: TcpContext;
   readonly stats = new ListenerStats();
+  /** Durations of finished sessions, seconds. */
+  readonly duration = new Histogram(DURATION_BUCKETS);
   current = true;
   private socket: dgram.Socket | null = null;
   private acl: (addr: string) => boolean;
@@ -193,7 +201,7 @@ export class UdpListener {
     }
     fdBudget.add(1);
     const upstream = dgram.createSocket({ type: backend.family === 6 ? 'udp6' : 'udp4' });
-    const s = new UdpSession(addr, port, backend, upstream, Date.now());
+    const s = new UdpSession(addr, port, backend, this.pool.name, upstream, Date.now());
     if (byPort === undefined) {
       byPort = new Map();
       this.flows.set(addr, byPort);
@@ -271,25 +279,97 @@ export class UdpListener {
     stats.bytesIn += s.bytesIn;
     stats.bytesOut += s.bytesOut;
     s.backend.active--;
+    s.backend.bytesIn += s.bytesIn;
+    s.backend.bytesOut += s.bytesOut;
+    const now = Date.now();
+    this.duration.observe((now - s.startedAt) / 1000);
     if (this.ctx.connectionLog) {
-      this.ctx.log.info(
-        {
-          listener: this.name,
-          client: formatHostPort(s.clientAddr, s.clientPort),
-          backend: s.backend.address,
-          bytes_in: s.bytesIn,
-          bytes_out: s.bytesOut,
-          duration_ms: Date.now() - s.startedAt,
-          reason,
-        },
-        'connection closed',
-      );
+      const fields = this.sessionFields(s, now);
+      fields.reason = reason;
+      fields.termination = udpTermination(reason);
+      this.ctx.log.info(fields, 'connection closed');
     }
     if (this.sessionCount === 0) {
       const w = this.emptyWaiters;
       this.emptyWaiters = [];
       for (const f of w) f();
       if (!this.accepting && !this.current) this.closeSocket();
+    }
+  }
+
+  /** The fields of `connection closed` and `connection progress` lines of a session. */
+  private sessionFields(s: UdpSession, now: number): Record<string, unknown> {
+    return {
+      listener: this.name,
+      client: formatHostPort(s.clientAddr, s.clientPort),
+      backend: s.backend.address,
+      bytes_in: s.bytesIn,
+      bytes_out: s.bytesOut,
+      duration_ms: now - s.startedAt,
+      connect_ms: null,
+      retries: 0,
+    };
+  }
+
+  /** `connection progress` for sessions that became another `intervalMs` old since `prev` (see TcpListener.logProgress). */
+  logProgress(prev: number, now: number, intervalMs: number): void {
+    for (const byPort of this.flows.values()) {
+      for (const s of byPort.values()) {
+        const age = now - s.startedAt;
+        if (age < intervalMs || Math.floor(age / intervalMs) === Math.floor((prev - s.startedAt) / intervalMs)) continue;
+        this.ctx.log.info(this.sessionFields(s, now), 'connection progress');
+      }
+    }
+  }
+
+  /** Appends the open sessions matching `q` to `out`. */
+  listConnections(q: ConnectionQuery, now: number, out: ConnectionInfo[]): void {
+    for (const byPort of this.flows.values()) {
+      for (const s of byPort.values()) {
+        if (!matches(q, this.name, s.pool, s.backend.address)) continue;
+        out.push({
+          listener: this.name,
+          protocol: 'udp',
+          pool: s.pool,
+          client: formatHostPort(s.clientAddr, s.clientPort),
+          backend: s.backend.address,
+          age_ms: now - s.startedAt,
+          bytes_in: s.bytesIn,
+          bytes_out: s.bytesOut,
+        });
+      }
+    }
+  }
+
+  /** Ends every open session to backend `address` of pool `pool` (admin); returns how many. */
+  shutdownBackend(pool: string, address: string): number {
+    let n = 0;
+    for (const [backend, set] of [...this.byBackend]) {
+      if (backend.address !== address) continue;
+      for (const s of [...set]) {
+        if (s.pool !== pool) continue;
+        this.end(s, 'admin_shutdown');
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Adds the bytes of open sessions to their backend's entry of `into`. */
+  addLiveBackendBytes(into: Map<Backend, [number, number]>): void {
+    for (const [backend, set] of this.byBackend) {
+      let i = 0;
+      let o = 0;
+      for (const s of set) {
+        i += s.bytesIn;
+        o += s.bytesOut;
+      }
+      const e = into.get(backend);
+      if (e === undefined) into.set(backend, [i, o]);
+      else {
+        e[0] += i;
+        e[1] += o;
+      }
     }
   }
 
@@ -377,6 +457,7 @@ export class UdpListener {
       udp_sessions_active: st.udpSessionsActive,
       datagrams_in: st.datagramsIn,
       datagrams_out: st.datagramsOut,
+      duration: this.duration.snapshot(),
     };
   }
 }

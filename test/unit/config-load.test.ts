@@ -57,7 +57,7 @@ test('loadConfigFile reads and validates a file', () => {
 
 test('every default applies when keys are absent', () => {
   const cfg = parseConfig(BASE, FILE, { cpuCount: 8 });
-  assert.deepEqual(cfg.global, { logLevel: 'info', connectionLog: false, workers: 1, splice: 'auto', drainTimeoutMs: 30_000, shutdownDelayMs: 0 });
+  assert.deepEqual(cfg.global, { logLevel: 'info', connectionLog: false, workers: 1, splice: 'auto', drainTimeoutMs: 30_000, shutdownDelayMs: 0, stateFile: null, connectionLogIntervalMs: 0 });
   assert.equal(cfg.admin, null);
   assert.deepEqual(cfg.listeners[0], {
     name: 'web', protocol: 'tcp', bindText: '127.0.0.1:8080', bind: { host: '127.0.0.1', port: 8080, family: 4 }, pool: 'web',

@@ -69,7 +69,7 @@ function pool(name: string, over: Partial<PoolConfig> = {}, hc: Partial<PoolConf
 function config(pools: PoolConfig[], listeners: Partial<ListenerConfig>[] = []): Config {
   return {
     file: 'test',
-    global: { logLevel: 'debug', connectionLog: false, workers: 1, splice: 'off', drainTimeoutMs: 1000, shutdownDelayMs: 0 },
+    global: { logLevel: 'debug', connectionLog: false, workers: 1, splice: 'off', drainTimeoutMs: 1000, shutdownDelayMs: 0, stateFile: null, connectionLogIntervalMs: 0 },
     admin: null,
     listeners: listeners as ListenerConfig[],
     pools,
