@@ -165,8 +165,8 @@ export const METRICS: readonly MetricDef[] = [
     type: 'counter',
     labels: ['pool', 'backend', 'direction'],
     samples: (s) => [
-      ...backendSamples(s, (b) => b.bytes_in).map(([l, v]): Sample => [{ ...l, direction: 'client_to_backend' }, v]),
-      ...backendSamples(s, (b) => b.bytes_out).map(([l, v]): Sample => [{ ...l, direction: 'backend_to_client' }, v]),
+      ...backendCounterSamples(s, (b) => b.bytes_in).map(([l, v]): Sample => [{ ...l, direction: 'client_to_backend' }, v]),
+      ...backendCounterSamples(s, (b) => b.bytes_out).map(([l, v]): Sample => [{ ...l, direction: 'backend_to_client' }, v]),
     ],
   },
   {
@@ -175,7 +175,11 @@ export const METRICS: readonly MetricDef[] = [
     type: 'histogram',
     labels: ['pool', 'backend'],
     buckets: CONNECT_BUCKETS,
-    histograms: (s) => s.pools.flatMap((p) => p.backends.map((b): [Labels, HistogramSnapshot] => [{ pool: p.name, backend: b.address }, b.connect_time])),
+    // Retired backends keep their observations too (a histogram's buckets are counters).
+    histograms: (s) => [
+      ...s.pools.flatMap((p) => p.backends.map((b): [Labels, HistogramSnapshot] => [{ pool: p.name, backend: b.address }, b.connect_time])),
+      ...(s.retired_backends ?? []).map((b): [Labels, HistogramSnapshot] => [{ pool: b.pool, backend: b.address }, b.connect_time]),
+    ],
   },
   {
     name: 'l4lb_connection_duration_seconds',

@@ -18,7 +18,6 @@ import { compileAcl } from '../net/cidr';
 import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
 import { TcpSession, type PeerAddresses, type SessionEndReason } from './session';
 import { readProxyHeader } from './proxy-accept';
-import { RejectLog } from '../dataplane/reject-log';
 import { fdBudget } from '../net/fd-budget';
 import { SniRouter } from '../tls/sni-routes';
 import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
@@ -54,7 +53,6 @@ export class TcpListener {
   private acl: (addr: string) => boolean;
   /** Peers that may send PROXY headers (trusted_proxies); null = any. */
   private trusted: ((addr: string) => boolean) | null;
-  private readonly rejectLog: RejectLog;
   private perSource = new Map<string, number>();
   /** Sessions that hold a place in `perSource` (admitted while the per-source limit was on). */
   private readonly sourceCounted = new Set<TcpSession>();
@@ -71,7 +69,6 @@ export class TcpListener {
     this.ctx = ctx;
     this.acl = compileAcl(config.allow, config.deny);
     this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
-    this.rejectLog = new RejectLog(ctx.log, config.name);
   }
 
   get name(): string {
@@ -266,14 +263,8 @@ export class TcpListener {
 
   reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol' | 'resources'): void {
     this.stats.rejected[reason]++;
-    if (reason === 'resources') this.warnResources();
-    else fdBudget.add(-1);
+    if (reason !== 'resources') fdBudget.add(-1);
     socket.destroy();
-  }
-
-  /** Refusals for lack of fds are logged at warn (rate-limited, see RejectLog). */
-  warnResources(): void {
-    this.rejectLog.note('resources', { fd_limit: fdBudget.limit });
   }
 
   private releaseSource(addr: string): void {
@@ -299,11 +290,7 @@ export class TcpListener {
     fdBudget.add(-2);
     if (this.sourceCounted.delete(session)) this.releaseSource(session.clientAddr);
     if (reason === 'no_backend' || reason === 'connect_failed') this.stats.rejected.no_backend++;
-    else if (reason === 'resources') {
-      this.stats.rejected.resources++;
-      this.warnResources();
-    }
-    else if (reason === 'no_route' || reason === 'bad_client_hello') this.stats.rejected[reason]++;
+    else if (reason === 'resources' || reason === 'no_route' || reason === 'bad_client_hello') this.stats.rejected[reason]++;
     const now = Date.now();
     const backend = session.backend;
     if (backend !== null) {

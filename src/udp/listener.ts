@@ -28,7 +28,6 @@ import { compileAcl } from '../net/cidr';
 import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
 import type { TcpContext } from '../tcp/listener';
 import { formatHostPort } from '../tcp/listener';
-import { RejectLog } from '../dataplane/reject-log';
 import { fdBudget, isLocalError } from '../net/fd-budget';
 import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
 import { udpTermination } from '../dataplane/termination';
@@ -76,7 +75,6 @@ export class UdpListener {
   current = true;
   private socket: dgram.Socket | null = null;
   private acl: (addr: string) => boolean;
-  private readonly rejectLog: RejectLog;
   /** Flow table: client address → client port → session. */
   private readonly flows = new Map<string, Map<number, UdpSession>>();
   /** Sessions by backend, so a backend that goes away ends its sessions at once. */
@@ -95,7 +93,6 @@ export class UdpListener {
     this.pool = pool;
     this.ctx = ctx;
     this.acl = compileAcl(config.allow, config.deny);
-    this.rejectLog = new RejectLog(ctx.log, config.name);
   }
 
   get name(): string {
@@ -135,11 +132,6 @@ export class UdpListener {
     this.pool = pool;
     this.acl = compileAcl(config.allow, config.deny);
     this.updateSweep();
-  }
-
-  /** Refusals for lack of fds are logged at warn (rate-limited, see RejectLog). */
-  warnResources(): void {
-    this.rejectLog.note('resources', { fd_limit: fdBudget.limit });
   }
 
   private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
@@ -196,7 +188,6 @@ export class UdpListener {
     // endpoint and TCP (an unlimited UDP listener must not take them all).
     if (!fdBudget.has(1, Date.now())) {
       stats.rejected.resources++;
-      this.warnResources();
       return;
     }
     fdBudget.add(1);
@@ -224,7 +215,6 @@ export class UdpListener {
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       if (isLocalError(err)) {
         this.stats.rejected.resources++;
-        this.warnResources();
         this.end(s, 'error');
       } else if (err.code === 'ECONNREFUSED') {
         // ICMP port unreachable: the backend is not there. Passive failure.
