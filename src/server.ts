@@ -7,7 +7,7 @@
 import type { Config, PoolConfig, SpliceMode } from './config/schema';
 import { canSplice, splicePump, spliceEngineInfo } from './tcp/splice-pump';
 import { spliceAvailable, tuneMalloc } from './native/addon';
-import { loadConfigFile } from './config/load';
+import { loadConfigFileOffThread } from './config/load-off-thread';
 import { ConfigError, L4lbError, formatConfigIssue } from './errors';
 import { createLogger, type Logger } from './log';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from './dataplane/dataplane';
@@ -281,7 +281,8 @@ export class Server {
       if (this.draining) return this.reloadFailed(['draining: reload refused (the process is shutting down)']);
       let next: Config;
       try {
-        next = loadConfigFile(this.configPath);
+        // A large file is validated on a worker thread (SPEC §8.6).
+        next = await loadConfigFileOffThread(this.configPath);
       } catch (err) {
         const errors = err instanceof ConfigError ? err.issues.map(formatConfigIssue) : [String((err as Error).message ?? err)];
         return this.reloadFailed(errors);
