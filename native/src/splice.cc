@@ -59,6 +59,12 @@ struct Conn {
   // delivered first; then both sides are reset (see settle()).
   bool dead[2] = {false, false};
   int deadReason = -1;            // reason of the first failure
+  // Bytes the backend gets before any client byte (a PROXY header, a
+  // ClientHello JS read to route by SNI), written by the worker: JS hands
+  // them over with the sockets instead of writing them first. Not counted
+  // in bytes[0] (JS counts them). Owned by the worker after add().
+  std::vector<char> head;
+  size_t headOff = 0;
   bool closed = false;
   bool pending = false;           // already in this round's service list
 };
@@ -263,6 +269,8 @@ struct Worker {
   int pump(Conn* c, int d) {
     // Nothing can be delivered to a failed side: that direction is over.
     if (c->dead[1 - d]) return 0;
+    // Client bytes follow the head: none before it is all written.
+    if (d == 0 && c->headOff < c->head.size()) return 0;
     const int src = c->fd[d], dst = c->fd[1 - d];
     if (c->pr[d] < 0) {
       if (c->eof[d]) return 0;
@@ -353,6 +361,9 @@ struct Worker {
       err[d] = (c->ev[d] & EPOLLERR) != 0;
     }
     c->ev[0] = c->ev[1] = 0;
+    if (c->headOff < c->head.size() && !c->dead[1]) {
+      if (flushHead(c)) want[0] = true;  // the head is out: client bytes may follow
+    }
     for (int pass = 0; pass < 2; pass++) {
       for (int d = 0; d < 2; d++) {
         if (!want[d]) continue;
@@ -382,6 +393,28 @@ struct Worker {
       return;
     }
     if (c->again[0] || c->again[1]) ready.push_back(c);
+  }
+
+  // Writes what is left of the head to the backend. Returns true when it
+  // is all written (then frees it); false while the backend's buffer is
+  // full (EPOLLOUT brings us back) or after a failure (markDead).
+  bool flushHead(Conn* c) {
+    while (c->headOff < c->head.size()) {
+      ssize_t n = send(c->fd[1], c->head.data() + c->headOff, c->head.size() - c->headOff, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        c->headOff += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return false;
+      } else {
+        markDead(c, 1);
+        return false;
+      }
+    }
+    std::vector<char>().swap(c->head);
+    c->headOff = 0;
+    return true;
   }
 
   // After a failure: true once every direction that can still deliver has
@@ -581,17 +614,22 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// add(clientFd, backendFd, slot) -> id (> 0), or -errno when it could not start
+// add(clientFd, backendFd, slot[, head]) -> id (> 0), or -errno when it could not start
+// (head: bytes written to the backend before any client byte)
 // (nothing was taken over then: the JS sockets are still the caller's).
 Napi::Value Add(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (g_env == nullptr || g_workers.empty()) return Throw(env, "l4lb_splice: not initialised");
   if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
-    return Throw(env, "l4lb_splice: add(clientFd, backendFd, slot)");
+    return Throw(env, "l4lb_splice: add(clientFd, backendFd, slot[, head])");
   int fds[2] = {info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value()};
   uint32_t slot = info[2].As<Napi::Number>().Uint32Value();
   if (fds[0] < 0 || fds[1] < 0 || slot >= g_slab_slots) return Napi::Number::New(env, -EINVAL);
   Conn* c = new Conn();
+  if (info.Length() >= 4 && info[3].IsBuffer()) {
+    Napi::Buffer<char> h = info[3].As<Napi::Buffer<char>>();
+    c->head.assign(h.Data(), h.Data() + h.Length());
+  }
   int err = 0;
   for (int i = 0; i < 2 && err == 0; i++) {
     c->fd[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);

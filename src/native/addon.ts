@@ -14,8 +14,11 @@ export interface SpliceBinding {
     slots: number,
     threads: number,
   ): { slab: Float64Array; threads: number };
-  /** dup()s both fds and starts splicing. Returns an id > 0, or -errno (nothing taken over). */
-  add(clientFd: number, backendFd: number, slot: number): number;
+  /**
+   * dup()s both fds and starts splicing; `head` is written to the backend
+   * before any client byte. Returns an id > 0, or -errno (nothing taken over).
+   */
+  add(clientFd: number, backendFd: number, slot: number, head?: Buffer): number;
   /** Resets both sides; the completion report follows. */
   abort(id: number): void;
   /** Connections not yet reported, epoll threads, and empty pipes kept for reuse (2 fds each). */

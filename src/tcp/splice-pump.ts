@@ -9,9 +9,10 @@
  * Policy (idle timeout, drain, counts) stays in JS: `bytesIn`/`bytesOut` are
  * live, read from a slab the addon's threads update after every splice batch.
  *
- * If the sockets turn out not to be spliceable at handoff time (e.g. the
- * backend sent bytes that libuv read while `head` was being written), the
- * connection is carried by a small JavaScript pump instead; the contract holds.
+ * `head` (a PROXY header, a ClientHello read to route by SNI) is handed
+ * over with the sockets and written by the engine before any client byte.
+ * If the sockets cannot be handed over (no free slot, not spliceable), the
+ * connection is carried by the JavaScript pump instead; the contract holds.
  */
 import type { Socket } from 'node:net';
 import type { Pump, PumpDone, PumpEndReason, PumpHandle } from './pump';
@@ -133,35 +134,44 @@ const noop = (): void => {};
  * the two sockets — nothing else.
  */
 class SpliceHandle implements PumpHandle {
-  private client: Socket | null;
-  private backend: Socket | null;
   private readonly done: PumpDone;
   private readonly e: Engine | null;
   private finished = false;
-  private handedOver = false;
-  private aborted = false;
   private nativeId = 0;
   /** The engine's slot for this connection (freed by the engine after the completion report). */
   slot = -1;
   private inBytes = 0;
   private outBytes = 0;
-  /** Set when the sockets stopped being spliceable between canSplice() and the handoff. */
+  /** Set when the sockets could not be handed to the engine: a JS pump carries them. */
   private jsHandle: PumpHandle | null = null;
 
+  /**
+   * Hands both sockets over at once. `head` (a PROXY header, a ClientHello
+   * read to route by SNI) goes with them: the engine writes it to the
+   * backend before any client byte, so JavaScript never writes it and the
+   * handoff waits for no write callback.
+   */
   constructor(client: Socket, backend: Socket, head: Buffer | null, done: PumpDone) {
-    this.client = client;
-    this.backend = backend;
     this.done = done;
     this.e = getEngine();
-    // Errors before the handoff (e.g. while `head` is written) must not crash.
-    client.on('error', this.preClientErr);
-    backend.on('error', this.preBackendErr);
-    if (head && head.length > 0) {
-      if (backend.destroyed || backend.writableEnded) this.fail('backend_reset', null);
-      else backend.write(head, this.onHeadWritten);
-    } else {
-      this.handOver();
+    const e = this.e;
+    if (e !== null && e.freeSlots.length > 0 && socketReady(client) && socketReady(backend)) {
+      const s = e.freeSlots.pop() as number;
+      const id = head !== null && head.length > 0 ? e.addon.add(fdOf(client), fdOf(backend), s, head) : e.addon.add(fdOf(client), fdOf(backend), s);
+      if (id > 0) {
+        this.slot = s;
+        this.nativeId = id;
+        e.live.set(id, this);
+        // libuv closes its fds; the dups keep the connections. No FIN, no RST.
+        client.on('error', noop);
+        backend.on('error', noop);
+        client.destroy();
+        backend.destroy();
+        return;
+      }
+      e.freeSlots.push(s);
     }
+    this.jsHandle = jsPump.start(client, backend, head, (r, bi, bo) => this.finish(r, bi, bo));
   }
 
   get bytesIn(): number {
@@ -184,10 +194,8 @@ class SpliceHandle implements PumpHandle {
 
   abort(): void {
     if (this.finished) return;
-    this.aborted = true;
     if (this.nativeId !== 0 && this.e !== null) this.e.addon.abort(this.nativeId);
     else if (this.jsHandle !== null) this.jsHandle.abort();
-    else if (!this.handedOver) this.fail('aborted', null);
   }
 
   /** Called by the engine with the final totals (also via the JS fallback). */
@@ -198,66 +206,6 @@ class SpliceHandle implements PumpHandle {
     this.outBytes = bytesOut;
     this.nativeId = 0;
     this.done(reason, bytesIn, bytesOut);
-  }
-
-  private readonly preClientErr = (): void => {
-    if (!this.handedOver) this.fail('client_reset', this.client);
-  };
-
-  private readonly preBackendErr = (): void => {
-    if (!this.handedOver) this.fail('backend_reset', this.backend);
-  };
-
-  private readonly onHeadWritten = (err?: Error | null): void => {
-    if (err) {
-      if (!this.handedOver) this.fail('backend_reset', this.backend);
-      return;
-    }
-    this.handOver();
-  };
-
-  private fail(reason: PumpEndReason, errored: Socket | null): void {
-    this.handedOver = true;
-    for (const s of [this.client, this.backend]) {
-      if (s === null) continue;
-      if (s === errored || s.destroyed) s.destroy();
-      else s.resetAndDestroy();
-    }
-    this.client = this.backend = null;
-    this.finish(reason, this.inBytes, this.outBytes);
-  }
-
-  private handOver(): void {
-    if (this.finished || this.handedOver) return;
-    if (this.aborted) {
-      this.fail('aborted', null);
-      return;
-    }
-    const client = this.client as Socket;
-    const backend = this.backend as Socket;
-    this.handedOver = true;
-    client.off('error', this.preClientErr);
-    backend.off('error', this.preBackendErr);
-    const e = this.e;
-    if (e !== null && e.freeSlots.length > 0 && socketReady(client) && socketReady(backend)) {
-      const s = e.freeSlots.pop() as number;
-      const id = e.addon.add(fdOf(client), fdOf(backend), s);
-      if (id > 0) {
-        this.slot = s;
-        this.nativeId = id;
-        e.live.set(id, this);
-        // libuv closes its fds; the dups keep the connections. No FIN, no RST.
-        client.on('error', noop);
-        backend.on('error', noop);
-        client.destroy();
-        backend.destroy();
-        this.client = this.backend = null;
-        return;
-      }
-      e.freeSlots.push(s);
-    }
-    this.client = this.backend = null;
-    this.jsHandle = jsPump.start(client, backend, null, (r, bi, bo) => this.finish(r, bi, bo));
   }
 }
 
