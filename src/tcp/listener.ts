@@ -133,9 +133,15 @@ export class TcpListener {
         this.perSource.set(s.clientAddr, (this.perSource.get(s.clientAddr) ?? 0) + 1);
         this.sourceCounted.add(s);
       }
+      // Connections still waiting for a PROXY header count by their real peer.
+      for (const [socket, w] of this.awaitingHeader) {
+        this.perSource.set(w.real, (this.perSource.get(w.real) ?? 0) + 1);
+        this.awaitingHeader.set(socket, { real: w.real, counted: true });
+      }
     } else if (was > 0 && config.maxConnectionsPerSource === 0) {
       this.perSource.clear();
       this.sourceCounted.clear();
+      for (const [socket, w] of this.awaitingHeader) this.awaitingHeader.set(socket, { real: w.real, counted: false });
     }
     this.config = config;
     this.pool = pool;
@@ -218,21 +224,22 @@ export class TcpListener {
       return this.reject(socket, 'limit');
     }
     this.stats.active++;
-    this.awaitingHeader.add(socket);
+    this.awaitingHeader.set(socket, { real, counted: cfg.maxConnectionsPerSource > 0 });
     readProxyHeader(socket, peer, (ok) => {
       // The header is in (or not): the waiting connection's counts are
       // released, and admit() counts it again under the claimed address.
+      const w = this.awaitingHeader.get(socket);
       this.awaitingHeader.delete(socket);
       this.stats.active--;
-      this.releaseSource(real);
+      if (w?.counted === true) this.releaseSource(real);
       if (!ok) this.reject(socket, 'proxy_protocol');
       else if (!socket.destroyed) this.admit(socket, peer);
       else fdBudget.add(-1);
       this.notifyIfEmpty();
     });
   }
-  /** Connections still waiting for their PROXY header (counted in stats.active). */
-  private readonly awaitingHeader = new Set<net.Socket>();
+  /** Connections still waiting for their PROXY header (counted in stats.active), with their real peer and whether it holds a per-source place. */
+  private readonly awaitingHeader = new Map<net.Socket, { real: string; counted: boolean }>();
 
   /**
    * ACL and limits for a client whose address is known (the socket's own, or
@@ -361,7 +368,7 @@ export class TcpListener {
   /** Resets every open connection (drain deadline, shutdown). */
   abortAll(reason: SessionEndReason): void {
     for (const s of [...this.sessions]) s.abort(reason);
-    for (const socket of [...this.awaitingHeader]) socket.destroy(); // its reader completes (not ok)
+    for (const socket of [...this.awaitingHeader.keys()]) socket.destroy(); // its reader completes (not ok)
   }
 
   /** Stops timers; call after the last session ended. */

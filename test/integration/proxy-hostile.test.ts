@@ -126,6 +126,38 @@ describe('PROXY header: hostile clients', () => {
     assert.equal(await rejected(admin, 'trusted', 'acl'), before + 2);
   });
 
+  test('a reload turning max_connections_per_source on counts connections already waiting for a header by their real peer', async () => {
+    const cfg = (limit: string): string =>
+      `[admin]\nbind = "127.0.0.1:0"\n` +
+      listenerToml('w', 'p', `accept_proxy_protocol = true\n${limit}`) +
+      poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${backend.port}" }`]);
+    const lb2 = new L4lbProcess(cfg(''));
+    try {
+      const p = await lb2.port('w');
+      const admin2 = (await lb2.waitForLog((l) => l.msg === 'admin listening')).port as number;
+      const waiting: net.Socket[] = [];
+      for (let k = 0; k < 3; k++) waiting.push(await open(p));
+      await waitFor(async () => (await status(admin2)).listeners[0]?.active_connections === 3, 3000, '3 waiting');
+      lb2.writeConfig(cfg('max_connections_per_source = 3'));
+      lb2.signal('SIGHUP');
+      await lb2.waitForLog((l) => l.msg === 'config reloaded', 5000, 'reload');
+      // The three waiting ones hold the real peer's three places.
+      const fourth = await open(p);
+      await closedWithin(fourth, 2000);
+      assert.equal(await rejected(admin2, 'w', 'source_limit'), 1);
+      // Their headers arrive: the real peer's places are given back (the claimed clients take their own).
+      for (const [k, s] of waiting.entries()) s.write(`PROXY TCP4 1.2.3.${k + 1} 5.6.7.8 1111 2222\r\nhi`);
+      for (const s of waiting) assert.equal((await readBytes(s, 2)).toString(), 'ok');
+      const next = await open(p);
+      next.write('PROXY TCP4 1.2.3.9 5.6.7.8 1111 2222\r\nhi');
+      assert.equal((await readBytes(next, 2)).toString(), 'ok');
+      assert.equal(await rejected(admin2, 'w', 'source_limit'), 1);
+      for (const s of [...waiting, next]) s.destroy();
+    } finally {
+      await lb2.stop();
+    }
+  });
+
   test('trusted_proxies without accept_proxy_protocol is a configuration error naming the key', async () => {
     const cfg = tempConfig(listenerToml('x', 'p', 'trusted_proxies = ["10.0.0.0/8"]') + poolToml('p', 'round-robin', ['{ address = "127.0.0.1:1" }']));
     try {
