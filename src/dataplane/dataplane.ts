@@ -210,18 +210,23 @@ export class DataPlane implements DataPlaneApi {
    */
   private buildPool(pc: PoolConfig, specs: readonly BackendSpec[]): BuiltPool {
     const old = this.pools.get(pc.name);
+    // Nothing changed (the common reload): the pool is kept as it is, with its
+    // picker (no table rebuilt), round-robin position and slow-start ramps.
+    if (old !== undefined && unchangedPool(old, pc, specs)) return { pool: old, commit: noop };
     const list: Backend[] = [];
+    const inList = new Set<Backend>();
     const updates: [Backend, BackendSpec][] = [];
     for (const s of specs) {
       const address = s.family === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
       let b = old?.find(address) ?? this.revive(pc.name, address);
-      if (b !== undefined && list.includes(b)) continue;
+      if (b !== undefined && inList.has(b)) continue;
       if (b === undefined) {
         b = new Backend({ host: s.host, port: s.port, family: s.family, name: s.name, weight: s.weight, maxConnections: s.maxConnections, backup: s.backup });
       } else {
         updates.push([b, s]);
       }
       list.push(b);
+      inList.add(b);
     }
     // The replaced pool's picker runs until a large table is built off the event loop.
     const pool = new Pool(pc, list, old?.currentPicker());
@@ -236,7 +241,7 @@ export class DataPlane implements DataPlaneApi {
       for (const b of list) b.member = true;
       if (old !== undefined) {
         for (const b of old.backends) {
-          if (list.includes(b)) continue;
+          if (inList.has(b)) continue;
           b.member = false;
           this.depart(pc.name, b);
         }
@@ -498,6 +503,22 @@ export class DataPlane implements DataPlaneApi {
     for (const gone of this.goneListeners.values()) listeners.push(listenerTotals(gone));
     return { listeners, pools, retired_backends: retired };
   }
+}
+
+const noop = (): void => {};
+
+/**
+ * True when a reload leaves a pool exactly as it is: the same settings and
+ * the same backends (addresses in the same order, weights, limits, backup
+ * flags, names).
+ */
+function unchangedPool(old: Pool, pc: PoolConfig, specs: readonly BackendSpec[]): boolean {
+  if (old.backends.length !== specs.length || JSON.stringify(old.config) !== JSON.stringify(pc)) return false;
+  return specs.every((s, i) => {
+    const b = old.backends[i] as Backend;
+    const address = s.family === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
+    return b.address === address && b.weight === s.weight && b.maxConnections === s.maxConnections && b.backup === s.backup && b.name === s.name && b.member;
+  });
 }
 
 /** A pool built aside by `buildPool()`; `commit()` makes the changes to kept backends. */
