@@ -3,7 +3,6 @@
  */
 export type ErrorCode =
   | 'ERR_L4LB_CONFIG'          // configuration missing, unreadable, not TOML or invalid (exit 78)
-  | 'ERR_L4LB_USAGE'           // bad command line (exit 64)
   | 'ERR_L4LB_BIND'            // a listener or the admin endpoint could not bind (exit 1)
   | 'ERR_L4LB_NATIVE'          // splice = "on" but the addon cannot load (exit 1)
   | 'ERR_L4LB_START';          // any other failure to start (exit 1)

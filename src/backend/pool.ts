@@ -28,8 +28,6 @@ export class Pool {
   /** Members in stable order: configuration order, resolved addresses sorted. */
   backends: Backend[];
   private picker: Picker;
-  /** Called after every rebuild (metrics, status, worker sync hooks). */
-  onChange: ((pool: Pool) => void) | null = null;
   /** Pickers built so far (tests, status). */
   builds = 0;
   private building: Promise<void> | null = null;
@@ -113,7 +111,6 @@ export class Pool {
   private install(picker: Picker): void {
     this.picker = picker;
     this.builds++;
-    if (this.onChange !== null) this.onChange(this);
   }
 
   /** Hot path: a backend for this flow, or null (reject as `no_backend`). */

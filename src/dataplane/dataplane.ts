@@ -41,8 +41,6 @@ export interface DataPlaneOptions {
   onConnectFailure?: (pool: string, address: string, kind: 'refused' | 'timeout') => void;
   /** A listener is bound (for the `listening` log line and systemd). */
   onListening?: (listener: string, address: string, port: number) => void;
-  /** One pool's membership changed outside a reload (`setPoolBackends`, e.g. DNS). */
-  onPoolChanged?: (pool: string) => void;
 }
 
 export interface ListenerBinding {
@@ -255,8 +253,8 @@ export class DataPlane implements DataPlaneApi {
    * Replaces one pool's backends outside a reload (DNS re-resolution), as
    * `apply()` would: Backend objects of addresses that stay are kept, new
    * ones join `up`, vanished ones get `member = false` while their open
-   * connections continue. Listeners using the pool switch to the new one,
-   * then `onPoolChanged` is called. Returns false when the pool is unknown.
+   * connections continue. Listeners using the pool switch to the new one.
+   * Returns false when the pool is unknown.
    */
   setPoolBackends(pool: string, specs: readonly BackendSpec[]): boolean {
     const old = this.pools.get(pool);
@@ -264,12 +262,10 @@ export class DataPlane implements DataPlaneApi {
     const built = this.buildPool(old.config, specs);
     built.commit();
     const next = built.pool;
-    next.onChange = old.onChange;
     this.pools.set(pool, next);
     for (const l of this.listeners.values()) if (l.pool === old) l.update(l.config, next);
     for (const l of this.listeners.values()) if (l instanceof TcpListener) l.replacePool(old, next);
     this.endUdpSessionsOfGoneBackends();
-    if (this.opts.onPoolChanged) this.opts.onPoolChanged(pool);
     return true;
   }
 

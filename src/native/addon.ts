@@ -95,10 +95,6 @@ export function spliceAvailable(): { ok: boolean; reason: string } {
   return { ok: r.addon !== null, reason: r.reason };
 }
 
-/** For tests only: forget the memoised result. */
-export function _resetSpliceAddonForTests(): void {
-  cached = undefined;
-}
 
 /**
  * Keeps glibc from returning freed read buffers to the kernel after every
