@@ -20,7 +20,7 @@ import { createRegistry } from './metrics/metrics';
 import { Notifier } from './systemd/notify';
 import type { Registry } from 'prom-client';
 import { PoolResolver, type LookupFn } from './dns/resolver';
-import { formatAddress } from './backend/backend';
+import { formatHostPort } from './net/address';
 import { RuntimeState, stateFilePath } from './state/runtime-state';
 import { planReload } from './config/diff';
 import type { ConnectionInfo, ConnectionQuery } from './dataplane/connections';
@@ -194,7 +194,7 @@ export class Server {
     const p = this.dataPlane.pools.get(pool);
     if (r === undefined || p === undefined) return;
     const specs = this.withOverrides(pool, r.specs());
-    const want = specs.map((x) => formatAddress(x.host, x.port, x.family)).join(',');
+    const want = specs.map((x) => formatHostPort(x.host, x.port)).join(',');
     if (want === p.backends.map((b) => b.address).join(',')) return;
     const before = this.snapshot();
     this.pushPool(pool, specs);
@@ -215,7 +215,7 @@ export class Server {
   /** A pool's resolved backends with the weights set at run time in place of the configured ones. */
   private withOverrides(pool: string, specs: BackendSpec[]): BackendSpec[] {
     return specs.map((s) => {
-      const w = this.runtime.get(pool, formatAddress(s.host, s.port, s.family))?.weight;
+      const w = this.runtime.get(pool, formatHostPort(s.host, s.port))?.weight;
       return w === undefined || w === null ? s : { ...s, weight: w };
     });
   }
@@ -581,7 +581,7 @@ export function describeReload(
   const b1 = backendsOf(after);
   // max_connections of backends written as IP literals (a name's limit change shows as its pool's change).
   const limitsOf = (c: Config): Map<string, number> =>
-    new Map(c.pools.flatMap((p) => p.backends.filter((bc) => bc.family !== 0).map((bc): [string, number] => [`${p.name}/${formatAddress(bc.host, bc.port, bc.family)}`, bc.maxConnections])));
+    new Map(c.pools.flatMap((p) => p.backends.filter((bc) => bc.family !== 0).map((bc): [string, number] => [`${p.name}/${formatHostPort(bc.host, bc.port)}`, bc.maxConnections])));
   const l0 = limitsOf(prev);
   const l1 = limitsOf(next);
   const limitChanged = (key: string): boolean => l0.has(key) && l1.has(key) && l0.get(key) !== l1.get(key);

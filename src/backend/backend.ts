@@ -4,6 +4,7 @@
  * path and read at scrape time.
  */
 import { CONNECT_BUCKETS, Histogram } from '../dataplane/histogram';
+import { formatHostPort } from '../net/address';
 
 export type BackendState = 'up' | 'down' | 'draining';
 
@@ -50,7 +51,7 @@ export class Backend {
     this.host = init.host;
     this.port = init.port;
     this.family = init.family;
-    this.address = formatAddress(init.host, init.port, init.family);
+    this.address = formatHostPort(init.host, init.port);
     this.name = init.name ?? null;
     this.weight = init.weight ?? 1;
     this.effectiveWeight = this.weight;
@@ -62,8 +63,4 @@ export class Backend {
   hasRoom(): boolean {
     return this.maxConnections === 0 || this.active < this.maxConnections;
   }
-}
-
-export function formatAddress(host: string, port: number, family: number): string {
-  return family === 6 ? `[${host}]:${port}` : `${host}:${port}`;
 }

@@ -11,6 +11,7 @@ import type { Logger } from '../log';
 import { Backend, type BackendState } from '../backend/backend';
 import { Pool } from '../backend/pool';
 import { TcpListener, type TcpContext } from '../tcp/listener';
+import { formatHostPort } from '../net/address';
 import { UdpListener } from '../udp/listener';
 
 /** Every listener, TCP or UDP, is driven through the same methods. */
@@ -215,7 +216,7 @@ export class DataPlane implements DataPlaneApi {
     const inList = new Set<Backend>();
     const updates: [Backend, BackendSpec][] = [];
     for (const s of specs) {
-      const address = s.family === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
+      const address = formatHostPort(s.host, s.port);
       let b = old?.find(address) ?? this.revive(pc.name, address);
       if (b !== undefined && inList.has(b)) continue;
       if (b === undefined) {
@@ -512,7 +513,7 @@ function unchangedPool(old: Pool, pc: PoolConfig, specs: readonly BackendSpec[])
   if (old.backends.length !== specs.length || JSON.stringify(old.config) !== JSON.stringify(pc)) return false;
   return specs.every((s, i) => {
     const b = old.backends[i] as Backend;
-    const address = s.family === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
+    const address = formatHostPort(s.host, s.port);
     return b.address === address && b.weight === s.weight && b.maxConnections === s.maxConnections && b.backup === s.backup && b.name === s.name && b.member;
   });
 }

@@ -13,7 +13,7 @@
 import { LOCAL_ERRORS } from '../net/fd-budget';
 import type { Config, HealthCheckConfig } from '../config/schema';
 import type { BackendState } from '../backend/backend';
-import { formatAddress } from '../backend/backend';
+import { formatHostPort } from '../net/address';
 import type { Logger } from '../log';
 import { INITIAL_HEALTH, observe, type HealthCounter } from './hysteresis';
 import { ProbeTimer } from './schedule';
@@ -142,7 +142,7 @@ export class HealthMonitor {
       const probing = checking && (!udpOnly || pc.healthCheck.port !== null || probesOverUdp(pc.healthCheck));
       const wanted = new Set<string>();
       for (const spec of backends.get(pc.name) ?? []) {
-        const address = formatAddress(spec.host, spec.port, spec.family);
+        const address = formatHostPort(spec.host, spec.port);
         if (wanted.has(address)) continue; // the data plane keeps the first one too
         wanted.add(address);
         let t = records.get(address);

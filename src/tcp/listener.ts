@@ -12,27 +12,20 @@ import type { ListenerConfig } from '../config/schema';
 import type { Pool } from '../backend/pool';
 import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
-import type { Logger } from '../log';
-import type { Pump } from './pump';
 import { compileAcl } from '../net/cidr';
 import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
 import { TcpSession, type PeerAddresses, type SessionEndReason } from './session';
 import { readProxyHeader } from './proxy-accept';
 import { fdBudget } from '../net/fd-budget';
+import { formatHostPort } from '../net/address';
+import type { ListenerContext } from '../listener/context';
 import { SniRouter } from '../tls/sni-routes';
 import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
 import { tcpTermination } from '../dataplane/termination';
 import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
-/** What a listener needs from the data plane around it. */
-export interface TcpContext {
-  readonly log: Logger;
-  connectionLog: boolean;
-  /** The pump that will carry this connection (splice when possible, else JS). */
-  pumpFor(client: net.Socket, backend: net.Socket): Pump;
-  /** A client connect to a backend failed: passive health input. */
-  onConnectFailure(pool: Pool, backend: Backend, kind: 'refused' | 'timeout'): void;
-}
+/** What a listener needs from the data plane around it (shared with UDP listeners). */
+export type TcpContext = ListenerContext;
 
 const KEEPALIVE_DELAY_MS = 60_000;
 
@@ -490,7 +483,3 @@ export class TcpListener {
 }
 
 function noop(): void {}
-
-export function formatHostPort(addr: string, port: number): string {
-  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
-}

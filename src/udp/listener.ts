@@ -26,8 +26,8 @@ import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
 import { compileAcl } from '../net/cidr';
 import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
-import type { TcpContext } from '../tcp/listener';
-import { formatHostPort } from '../tcp/listener';
+import type { ListenerContext } from '../listener/context';
+import { formatHostPort } from '../net/address';
 import { fdBudget, isLocalError } from '../net/fd-budget';
 import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
 import { udpTermination } from '../dataplane/termination';
@@ -68,7 +68,7 @@ class UdpSession {
 export class UdpListener {
   config: ListenerConfig;
   pool: Pool;
-  readonly ctx: TcpContext;
+  readonly ctx: ListenerContext;
   readonly stats = new ListenerStats();
   /** Durations of finished sessions, seconds. */
   readonly duration = new Histogram(DURATION_BUCKETS);
@@ -88,7 +88,7 @@ export class UdpListener {
   private emptyWaiters: (() => void)[] = [];
   private closed = false;
 
-  constructor(config: ListenerConfig, pool: Pool, ctx: TcpContext) {
+  constructor(config: ListenerConfig, pool: Pool, ctx: ListenerContext) {
     this.config = config;
     this.pool = pool;
     this.ctx = ctx;

@@ -15,7 +15,7 @@
  * once. Nothing here throws.
  */
 import net from 'node:net';
-import { formatAddress } from '../../backend/backend';
+import { formatHostPort } from '../../net/address';
 import { VERSION } from '../../version';
 import { BoundedBuffer, describeReply, errorResult, MAX_REPLY, type ProbeFn, type ProbeResult } from '../probe';
 import { deferred } from './send-expect';
@@ -66,7 +66,7 @@ export function statusHealthy(status: number, expected: readonly number[] | null
 /** Contract: the request bytes for `path` on `host:port` (IPv6 in brackets). */
 export function httpRequest(path: string, host: string, port: number, family: 4 | 6): Buffer {
   return Buffer.from(
-    `GET ${path} HTTP/1.1\r\nHost: ${formatAddress(host, port, family)}\r\nUser-Agent: l4lb-health-check/${VERSION}\r\n` +
+    `GET ${path} HTTP/1.1\r\nHost: ${formatHostPort(host, port)}\r\nUser-Agent: l4lb-health-check/${VERSION}\r\n` +
       'Accept: */*\r\nConnection: close\r\n\r\n',
     'latin1',
   );
