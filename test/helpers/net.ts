@@ -193,3 +193,28 @@ export function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) : 0;
 }
+
+/** A raw backend recording what each connection sends until EOF, then answering "ok"; `next()` is the next connection's bytes. */
+export async function recordingBackend(): Promise<{ server: TestServer; next(): Promise<Buffer> }> {
+  const waiting: ((b: Buffer) => void)[] = [];
+  const done: Buffer[] = [];
+  const server = await startServer((s) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => {
+      s.end('ok');
+      const all = Buffer.concat(chunks);
+      const w = waiting.shift();
+      if (w) w(all);
+      else done.push(all);
+    });
+  });
+  return {
+    server,
+    next: () => {
+      const d = done.shift();
+      if (d) return Promise.resolve(d);
+      return withTimeout(new Promise<Buffer>((r) => waiting.push(r)), 10000, 'backend connection');
+    },
+  };
+}

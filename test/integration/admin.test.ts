@@ -7,34 +7,11 @@ import type net from 'node:net';
 import { startEchoServer, startTaggedServer, connect, readBytes, readLine, readAll, waitFor, type TestServer } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { listenerToml, poolToml } from '../helpers/toml';
+import { adminHttp, sample, type Reply } from '../helpers/admin';
 
-interface Reply {
-  status: number;
-  headers: Headers;
-  body: string;
-}
-
-async function http(port: number, method: string, path: string, token?: string): Promise<Reply> {
-  const r = await fetch(`http://127.0.0.1:${port}${path}`, {
-    method,
-    headers: token ? { authorization: `Bearer ${token}` } : {},
-    signal: AbortSignal.timeout(10000),
-  });
-  return { status: r.status, headers: r.headers, body: await r.text() };
-}
-
-/** Value of one sample in Prometheus text, or undefined. */
-function sample(metrics: string, name: string, labels: Record<string, string>): number | undefined {
-  const want = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v}"`)
-    .sort();
-  for (const line of metrics.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const inner = line.slice(name.length + 1, line.indexOf('}'));
-    const got = inner.split(',').filter(Boolean).sort();
-    if (got.length === want.length && got.every((x, i) => x === want[i])) return Number(line.slice(line.indexOf('}') + 1).trim());
-  }
-  return undefined;
+/** The older call shape of this file: an optional token. */
+function http(port: number, method: string, path: string, token?: string): Promise<Reply> {
+  return adminHttp(port, method, path, token === undefined ? {} : { token });
 }
 
 async function adminPort(lb: L4lbProcess): Promise<number> {

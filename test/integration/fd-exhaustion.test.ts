@@ -15,15 +15,16 @@ import { once } from 'node:events';
 import { startEchoServer, waitFor, readBytes, type TestServer } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { listenerToml, poolToml } from '../helpers/toml';
+import { sample } from '../helpers/admin';
 
 const prlimit = spawnSync('prlimit', ['--version'], { encoding: 'utf8' });
 const skip = process.platform !== 'linux' ? 'needs Linux (/proc, prlimit)' : prlimit.status !== 0 ? 'prlimit (util-linux) not installed' : false;
 
 const FD_LIMIT = 256;
 
-function sample(metrics: string, name: string, labels: string): number {
-  const line = metrics.split('\n').find((l) => l.startsWith(`${name}{`) && labels.split(',').every((kv) => l.includes(kv)));
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+/** A sample's value, 0 when absent. */
+function value(metrics: string, name: string, labels: Record<string, string>): number {
+  return sample(metrics, name, labels) ?? 0;
 }
 
 describe('running out of file descriptors', { skip }, () => {
@@ -87,7 +88,7 @@ describe('running out of file descriptors', { skip }, () => {
     await waitFor(
       async () => {
         const m = await metrics();
-        return sample(m, 'l4lb_connections_rejected_total', 'listener="tcp",reason="resources"') > 0 && sample(m, 'l4lb_connections_rejected_total', 'listener="udp",reason="resources"') > 0;
+        return value(m, 'l4lb_connections_rejected_total', { listener: 'tcp', reason: 'resources' }) > 0 && value(m, 'l4lb_connections_rejected_total', { listener: 'udp', reason: 'resources' }) > 0;
       },
       10000,
       'resources refusals on both listeners',
@@ -104,14 +105,14 @@ describe('running out of file descriptors', { skip }, () => {
     assert.ok(warn !== undefined, 'a connections rejected line with reason resources');
     assert.ok(warn.level === 'warn' || (warn.level as unknown) === 40, `logged at warn: ${JSON.stringify(warn)}`);
     const m = await metrics();
-    const tcpRefused = sample(m, 'l4lb_connections_rejected_total', 'listener="tcp",reason="resources"');
+    const tcpRefused = value(m, 'l4lb_connections_rejected_total', { listener: 'tcp', reason: 'resources' });
     assert.ok(tcpRefused >= 100, `tcp refused for resources: ${tcpRefused}`);
     // The flood ends; a new client is served.
     for (const s of held) s.destroy();
     for (const u of udpClients) u.close();
     held.length = 0;
     udpClients.length = 0;
-    await waitFor(async () => sample(await metrics(), 'l4lb_connections_active', 'listener="tcp"') === 0, 10000, 'tcp connections gone', 100);
+    await waitFor(async () => value(await metrics(), 'l4lb_connections_active', { listener: 'tcp' }) === 0, 10000, 'tcp connections gone', 100);
     const c = net.connect({ port: tcpPort, host: '127.0.0.1' });
     c.on('error', () => {});
     held.push(c);

@@ -8,35 +8,11 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
-import { startServer, connect, readAll, endOf, withTimeout, type TestServer } from '../helpers/net';
+import { startServer, connect, readAll, endOf, withTimeout, recordingBackend, type TestServer } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { encodeV1, encodeV2 } from '../../src/proxy';
 import { spliceAvailable } from '../../src/native/addon';
 
-/** A raw backend that records everything each connection sends, then echoes "ok" after EOF. */
-async function recordingBackend(): Promise<{ server: TestServer; next(): Promise<Buffer> }> {
-  const waiting: ((b: Buffer) => void)[] = [];
-  const done: Buffer[] = [];
-  const server = await startServer((s) => {
-    const chunks: Buffer[] = [];
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('end', () => {
-      s.end('ok');
-      const all = Buffer.concat(chunks);
-      const w = waiting.shift();
-      if (w) w(all);
-      else done.push(all);
-    });
-  });
-  return {
-    server,
-    next: () => {
-      const d = done.shift();
-      if (d) return Promise.resolve(d);
-      return withTimeout(new Promise<Buffer>((r) => waiting.push(r)), 10000, 'backend connection');
-    },
-  };
-}
 
 const pool = (port: number): string =>
   `[pools.p]\nalgorithm = "round-robin"\nbackends = [{ address = "127.0.0.1:${port}" }]\n[pools.p.health_check]\nenabled = false\n`;

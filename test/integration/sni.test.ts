@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { startServer, connect, readAll, endOf, waitFor, withTimeout, rssKiB, type TestServer } from '../helpers/net';
+import { startServer, connect, readAll, endOf, waitFor, withTimeout, rssKiB, recordingBackend, type TestServer } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { spliceAvailable } from '../../src/native/addon';
 import { alpnExtension, clientHello, clientHelloBody, handshake, paddingExtension, records } from '../support/tls-hello';
@@ -67,30 +67,6 @@ async function sClient(port: number, servername: string | null): Promise<string 
   return m ? (m[1] as string) : null;
 }
 
-/** A raw backend recording what each connection sends until EOF, then answering "ok". */
-async function recordingBackend(): Promise<{ server: TestServer; next(): Promise<Buffer> }> {
-  const waiting: ((b: Buffer) => void)[] = [];
-  const done: Buffer[] = [];
-  const server = await startServer((s) => {
-    const chunks: Buffer[] = [];
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('end', () => {
-      s.end('ok');
-      const all = Buffer.concat(chunks);
-      const w = waiting.shift();
-      if (w) w(all);
-      else done.push(all);
-    });
-  });
-  return {
-    server,
-    next: () => {
-      const d = done.shift();
-      if (d) return Promise.resolve(d);
-      return withTimeout(new Promise<Buffer>((r) => waiting.push(r)), 10000, 'backend connection');
-    },
-  };
-}
 
 async function http(port: number, path: string): Promise<string> {
   const r = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(10000) });
