@@ -39,6 +39,11 @@ constexpr size_t kPipePoolMax = 256;  // empty pipes kept for reuse (2 fds each)
 
 struct Worker;
 
+// Thread ownership: the JS thread fills a Conn in add() (id, slot, fd,
+// head) and publishes it under its worker's `mu` (adopt()). From then on
+// only that worker thread reads or writes any field, until it frees the
+// Conn (graveyard) after the completion report; JS refers to it by `id`
+// only (abort() posts a command, it never touches the Conn).
 struct Conn {
   uint32_t id = 0;
   uint32_t slot = 0;
@@ -93,6 +98,11 @@ struct Cmd {
 };
 
 // ---- process-wide state (one Node environment per process may use it) ----
+// g_workers, g_tsfn*, g_env, g_active: JS thread only (set in Init, read in
+// Add/Abort/Stats and the report callback, which runs on the JS thread).
+// g_slab: each slot's two counters are written by the one worker that owns
+// the connection (atomic 64-bit stores) and read by JS; JS owns slot
+// allocation. g_pool (pipes): any worker, under g_pool_mu.
 std::vector<Worker*> g_workers;
 double* g_slab = nullptr;     // [slot*2 + dir] live byte counters, written by workers
 uint32_t g_slab_slots = 0;
@@ -184,17 +194,23 @@ int sockError(int fd) {
   return e;
 }
 
+// Thread ownership per field: `ep`, `efd` and `thr` are set by the JS
+// thread before the worker starts and only read after; `mu` guards `cmds`
+// and `incoming` (JS thread writes, worker takes); `quit` is atomic (set by
+// the environment cleanup hook); `conns`, `ready` and `graveyard` belong to
+// the worker thread alone. epoll_ctl(ADD) on `ep` is the one call the JS
+// thread makes on a worker's epoll (under `mu`, see adopt()).
 struct Worker {
   int ep = -1;
   int efd = -1;
   std::thread thr;
   std::mutex mu;
-  std::vector<Cmd> cmds;
-  std::vector<Conn*> incoming;  // added by the JS thread, taken into `conns` by this one
+  std::vector<Cmd> cmds;        // [mu] abort requests from the JS thread
+  std::vector<Conn*> incoming;  // [mu] added by the JS thread, taken into `conns` by this one
   std::atomic<bool> quit{false};
-  std::unordered_map<uint32_t, Conn*> conns;
-  std::vector<Conn*> ready;     // busy connections requeued after kMaxRounds
-  std::vector<Conn*> graveyard; // freed at the end of an epoll batch
+  std::unordered_map<uint32_t, Conn*> conns;  // [worker] live connections by id
+  std::vector<Conn*> ready;     // [worker] busy connections requeued after kMaxRounds
+  std::vector<Conn*> graveyard; // [worker] freed at the end of an epoll batch
 
   bool init() {
     ep = epoll_create1(EPOLL_CLOEXEC);
