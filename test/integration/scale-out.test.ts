@@ -199,7 +199,10 @@ describe('scale-out in network namespaces', () => {
       // The limit of a proxy that terminates TCP: the open connection's packets now reach lb2, which resets it.
       const after = await L.ping(held);
       assert.equal(after.ok, false, 'the connection held through lb1 does not survive the move');
-      assert.equal(after.err, 'ECONNRESET');
+      // The other instance answers the orphaned segments with a RST; on a
+      // loaded machine that RST can arrive after the 2 s ping timeout.
+      assert.ok(after.err === 'ECONNRESET' || after.err === 'timeout', `held connection ended with ${after.err}`);
+      t.diagnostic(`held connection: ${after.err}`);
       assert.equal(await lbs.lb1.waitExit(10_000), 0);
     });
   });
@@ -277,7 +280,10 @@ describe('scale-out in network namespaces', () => {
       // connection's packets now go to lb2, which knows nothing of it and resets it.
       const after = await L.ping(held);
       assert.equal(after.ok, false, 'the connection held through lb1 does not survive the route change');
-      assert.equal(after.err, 'ECONNRESET');
+      // The other instance answers the orphaned segments with a RST; on a
+      // loaded machine that RST can arrive after the 2 s ping timeout.
+      assert.ok(after.err === 'ECONNRESET' || after.err === 'timeout', `held connection ended with ${after.err}`);
+      t.diagnostic(`held connection: ${after.err}`);
       const results = await loop;
       assert.equal(results.filter((r) => !r.ok).length, 0, summary(results));
       assert.ok(results.length >= 20, summary(results));
