@@ -20,7 +20,6 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync, existsSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
-import dgram from 'node:dgram';
 import { once } from 'node:events';
 
 const argv = process.argv.slice(2);

@@ -12,7 +12,7 @@ import { ConfigError, L4lbError, formatConfigIssue } from './errors';
 import { createLogger, type Logger } from './log';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from './dataplane/dataplane';
 import { ClusterDataPlane } from './cluster/primary';
-import type { BackendSnapshot, DataPlaneSnapshot } from './dataplane/stats';
+import type { DataPlaneSnapshot } from './dataplane/stats';
 import { HealthMonitor } from './health/monitor';
 import { VERSION } from './version';
 import { AdminServer } from './admin/admin';

@@ -66,7 +66,6 @@ function load(): AddonLoad {
   if (process.env.L4LB_NO_NATIVE === '1') return { addon: null, reason: 'disabled by L4LB_NO_NATIVE=1' };
   if (process.platform !== 'linux') return { addon: null, reason: `platform ${process.platform} has no splice(2)` };
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     // L4LB_NATIVE_ADDON: another build of the same addon (the sanitizer
     // builds the test suite makes); not for production use.
     const mod = require(process.env.L4LB_NATIVE_ADDON || ADDON_PATH) as Partial<SpliceBinding>;

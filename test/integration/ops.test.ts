@@ -45,7 +45,6 @@ describe('runtime API and connection logs', () => {
   let lb: L4lbProcess;
   let admin: number;
   const A = (): string => `127.0.0.1:${a.port}`;
-  const B = (): string => `127.0.0.1:${b.port}`;
   const E = (): string => `127.0.0.1:${echo.port}`;
 
   before(async () => {

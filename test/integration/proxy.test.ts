@@ -8,7 +8,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
-import { startServer, connect, readAll, endOf, withTimeout, recordingBackend, type TestServer } from '../helpers/net';
+import { connect, readAll, endOf, recordingBackend } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { encodeV1, encodeV2 } from '../../src/proxy';
 import { spliceAvailable } from '../../src/native/addon';

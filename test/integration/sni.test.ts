@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { startServer, connect, readAll, endOf, waitFor, withTimeout, rssKiB, recordingBackend, type TestServer } from '../helpers/net';
+import { connect, readAll, endOf, waitFor, withTimeout, rssKiB, recordingBackend } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { spliceAvailable } from '../../src/native/addon';
 import { alpnExtension, clientHello, clientHelloBody, handshake, paddingExtension, records } from '../support/tls-hello';

@@ -109,7 +109,7 @@ export function genHello(r: Rng): { bytes: Buffer; sni: string | null; length: n
   const types = new Set<number>([0]);
   const ne = below(r, 6);
   for (let i = 0; i < ne; i++) {
-    let t = 1 + below(r, 60);
+    const t = 1 + below(r, 60);
     if (types.has(t)) continue;
     types.add(t);
     if (t === 21 && below(r, 4) === 0) exts.push(paddingExtension(below(r, 3) === 0 ? 2000 + below(r, 20000) : below(r, 300)));

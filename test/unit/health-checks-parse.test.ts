@@ -50,10 +50,10 @@ test('statusHealthy: default 200-399, else exactly the listed codes', () => {
 });
 
 test('httpRequest: GET, HTTP/1.1, Host = probed address (IPv6 bracketed), Connection: close', () => {
-  const r = httpRequest('/primary', '10.0.0.11', 8008, 4).toString('latin1');
+  const r = httpRequest('/primary', '10.0.0.11', 8008).toString('latin1');
   assert.match(r, /^GET \/primary HTTP\/1\.1\r\nHost: 10\.0\.0\.11:8008\r\n/);
   assert.match(r, /\r\nConnection: close\r\n\r\n$/);
-  assert.match(httpRequest('/', '::1', 80, 6).toString('latin1'), /\r\nHost: \[::1\]:80\r\n/);
+  assert.match(httpRequest('/', '::1', 80).toString('latin1'), /\r\nHost: \[::1\]:80\r\n/);
 });
 
 test('parseHex: bytes, case, spaces; errors say what is wrong', () => {

@@ -64,7 +64,7 @@ export function statusHealthy(status: number, expected: readonly number[] | null
 }
 
 /** Contract: the request bytes for `path` on `host:port` (IPv6 in brackets). */
-export function httpRequest(path: string, host: string, port: number, family: 4 | 6): Buffer {
+export function httpRequest(path: string, host: string, port: number): Buffer {
   return Buffer.from(
     `GET ${path} HTTP/1.1\r\nHost: ${formatHostPort(host, port)}\r\nUser-Agent: l4lb-health-check/${VERSION}\r\n` +
       'Accept: */*\r\nConnection: close\r\n\r\n',
@@ -105,7 +105,7 @@ export function httpProbe(opts: HttpProbeOptions): ProbeFn {
     }
 
     s.on('error', (err) => finish(errorResult(err)));
-    s.once('connect', () => s.write(httpRequest(opts.path, target.host, target.port, target.family)));
+    s.once('connect', () => s.write(httpRequest(opts.path, target.host, target.port)));
     s.on('data', (chunk: Buffer) => {
       const full = reply.push(chunk);
       const head = parseHttpHead(reply.view());
