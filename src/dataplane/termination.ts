@@ -31,6 +31,7 @@ export function tcpTermination(reason: SessionEndReason | string, firstFin: 'cli
       return 'backend_reset';
     case 'no_backend':
     case 'connect_failed':
+    case 'resources': // no fd (or buffer) here to reach the backend
       return 'connect_failed';
     case 'idle_timeout':
       return 'idle_timeout';

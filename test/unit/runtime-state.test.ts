@@ -90,6 +90,8 @@ test('termination: every TCP and UDP end reason maps to a documented value', () 
   assert.equal(tcpTermination('drain_timeout', null), 'drain_timeout');
   assert.equal(tcpTermination('shutdown', null), 'drain_timeout');
   assert.equal(tcpTermination('admin_shutdown', null), 'admin_shutdown');
+  assert.equal(tcpTermination('resources', null), 'connect_failed');
+  assert.equal(tcpTermination('bad_client_hello', null), 'client_reset');
   assert.equal(udpTermination('responses'), 'backend_fin');
   assert.equal(udpTermination('backend_refused'), 'connect_failed');
   assert.equal(udpTermination('backend_gone'), 'backend_reset');
