@@ -12,7 +12,7 @@
  *    body. Tools (curl, scripts, `l4lb --reload`) send none of these.
  * Pure functions over the request headers; no I/O.
  */
-import { isIP } from 'node:net';
+import { ipVersion } from '../net/ip';
 import type { IncomingHttpHeaders } from 'node:http';
 
 /** The host part of a `Host` header value (`[v6]:port`, `v4:port`, `name:port`, or without a port), lower-cased. */
@@ -35,7 +35,7 @@ export function hostOf(hostHeader: string): string {
 export function hostAllowed(hostHeader: string | undefined, bindHost: string): boolean {
   if (hostHeader === undefined || hostHeader === '') return true;
   const h = hostOf(hostHeader);
-  return isIP(h) !== 0 || h === 'localhost' || h === bindHost.toLowerCase();
+  return ipVersion(h) !== 0 || h === 'localhost' || h === bindHost.toLowerCase();
 }
 
 const FORM_TYPES = ['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain'];

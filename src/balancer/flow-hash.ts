@@ -11,13 +11,14 @@
  * an IP literal contributes no bytes. Hash: murmur3_32 (x86, seed 0) over
  * those bytes.
  *
- * Hot path: addresses are parsed by hand straight into murmur3's 32-bit
- * blocks (every address is a whole number of blocks), so nothing is
- * allocated and no byte buffer is written per flow. `flowKeyBytes` builds
+ * Hot path: addresses are parsed (net/ip.ts) into a reused byte buffer and
+ * read as murmur3's 32-bit blocks (every address is a whole number of
+ * blocks), so nothing is allocated per flow. `flowKeyBytes` builds
  * the same key as bytes, for tests and for other implementations to check
  * against.
  */
 import type { Flow } from './picker';
+import { parseIpInto } from '../net/ip';
 
 const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
@@ -55,102 +56,18 @@ let srcWords = 0;
 const DST = new Int32Array(4);
 let dstWords = 0;
 let lastDst: string | null = null;
-const V6 = new Uint16Array(8);
-
-/**
- * Parses dotted-quad IPv4 in s[start..end) into one block (b0 | b1<<8 |
- * b2<<16 | b3<<24); returns false when it is not IPv4.
- */
-function v4Word(s: string, start: number, end: number, out: Int32Array): boolean {
-  let word = 0;
-  let part = 0;
-  let digits = 0;
-  let shift = 0;
-  for (let i = start; i < end; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 46 /* . */) {
-      if (digits === 0 || shift === 24) return false;
-      word |= part << shift;
-      shift += 8;
-      part = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57) {
-      part = part * 10 + (c - 48);
-      if (++digits > 3 || part > 255) return false;
-    } else return false;
-  }
-  if (digits === 0 || shift !== 24) return false;
-  out[0] = word | (part << 24);
-  return true;
-}
-
-/** Parses IPv6 text (compressed or not, embedded IPv4 tail, zone id ignored) into V6; false if invalid. */
-function v6Groups(s: string): boolean {
-  let end = s.indexOf('%');
-  if (end < 0) end = s.length;
-  let n = 0;
-  let gap = -1;
-  let i = 0;
-  if (s.charCodeAt(0) === 58) {
-    if (s.charCodeAt(1) !== 58) return false;
-    gap = 0;
-    i = 2;
-  }
-  while (i < end) {
-    let j = i;
-    let dot = false;
-    while (j < end && s.charCodeAt(j) !== 58) {
-      if (s.charCodeAt(j) === 46) dot = true;
-      j++;
-    }
-    if (dot) {
-      if (n > 6 || j !== end || !v4Word(s, i, end, TMP)) return false;
-      const w = TMP[0] as number;
-      V6[n++] = ((w & 0xff) << 8) | ((w >>> 8) & 0xff);
-      V6[n++] = (((w >>> 16) & 0xff) << 8) | ((w >>> 24) & 0xff);
-      i = end;
-      break;
-    }
-    if (j === i || j - i > 4 || n >= 8) return false;
-    let v = 0;
-    for (let k = i; k < j; k++) {
-      const c = s.charCodeAt(k);
-      const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
-      if (d < 0) return false;
-      v = (v << 4) | d;
-    }
-    V6[n++] = v;
-    i = j;
-    if (i < end) {
-      i++;
-      if (i < end && s.charCodeAt(i) === 58) {
-        if (gap >= 0) return false;
-        gap = n;
-        i++;
-      } else if (i === end) return false;
-    }
-  }
-  if (gap < 0 ? n !== 8 : n > 7) return false;
-  if (gap >= 0) {
-    const zeros = 8 - n;
-    for (let g = 7; g >= gap + zeros; g--) V6[g] = V6[g - zeros] as number;
-    for (let g = gap; g < gap + zeros; g++) V6[g] = 0;
-  }
-  return true;
-}
-const TMP = new Int32Array(1);
+const BYTES = new Uint8Array(16);
 
 /** Address text → blocks in `out`; returns the number of blocks (1, 4, or 0 when not an IP). */
 function addressWords(s: string, out: Int32Array): number {
-  if (v4Word(s, 0, s.length, out)) return 1;
-  if (s.length > 7 && s.charCodeAt(0) === 58 && s.startsWith('::ffff:') && s.indexOf('.') > 0 && v4Word(s, 7, s.length, out)) return 1;
-  if (!v6Groups(s)) return 0;
-  for (let w = 0; w < 4; w++) {
-    const a = V6[2 * w] as number;
-    const b = V6[2 * w + 1] as number;
-    out[w] = (a >>> 8) | ((a & 0xff) << 8) | ((b >>> 8) << 16) | ((b & 0xff) << 24);
+  const family = parseIpInto(s, BYTES, 0, true);
+  if (family === 0) return 0;
+  const n = family === 4 ? 1 : 4;
+  for (let w = 0; w < n; w++) {
+    const o = 4 * w;
+    out[w] = (BYTES[o] as number) | ((BYTES[o + 1] as number) << 8) | ((BYTES[o + 2] as number) << 16) | ((BYTES[o + 3] as number) << 24);
   }
-  return 4;
+  return n;
 }
 
 /** The hash of a flow's key (see the layout above). Allocation-free. */

@@ -15,23 +15,9 @@ export type ProxyProtocolMode = 'off' | 'v1' | 'v2';
 export type HealthCheckType = 'connect' | 'send-expect' | 'http';
 export type RouteBy = 'none' | 'sni';
 
-/** A parsed "host:port" or "[v6]:port". `host` has no brackets. */
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-  /** 4 or 6 when host is an IP literal, 0 when it is a name. */
-  readonly family: 0 | 4 | 6;
-}
-
-/** A parsed CIDR block. IPv4 blocks are kept as IPv4 (not mapped). */
-export interface Cidr {
-  /** As written, for logs and status. */
-  readonly text: string;
-  readonly family: 4 | 6;
-  /** Network address bytes (4 or 16), host bits cleared. */
-  readonly bytes: Uint8Array;
-  readonly prefix: number;
-}
+/** "host:port" / "[v6]:port" (host without brackets) and CIDR blocks: see net/types.ts. */
+import type { Cidr, HostPort } from '../net/types';
+export type { Cidr, HostPort };
 
 export interface GlobalConfig {
   readonly logLevel: LogLevel;

@@ -6,7 +6,8 @@
 import { availableParallelism } from 'node:os';
 import { ConfigError } from '../errors';
 import { isLoopback, parseHostPort } from '../net/address';
-import { parseCidr, parseIPv6Into } from '../net/cidr';
+import { parseCidr } from '../net/cidr';
+import { parseIPv6Into } from '../net/ip';
 import { joinIndex, joinKey, type Positions } from './positions';
 import { IssueSink, Reader, isTable } from './reader';
 import { describe, isPrime, parseHex } from './values';

@@ -3,15 +3,15 @@
  * "host:port" / "[v6]:port" parsing, IP normalisation, loopback test.
  * Nothing here is on the per-packet path (see cidr.ts for that).
  */
-import { isIP } from 'node:net';
-import type { HostPort } from '../config/schema';
+import { ipVersion } from './ip';
+import type { HostPort } from './types';
 
 const HOST_LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
 const PORT_DIGITS = /^[0-9]{1,5}$/;
 
 /** Contract: 4 or 6 when `host` is an IP literal (no brackets), else 0. */
 export function ipFamily(host: string): 0 | 4 | 6 {
-  const f = isIP(host);
+  const f = ipVersion(host);
   return f === 4 ? 4 : f === 6 ? 6 : 0;
 }
 
@@ -43,17 +43,17 @@ export function parseHostPort(text: string): HostPort | string {
     if (close < 0 || text[close + 1] !== ':') return 'expected "[ipv6]:port"';
     host = text.slice(1, close);
     portText = text.slice(close + 2);
-    if (isIP(host) !== 6) return `"${host}" in brackets is not an IPv6 address`;
+    if (ipVersion(host) !== 6) return `"${host}" in brackets is not an IPv6 address`;
   } else {
     const colon = text.lastIndexOf(':');
     if (colon < 0) return 'expected "host:port"';
     host = text.slice(0, colon);
     portText = text.slice(colon + 1);
     if (host.includes(':')) {
-      return isIP(host) === 6 ? 'an IPv6 address needs brackets: "[ipv6]:port"' : 'expected "host:port"';
+      return ipVersion(host) === 6 ? 'an IPv6 address needs brackets: "[ipv6]:port"' : 'expected "host:port"';
     }
     if (host.length === 0) return 'expected "host:port" (the host is empty)';
-    if (isIP(host) === 0 && !isValidHostname(host)) return `"${host}" is not a valid IP address or host name`;
+    if (ipVersion(host) === 0 && !isValidHostname(host)) return `"${host}" is not a valid IP address or host name`;
   }
   if (!PORT_DIGITS.test(portText)) return `the port "${portText}" is not a number`;
   const port = Number(portText);
@@ -68,7 +68,7 @@ export function parseHostPort(text: string): HostPort | string {
 export function normalizeIp(addr: string): string {
   if (addr.length > 7 && addr.charCodeAt(0) === 58 && /^::ffff:/i.test(addr)) {
     const rest = addr.slice(7);
-    if (isIP(rest) === 4) return rest;
+    if (ipVersion(rest) === 4) return rest;
   }
   return addr;
 }
@@ -82,7 +82,7 @@ export function isLoopback(host: string): boolean {
   let h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
   if (h.toLowerCase() === 'localhost') return true;
   h = normalizeIp(h);
-  const f = isIP(h);
+  const f = ipVersion(h);
   if (f === 4) return h.startsWith('127.');
   if (f === 6) return /^(0{0,4}:){2,7}0{0,3}1$/.test(h) || h === '::1';
   return false;

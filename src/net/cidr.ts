@@ -1,112 +1,10 @@
 /**
  * CIDR parsing (config time) and the ACL matcher used on the accept hot path.
- * The matcher parses addresses by hand into numbers / a reused byte buffer:
- * no regular expressions, no string splitting, no allocation per call.
+ * The matcher parses addresses with ./ip into numbers / a reused byte
+ * buffer: no regular expressions, no string splitting, no allocation per call.
  */
-import { isIP } from 'node:net';
-import type { Cidr } from '../config/schema';
-
-/**
- * Contract: parses dotted-quad IPv4 in s[start..end) into an unsigned 32-bit
- * value (as a non-negative number). Returns -1 when it is not exactly four
- * decimal octets 0..255 of 1-3 digits.
- */
-export function parseIPv4(s: string, start = 0, end = s.length): number {
-  let value = 0;
-  let octet = 0;
-  let digits = 0;
-  let dots = 0;
-  for (let i = start; i < end; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 48 && c <= 57) {
-      octet = octet * 10 + (c - 48);
-      if (++digits > 3 || octet > 255) return -1;
-    } else if (c === 46) {
-      if (digits === 0 || ++dots > 3) return -1;
-      value = value * 256 + octet;
-      octet = 0;
-      digits = 0;
-    } else {
-      return -1;
-    }
-  }
-  if (dots !== 3 || digits === 0) return -1;
-  return value * 256 + octet;
-}
-
-function hexValue(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  if (c >= 65 && c <= 70) return c - 55;
-  return -1;
-}
-
-const groups = new Uint16Array(8);
-
-/**
- * Contract: parses an IPv6 address (with "::", an optional embedded IPv4 tail
- * and an optional "%zone" which is ignored) into out[0..16). Returns false,
- * leaving `out` unspecified, when the text is not a valid IPv6 address.
- */
-export function parseIPv6Into(s: string, out: Uint8Array): boolean {
-  let end = s.length;
-  for (let k = 0; k < end; k++) if (s.charCodeAt(k) === 37) { end = k; break; }
-  let n = 0;
-  let gap = -1;
-  let i = 0;
-  if (end >= 2 && s.charCodeAt(0) === 58 && s.charCodeAt(1) === 58) {
-    gap = 0;
-    i = 2;
-  } else if (end === 0 || s.charCodeAt(0) === 58) {
-    return false;
-  }
-  while (i < end) {
-    if (n >= 8) return false;
-    let v = 0;
-    let digits = 0;
-    let j = i;
-    while (j < end) {
-      const h = hexValue(s.charCodeAt(j));
-      if (h < 0) break;
-      v = v * 16 + h;
-      if (++digits > 4) return false;
-      j++;
-    }
-    if (j < end && s.charCodeAt(j) === 46) {
-      if (n > 6) return false;
-      const v4 = parseIPv4(s, i, end);
-      if (v4 < 0) return false;
-      groups[n++] = Math.floor(v4 / 65536);
-      groups[n++] = v4 % 65536;
-      i = end;
-      break;
-    }
-    if (digits === 0) return false;
-    groups[n++] = v;
-    if (j === end) { i = j; break; }
-    if (s.charCodeAt(j) !== 58) return false;
-    j++;
-    if (j < end && s.charCodeAt(j) === 58) {
-      if (gap >= 0) return false;
-      gap = n;
-      j++;
-    } else if (j === end) {
-      return false;
-    }
-    i = j;
-  }
-  if (gap < 0 ? n !== 8 : n > 7) return false;
-  const zeros = 8 - n;
-  let o = 0;
-  for (let g = 0; g < n; g++) {
-    if (g === gap) for (let z = 0; z < zeros; z++) { out[o++] = 0; out[o++] = 0; }
-    const v = groups[g] ?? 0;
-    out[o++] = v >>> 8;
-    out[o++] = v & 0xff;
-  }
-  if (gap === n) for (let z = 0; z < zeros; z++) { out[o++] = 0; out[o++] = 0; }
-  return true;
-}
+import { isV4MappedBytes, parseIPv4, parseIPv6Into, parseIpInto } from './ip';
+import type { Cidr } from './types';
 
 /**
  * Contract: parses "addr/prefix" (or a bare address, meaning /32 or /128)
@@ -116,9 +14,9 @@ export function parseIPv6Into(s: string, out: Uint8Array): boolean {
 export function parseCidr(text: string): Cidr | string {
   const slash = text.indexOf('/');
   const addr = slash < 0 ? text : text.slice(0, slash);
-  const ipf = addr.includes('%') ? 0 : isIP(addr);
-  if (ipf === 0) return `"${addr}" is not an IPv4 or IPv6 address`;
-  const family: 4 | 6 = ipf === 4 ? 4 : 6;
+  const family: 4 | 6 = addr.includes(':') ? 6 : 4;
+  const bytes = new Uint8Array(family === 4 ? 4 : 16);
+  if (addr.includes('%') || !parseIpInto(addr, bytes)) return `"${addr}" is not an IPv4 or IPv6 address`;
   const max = family === 4 ? 32 : 128;
   let prefix = max;
   if (slash >= 0) {
@@ -126,15 +24,6 @@ export function parseCidr(text: string): Cidr | string {
     if (!/^[0-9]{1,3}$/.test(p)) return `expected a prefix length after "/", got "${p}"`;
     prefix = Number(p);
     if (prefix > max) return `prefix /${prefix} is out of range 0..${max} for IPv${family}`;
-  }
-  let bytes: Uint8Array;
-  if (family === 4) {
-    const v = parseIPv4(addr);
-    if (v < 0) return `"${addr}" is not an IPv4 address`;
-    bytes = new Uint8Array([v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff]);
-  } else {
-    bytes = new Uint8Array(16);
-    if (!parseIPv6Into(addr, bytes)) return `"${addr}" is not an IPv6 address`;
   }
   for (let b = 0; b < bytes.length; b++) {
     const keep = Math.max(0, Math.min(8, prefix - b * 8));
@@ -223,8 +112,7 @@ export function compileAcl(allow: readonly Cidr[] | null, deny: readonly Cidr[])
     for (let i = 0; i < a.length; i++) if (a.charCodeAt(i) === 58) { colon = true; break; }
     if (!colon) return parseIPv4(a);
     if (!parseIPv6Into(a, scratch)) return -1;
-    for (let b = 0; b < 10; b++) if (scratch[b] !== 0) return -2;
-    if (scratch[10] !== 0xff || scratch[11] !== 0xff) return -2;
+    if (!isV4MappedBytes(scratch)) return -2;
     return (((scratch[12] ?? 0) << 24) | ((scratch[13] ?? 0) << 16) | ((scratch[14] ?? 0) << 8) | (scratch[15] ?? 0)) >>> 0;
   };
   const matches = (set: RuleSet, kind: number): boolean => {

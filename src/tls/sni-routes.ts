@@ -4,7 +4,7 @@
  * without regard to case; an exact route wins over a wildcard. Lookups are
  * two Map reads at most.
  */
-import { isIP } from 'node:net';
+import { ipVersion } from '../net/ip';
 
 export interface SniRoute<T> {
   /** As configured ("api.example.com" or "*.example.com"); any case. */
@@ -26,7 +26,7 @@ export function sniPatternError(pattern: string): string | null {
   if (name.includes('*')) return 'a wildcard may only be the whole leftmost label, as in "*.example.com"';
   if (name.endsWith('.')) return 'expected a server name without a trailing dot';
   if (name.length > 253) return 'a server name is at most 253 characters';
-  if (isIP(name) !== 0 || name.startsWith('[')) return 'an IP address is never sent as a server name (RFC 6066); use a DNS name';
+  if (ipVersion(name) !== 0 || name.startsWith('[')) return 'an IP address is never sent as a server name (RFC 6066); use a DNS name';
   for (const label of name.split('.')) {
     if (!LABEL.test(label)) return `"${label}" is not a DNS label (letters, digits, "-" and "_", 1 to 63 characters, no leading or trailing "-")`;
   }

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileAcl, parseCidr, parseIPv4, parseIPv6Into } from '../../src/net/cidr';
+import { compileAcl, parseCidr } from '../../src/net/cidr';
+import { parseIPv4, parseIPv6Into } from '../../src/net/ip';
 import type { Cidr } from '../../src/config/schema';
 
 function cidr(text: string): Cidr {
