@@ -10,62 +10,77 @@
 import net from 'node:net';
 import type { ListenerConfig } from '../config/schema';
 import type { Pool } from '../backend/pool';
-import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
 import { compileAcl } from '../net/cidr';
-import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
-import { TcpSession, type PeerAddresses, type SessionEndReason } from './session';
+import { TcpSession, type SessionHost } from './session';
+import type { PeerAddresses, SessionEndReason } from '../listener/reasons';
 import { readProxyHeader } from './proxy-accept';
 import { fdBudget } from '../net/fd-budget';
-import { formatHostPort } from '../net/address';
 import type { ListenerContext } from '../listener/context';
+import { ListenerBase, type ConnectionFields } from '../listener/base';
 import { SniRouter } from '../tls/sni-routes';
-import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
-import { tcpTermination } from '../dataplane/termination';
-import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
+import { tcpTermination } from '../listener/termination';
+import type { ConnectionInfo } from '../dataplane/connections';
+import type { Pump } from './pump';
 
-/** What a listener needs from the data plane around it (shared with UDP listeners). */
-export type TcpContext = ListenerContext;
+/** What a TCP listener needs from the data plane around it: the shared context and the pump choice. */
+export interface TcpContext extends ListenerContext {
+  /** The pump that will carry this TCP connection (splice when possible, else JS). */
+  pumpFor(client: net.Socket, backend: net.Socket): Pump;
+}
 
 const KEEPALIVE_DELAY_MS = 60_000;
 
-export class TcpListener {
-  config: ListenerConfig;
+export class TcpListener extends ListenerBase<TcpSession> implements SessionHost {
+  readonly protocol = 'tcp';
+  declare readonly ctx: TcpContext;
   /** The listener's pool; with route_by = "sni" the fallback, null when there is none. */
   pool: Pool | null;
   /** route_by = "sni": the routes, to pools (set by setRoutes()); null otherwise. */
   private router: SniRouter<Pool> | null = null;
-  readonly ctx: TcpContext;
-  readonly stats = new ListenerStats();
   readonly sessions = new Set<TcpSession>();
-  /** Durations of finished connections, seconds. */
-  readonly duration = new Histogram(DURATION_BUCKETS);
-  /** False once a reload removed this listener; it lives until its sessions end. */
-  current = true;
   private server: net.Server | null = null;
-  private acl: (addr: string) => boolean;
   /** Peers that may send PROXY headers (trusted_proxies); null = any. */
   private trusted: ((addr: string) => boolean) | null;
   private perSource = new Map<string, number>();
   /** Sessions that hold a place in `perSource` (admitted while the per-source limit was on). */
   private readonly sourceCounted = new Set<TcpSession>();
   private readonly flow: Flow = { protocol: 6, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
-  private boundAddress = '';
-  private boundPort = 0;
-  private sweepTimer: NodeJS.Timeout | null = null;
-  private emptyWaiters: (() => void)[] = [];
   acceptErrors = 0;
 
   constructor(config: ListenerConfig, pool: Pool | null, ctx: TcpContext) {
-    this.config = config;
+    super(config, ctx);
     this.pool = pool;
-    this.ctx = ctx;
-    this.acl = compileAcl(config.allow, config.deny);
     this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
   }
 
-  get name(): string {
-    return this.config.name;
+  protected open(): Iterable<TcpSession> {
+    return this.sessions;
+  }
+
+  protected idle(): boolean {
+    return this.sessions.size === 0 && this.awaitingHeader.size === 0;
+  }
+
+  protected bound(): boolean {
+    return this.server !== null;
+  }
+
+  protected shutdown(s: TcpSession): void {
+    s.abort('admin_shutdown');
+  }
+
+  protected override established(s: TcpSession): boolean {
+    return s.connectMs !== null;
+  }
+
+  protected override extraFields(s: TcpSession, fields: ConnectionFields): void {
+    fields.pump = s.pumpKind;
+    if (s.sniRouted) fields.sni = s.sni;
+  }
+
+  protected override extraInfo(s: TcpSession, info: ConnectionInfo): void {
+    if (s.sniRouted) info.sni = s.sni;
   }
 
   /**
@@ -136,11 +151,9 @@ export class TcpListener {
       this.sourceCounted.clear();
       for (const [socket, w] of this.awaitingHeader) this.awaitingHeader.set(socket, { real: w.real, counted: false });
     }
-    this.config = config;
     this.pool = pool;
-    this.acl = compileAcl(config.allow, config.deny);
     this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
-    this.updateSweep();
+    this.reconfigure(config);
   }
 
   /**
@@ -291,46 +304,12 @@ export class TcpListener {
     if (this.sourceCounted.delete(session)) this.releaseSource(session.clientAddr);
     if (reason === 'no_backend' || reason === 'connect_failed') this.stats.rejected.no_backend++;
     else if (reason === 'resources' || reason === 'no_route' || reason === 'bad_client_hello') this.stats.rejected[reason]++;
-    const now = Date.now();
-    const backend = session.backend;
-    if (backend !== null) {
-      backend.bytesIn += bytesIn;
-      backend.bytesOut += bytesOut;
-    }
-    if (session.connectMs !== null) this.duration.observe((now - session.startedAt) / 1000);
-    if (this.ctx.connectionLog) {
-      const fields = this.connectionFields(session, now, bytesIn, bytesOut);
-      fields.reason = reason;
-      fields.termination = tcpTermination(reason, session.firstFin);
-      this.ctx.log.info(fields, 'connection closed');
-    }
+    this.recordEnd(session, Date.now(), bytesIn, bytesOut, reason, tcpTermination(reason, session.firstFin));
     this.notifyIfEmpty();
   }
 
-  private notifyIfEmpty(): void {
-    if (this.sessions.size === 0 && this.awaitingHeader.size === 0 && this.emptyWaiters.length > 0) {
-      const waiters = this.emptyWaiters;
-      this.emptyWaiters = [];
-      for (const w of waiters) w();
-    }
-  }
-
-  /**
-   * The idle sweep: one coarse timer per listener instead of one per
-   * connection. A session whose byte count has not changed for idle_timeout
-   * is aborted. Runs every quarter of the timeout (at most once a second).
-   */
-  private updateSweep(): void {
-    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
-    this.sweepTimer = null;
-    const idle = this.config.idleTimeoutMs;
-    if (idle <= 0 || this.server === null) return;
-    const every = Math.max(10, Math.min(1000, Math.floor(idle / 4)));
-    this.sweepTimer = setInterval(() => this.sweep(idle), every);
-    this.sweepTimer.unref();
-  }
-
-  private sweep(idle: number): void {
+  /** A session whose byte count has not changed for idle_timeout is aborted. */
+  protected sweep(idle: number): void {
     const now = Date.now();
     for (const s of this.sessions) {
       const bytes = s.bytesIn + s.bytesOut;
@@ -352,133 +331,10 @@ export class TcpListener {
     return Promise.resolve();
   }
 
-  /** Resolves once every session has ended. */
-  whenEmpty(): Promise<void> {
-    if (this.sessions.size === 0 && this.awaitingHeader.size === 0) return Promise.resolve();
-    return new Promise((resolve) => this.emptyWaiters.push(resolve));
-  }
-
   /** Resets every open connection (drain deadline, shutdown). */
   abortAll(reason: SessionEndReason): void {
     for (const s of [...this.sessions]) s.abort(reason);
     for (const socket of [...this.awaitingHeader.keys()]) socket.destroy(); // its reader completes (not ok)
-  }
-
-  /** Stops timers; call after the last session ended. */
-  dispose(): void {
-    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
-    this.sweepTimer = null;
-  }
-
-  /** The fields of `connection closed` and `connection progress` lines. */
-  private connectionFields(s: TcpSession, now: number, bytesIn: number, bytesOut: number): Record<string, unknown> {
-    return {
-      listener: this.name,
-      client: formatHostPort(s.clientAddr, s.clientPort),
-      backend: s.backend?.address ?? null,
-      bytes_in: bytesIn,
-      bytes_out: bytesOut,
-      duration_ms: now - s.startedAt,
-      connect_ms: s.connectMs === null ? null : Math.round(s.connectMs * 1000) / 1000,
-      retries: s.retries,
-      pump: s.pumpKind,
-      ...(s.sniRouted ? { sni: s.sni } : {}),
-    };
-  }
-
-  /**
-   * `connection progress` for every connection that became another
-   * `intervalMs` old since the last call (`prev`): one line per connection
-   * and interval, bytes so far.
-   */
-  logProgress(prev: number, now: number, intervalMs: number): void {
-    for (const s of this.sessions) {
-      const age = now - s.startedAt;
-      if (age < intervalMs || s.connectMs === null) continue;
-      if (Math.floor(age / intervalMs) === Math.floor((prev - s.startedAt) / intervalMs)) continue;
-      this.ctx.log.info(this.connectionFields(s, now, s.bytesIn, s.bytesOut), 'connection progress');
-    }
-  }
-
-  /** Appends the open connections matching `q` to `out`. */
-  listConnections(q: ConnectionQuery, now: number, out: ConnectionInfo[]): void {
-    for (const s of this.sessions) {
-      const b = s.backend;
-      const pool = s.pool;
-      if (b === null || pool === null || !matches(q, this.name, pool.name, b.address)) continue;
-      out.push({
-        listener: this.name,
-        protocol: 'tcp',
-        pool: pool.name,
-        client: formatHostPort(s.clientAddr, s.clientPort),
-        backend: b.address,
-        age_ms: now - s.startedAt,
-        bytes_in: s.bytesIn,
-        bytes_out: s.bytesOut,
-        ...(s.sniRouted ? { sni: s.sni } : {}),
-      });
-    }
-  }
-
-  /** Resets every open connection to backend `address` of pool `pool` (admin); returns how many. */
-  shutdownBackend(pool: string, address: string): number {
-    let n = 0;
-    for (const s of [...this.sessions]) {
-      if (s.backend === null || s.backend.address !== address || s.pool?.name !== pool) continue;
-      s.abort('admin_shutdown');
-      n++;
-    }
-    return n;
-  }
-
-  /** Adds the bytes of open connections to their backend's entry of `into` (per-backend byte counters). */
-  addLiveBackendBytes(into: Map<Backend, [number, number]>): void {
-    for (const s of this.sessions) {
-      const b = s.backend;
-      if (b === null) continue;
-      const e = into.get(b);
-      if (e === undefined) into.set(b, [s.bytesIn, s.bytesOut]);
-      else {
-        e[0] += s.bytesIn;
-        e[1] += s.bytesOut;
-      }
-    }
-  }
-
-  /** Bytes of open connections, read from their pumps (for metrics and status). */
-  liveBytes(): { bytesIn: number; bytesOut: number } {
-    let i = 0;
-    let o = 0;
-    for (const s of this.sessions) {
-      i += s.bytesIn;
-      o += s.bytesOut;
-    }
-    return { bytesIn: i, bytesOut: o };
-  }
-
-  snapshot(): ListenerSnapshot {
-    const live = this.liveBytes();
-    const st = this.stats;
-    return {
-      name: this.name,
-      protocol: 'tcp',
-      bind: this.config.bindText,
-      address: this.boundAddress,
-      port: this.boundPort,
-      pool: this.config.pool,
-      route_by: this.config.routeBy,
-      routes: this.config.routes.map((r) => ({ sni: r.sni, pool: r.pool })),
-      current: this.current,
-      active_connections: st.active,
-      connections_total: st.connectionsTotal,
-      rejected: { ...st.rejected },
-      bytes_in: st.bytesIn + live.bytesIn,
-      bytes_out: st.bytesOut + live.bytesOut,
-      udp_sessions_active: 0,
-      datagrams_in: 0,
-      datagrams_out: 0,
-      duration: this.duration.snapshot(),
-    };
   }
 }
 

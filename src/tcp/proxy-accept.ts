@@ -15,7 +15,7 @@
  */
 import type net from 'node:net';
 import { ProxyHeaderParser } from '../proxy';
-import type { PeerAddresses } from './session';
+import type { PeerAddresses } from '../listener/reasons';
 import { stopReading } from './sni-accept';
 
 export const PROXY_HEADER_TIMEOUT_MS = 5000;

@@ -14,11 +14,8 @@
  */
 import type { Socket } from 'node:net';
 
-export type PumpEndReason =
-  | 'closed'        // both directions finished with FIN
-  | 'client_reset'  // client reset or errored
-  | 'backend_reset' // backend reset or errored
-  | 'aborted';      // abort() was called (idle timeout, drain deadline, shutdown)
+import type { PumpEndReason } from '../listener/reasons';
+export type { PumpEndReason };
 
 export interface PumpHandle {
   /** Bytes client → backend so far (received from the client and written on). */

@@ -11,35 +11,40 @@
 import net from 'node:net';
 import type { Backend } from '../backend/backend';
 import type { Pool } from '../backend/pool';
-import type { PumpEndReason, PumpHandle } from './pump';
-import type { TcpListener } from './listener';
+import type { PumpHandle } from './pump';
+import type { PeerAddresses, PumpEndReason, SessionEndReason } from '../listener/reasons';
+import type { ListenerConfig } from '../config/schema';
+import type { Flow } from '../balancer/picker';
+import type { ListenerStats } from '../dataplane/stats';
+import type { Pump } from './pump';
 import { encodeV1, encodeV2 } from '../proxy';
 import { isLocalError } from '../net/fd-budget';
 import { readClientHello } from './sni-accept';
 
-/** Who the client is and what it connected to: the socket's own, or what a PROXY header said. */
-export interface PeerAddresses {
-  srcAddr: string;
-  srcPort: number;
-  dstAddr: string;
-  dstPort: number;
+export type { PeerAddresses, SessionEndReason };
+
+/**
+ * What a session needs from its listener, and all it may touch: the
+ * listener's configuration and counters, routing and hashing, the pump
+ * choice and passive-health input, and the end report.
+ */
+export interface SessionHost {
+  readonly config: ListenerConfig;
+  readonly stats: ListenerStats;
+  readonly ctx: {
+    pumpFor(client: net.Socket, backend: net.Socket): Pump;
+    onConnectFailure(pool: Pool, backend: Backend, kind: 'refused' | 'timeout'): void;
+  };
+  /** route_by = "sni": the pool for this server name, or null (no route, no fallback). */
+  routeFor(sni: string | null): Pool | null;
+  /** The session's flow (5-tuple) for hashing, in a reused object. */
+  flowFor(session: TcpSession): Flow;
+  /** Called exactly once when the session is over. */
+  onSessionEnd(session: TcpSession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void;
 }
 
-export type SessionEndReason =
-  | PumpEndReason
-  | 'no_backend'        // no backend could take it (after retries)
-  | 'connect_failed'    // every attempt failed
-  | 'resources'         // this process ran out of fds (or buffers) to connect the backend
-  | 'client_gone'       // the client went away while connecting
-  | 'idle_timeout'
-  | 'drain_timeout'
-  | 'admin_shutdown'    // POST .../shutdown-connections
-  | 'shutdown'
-  | 'no_route'          // route_by = "sni": no route matched and there is no fallback pool
-  | 'bad_client_hello'; // route_by = "sni": not a ClientHello, malformed, too large, or not complete in time
-
 export class TcpSession {
-  readonly listener: TcpListener;
+  readonly listener: SessionHost;
   /** The client socket until the pump owns it (then null: an idle spliced connection keeps no socket object). */
   private client: net.Socket | null;
   /** Client address as used for limits, logs and hashing (PROXY-aware). */
@@ -80,7 +85,7 @@ export class TcpSession {
   private attemptAt = 0;
   connectMs: number | null = null;
 
-  constructor(listener: TcpListener, client: net.Socket, pool: Pool | null, peer: PeerAddresses, now: number) {
+  constructor(listener: SessionHost, client: net.Socket, pool: Pool | null, peer: PeerAddresses, now: number) {
     this.listener = listener;
     this.client = client;
     this.pool = pool;
@@ -99,6 +104,11 @@ export class TcpSession {
   /** The TLS server name this session was routed by (route_by = "sni"), lower-case; null otherwise or when none was sent. */
   get sni(): string | null {
     return this.sniName;
+  }
+
+  /** The name of the pool the backend is picked from (null until routed). */
+  get poolName(): string | null {
+    return this.pool === null ? null : this.pool.name;
   }
 
   get bytesOut(): number {

@@ -24,25 +24,24 @@ import type { ListenerConfig } from '../config/schema';
 import type { Pool } from '../backend/pool';
 import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
-import { compileAcl } from '../net/cidr';
-import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
 import type { ListenerContext } from '../listener/context';
-import { formatHostPort } from '../net/address';
+import { ListenerBase, type OpenConnection } from '../listener/base';
+import type { UdpEndReason } from '../listener/reasons';
 import { fdBudget, isLocalError } from '../net/fd-budget';
-import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
-import { udpTermination } from '../dataplane/termination';
-import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
+import { udpTermination } from '../listener/termination';
 
 const SOCKET_BUFFER = 4 * 1024 * 1024;
 
-export type UdpEndReason = 'idle_timeout' | 'responses' | 'backend_refused' | 'backend_gone' | 'shutdown' | 'drain_timeout' | 'admin_shutdown' | 'error';
+export type { UdpEndReason };
 
-class UdpSession {
+class UdpSession implements OpenConnection {
   readonly clientAddr: string;
   readonly clientPort: number;
   readonly backend: Backend;
   /** The pool the backend was picked from. */
-  readonly pool: string;
+  readonly poolName: string;
+  readonly connectMs = null;
+  readonly retries = 0;
   readonly upstream: dgram.Socket;
   readonly startedAt: number;
   lastActive: number;
@@ -58,45 +57,45 @@ class UdpSession {
     this.clientAddr = clientAddr;
     this.clientPort = clientPort;
     this.backend = backend;
-    this.pool = pool;
+    this.poolName = pool;
     this.upstream = upstream;
     this.startedAt = now;
     this.lastActive = now;
   }
 }
 
-export class UdpListener {
-  config: ListenerConfig;
+export class UdpListener extends ListenerBase<UdpSession> {
+  readonly protocol = 'udp';
   pool: Pool;
-  readonly ctx: ListenerContext;
-  readonly stats = new ListenerStats();
-  /** Durations of finished sessions, seconds. */
-  readonly duration = new Histogram(DURATION_BUCKETS);
-  current = true;
   private socket: dgram.Socket | null = null;
-  private acl: (addr: string) => boolean;
   /** Flow table: client address → client port → session. */
   private readonly flows = new Map<string, Map<number, UdpSession>>();
   /** Sessions by backend, so a backend that goes away ends its sessions at once. */
   private readonly byBackend = new Map<Backend, Set<UdpSession>>();
   private sessionCount = 0;
   private readonly flow: Flow = { protocol: 17, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
-  private boundAddress = '';
-  private boundPort = 0;
   private accepting = true;
-  private sweepTimer: NodeJS.Timeout | null = null;
-  private emptyWaiters: (() => void)[] = [];
   private closed = false;
 
   constructor(config: ListenerConfig, pool: Pool, ctx: ListenerContext) {
-    this.config = config;
+    super(config, ctx);
     this.pool = pool;
-    this.ctx = ctx;
-    this.acl = compileAcl(config.allow, config.deny);
   }
 
-  get name(): string {
-    return this.config.name;
+  protected *open(): Iterable<UdpSession> {
+    for (const byPort of this.flows.values()) yield* byPort.values();
+  }
+
+  protected idle(): boolean {
+    return this.sessionCount === 0;
+  }
+
+  protected bound(): boolean {
+    return this.socket !== null;
+  }
+
+  protected shutdown(s: UdpSession): void {
+    this.end(s, 'admin_shutdown');
   }
 
   /** Binds (or adopts an inherited socket `fd`) and resolves with the bound address. */
@@ -128,10 +127,8 @@ export class UdpListener {
   }
 
   update(config: ListenerConfig, pool: Pool): void {
-    this.config = config;
     this.pool = pool;
-    this.acl = compileAcl(config.allow, config.deny);
-    this.updateSweep();
+    this.reconfigure(config);
   }
 
   private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
@@ -269,97 +266,10 @@ export class UdpListener {
     stats.bytesIn += s.bytesIn;
     stats.bytesOut += s.bytesOut;
     s.backend.active--;
-    s.backend.bytesIn += s.bytesIn;
-    s.backend.bytesOut += s.bytesOut;
-    const now = Date.now();
-    this.duration.observe((now - s.startedAt) / 1000);
-    if (this.ctx.connectionLog) {
-      const fields = this.sessionFields(s, now);
-      fields.reason = reason;
-      fields.termination = udpTermination(reason);
-      this.ctx.log.info(fields, 'connection closed');
-    }
+    this.recordEnd(s, Date.now(), s.bytesIn, s.bytesOut, reason, udpTermination(reason));
     if (this.sessionCount === 0) {
-      const w = this.emptyWaiters;
-      this.emptyWaiters = [];
-      for (const f of w) f();
+      this.notifyIfEmpty();
       if (!this.accepting && !this.current) this.closeSocket();
-    }
-  }
-
-  /** The fields of `connection closed` and `connection progress` lines of a session. */
-  private sessionFields(s: UdpSession, now: number): Record<string, unknown> {
-    return {
-      listener: this.name,
-      client: formatHostPort(s.clientAddr, s.clientPort),
-      backend: s.backend.address,
-      bytes_in: s.bytesIn,
-      bytes_out: s.bytesOut,
-      duration_ms: now - s.startedAt,
-      connect_ms: null,
-      retries: 0,
-    };
-  }
-
-  /** `connection progress` for sessions that became another `intervalMs` old since `prev` (see TcpListener.logProgress). */
-  logProgress(prev: number, now: number, intervalMs: number): void {
-    for (const byPort of this.flows.values()) {
-      for (const s of byPort.values()) {
-        const age = now - s.startedAt;
-        if (age < intervalMs || Math.floor(age / intervalMs) === Math.floor((prev - s.startedAt) / intervalMs)) continue;
-        this.ctx.log.info(this.sessionFields(s, now), 'connection progress');
-      }
-    }
-  }
-
-  /** Appends the open sessions matching `q` to `out`. */
-  listConnections(q: ConnectionQuery, now: number, out: ConnectionInfo[]): void {
-    for (const byPort of this.flows.values()) {
-      for (const s of byPort.values()) {
-        if (!matches(q, this.name, s.pool, s.backend.address)) continue;
-        out.push({
-          listener: this.name,
-          protocol: 'udp',
-          pool: s.pool,
-          client: formatHostPort(s.clientAddr, s.clientPort),
-          backend: s.backend.address,
-          age_ms: now - s.startedAt,
-          bytes_in: s.bytesIn,
-          bytes_out: s.bytesOut,
-        });
-      }
-    }
-  }
-
-  /** Ends every open session to backend `address` of pool `pool` (admin); returns how many. */
-  shutdownBackend(pool: string, address: string): number {
-    let n = 0;
-    for (const [backend, set] of [...this.byBackend]) {
-      if (backend.address !== address) continue;
-      for (const s of [...set]) {
-        if (s.pool !== pool) continue;
-        this.end(s, 'admin_shutdown');
-        n++;
-      }
-    }
-    return n;
-  }
-
-  /** Adds the bytes of open sessions to their backend's entry of `into`. */
-  addLiveBackendBytes(into: Map<Backend, [number, number]>): void {
-    for (const [backend, set] of this.byBackend) {
-      let i = 0;
-      let o = 0;
-      for (const s of set) {
-        i += s.bytesIn;
-        o += s.bytesOut;
-      }
-      const e = into.get(backend);
-      if (e === undefined) into.set(backend, [i, o]);
-      else {
-        e[0] += i;
-        e[1] += o;
-      }
     }
   }
 
@@ -373,17 +283,7 @@ export class UdpListener {
     }
   }
 
-  private updateSweep(): void {
-    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
-    this.sweepTimer = null;
-    const idle = this.config.idleTimeoutMs;
-    if (idle <= 0 || this.socket === null) return;
-    const every = Math.max(10, Math.min(1000, Math.floor(idle / 4)));
-    this.sweepTimer = setInterval(() => this.sweep(idle), every);
-    this.sweepTimer.unref();
-  }
-
-  private sweep(idle: number): void {
+  protected sweep(idle: number): void {
     const now = Date.now();
     for (const byPort of [...this.flows.values()]) {
       for (const s of [...byPort.values()]) if (now - s.lastActive >= idle) this.end(s, 'idle_timeout');
@@ -394,11 +294,6 @@ export class UdpListener {
     this.accepting = false;
     if (this.sessionCount === 0 && !this.current) this.closeSocket();
     return Promise.resolve();
-  }
-
-  whenEmpty(): Promise<void> {
-    if (this.sessionCount === 0) return Promise.resolve();
-    return new Promise((resolve) => this.emptyWaiters.push(resolve));
   }
 
   abortAll(reason: 'drain_timeout' | 'shutdown'): void {
@@ -415,39 +310,9 @@ export class UdpListener {
     }
   }
 
-  dispose(): void {
-    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
-    this.sweepTimer = null;
+  override dispose(): void {
+    super.dispose();
     this.abortAll('shutdown');
     this.closeSocket();
-  }
-
-  snapshot(): ListenerSnapshot {
-    let liveIn = 0;
-    let liveOut = 0;
-    for (const byPort of this.flows.values())
-      for (const s of byPort.values()) {
-        liveIn += s.bytesIn;
-        liveOut += s.bytesOut;
-      }
-    const st = this.stats;
-    return {
-      name: this.name,
-      protocol: 'udp',
-      bind: this.config.bindText,
-      address: this.boundAddress,
-      port: this.boundPort,
-      pool: this.config.pool,
-      current: this.current,
-      active_connections: st.active,
-      connections_total: st.connectionsTotal,
-      rejected: { ...st.rejected },
-      bytes_in: st.bytesIn + liveIn,
-      bytes_out: st.bytesOut + liveOut,
-      udp_sessions_active: st.udpSessionsActive,
-      datagrams_in: st.datagramsIn,
-      datagrams_out: st.datagramsOut,
-      duration: this.duration.snapshot(),
-    };
   }
 }

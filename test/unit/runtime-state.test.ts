@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RuntimeState, stateFilePath } from '../../src/state/runtime-state';
 import { Histogram, CONNECT_BUCKETS, addHistogram, emptyHistogram } from '../../src/dataplane/histogram';
-import { tcpTermination, udpTermination } from '../../src/dataplane/termination';
+import { tcpTermination, udpTermination } from '../../src/listener/termination';
 import { oldestFirst, type ConnectionInfo } from '../../src/dataplane/connections';
 
 test('runtime state: set, clear, retain, and a round trip through the file (atomic: no temporary file left)', () => {

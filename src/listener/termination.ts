@@ -3,8 +3,7 @@
  * closed` and `connection progress` lines (docs/reference.md, "Logs"),
  * derived from the session's end reason.
  */
-import type { SessionEndReason } from '../tcp/session';
-import type { UdpEndReason } from '../udp/listener';
+import type { SessionEndReason, UdpEndReason } from './reasons';
 
 export type Termination =
   | 'client_fin'
