@@ -8,9 +8,8 @@
  */
 import cluster from 'node:cluster';
 import { createLogger } from '../log';
-import { DataPlane, type BackendSpec, type PreparedApply } from '../dataplane/dataplane';
-import { canSplice, splicePump, spliceEngineInfo } from '../tcp/splice-pump';
-import { tuneMalloc } from '../native/addon';
+import type { BackendSpec, PreparedApply } from '../dataplane/dataplane';
+import { choosePump, createLocalDataPlane } from '../dataplane/local';
 import type { ToPrimary, ToWorker } from './protocol';
 import { SNAPSHOT_INTERVAL_MS } from './protocol';
 
@@ -22,12 +21,11 @@ export function runWorker(): void {
   };
   const level = (process.env.L4LB_LOG_LEVEL ?? 'info') as 'info';
   const log = createLogger(level).child({ worker: worker.id });
-  const spliceMode = process.env.L4LB_SPLICE ?? 'auto';
-  const useSplice = spliceMode !== 'off' && spliceEngineInfo().ok;
-  if (!useSplice) tuneMalloc();
-  const dp = new DataPlane({
+  // The primary checked that splice = "on" can be honoured; a worker whose
+  // engine cannot start carries its bytes with the JS pump.
+  const pump = choosePump(process.env.L4LB_SPLICE === 'off' ? 'off' : 'auto', 1);
+  const { dataPlane: dp } = createLocalDataPlane(pump, {
     log,
-    splice: useSplice ? { pump: splicePump, canSplice } : null,
     onConnectFailure: (pool, address, kind) => send({ t: 'connect-failure', pool, address, kind }),
   });
   const push = (): void => send({ t: 'snapshot', snap: dp.snapshot() });

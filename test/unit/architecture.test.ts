@@ -66,10 +66,11 @@ test('architecture: no import from a lower layer to a higher one', () => {
     net: ['*'], // net/ imports only net/
     proxy: ['tcp', 'udp', 'listener', 'dataplane', 'cluster', 'config', '.'],
     balancer: ['tcp', 'udp', 'listener', 'dataplane', 'cluster', '.'],
-    listener: ['tcp', 'udp', 'dataplane/dataplane', 'cluster', 'server', 'admin', 'metrics'],
-    tcp: ['udp', 'dataplane/dataplane', 'cluster', 'server'],
-    udp: ['tcp', 'dataplane/dataplane', 'cluster', 'server'],
-    dataplane: ['cluster', 'server', 'admin', 'metrics'],
+    listener: ['tcp', 'udp', 'dataplane/dataplane', 'cluster', 'control', 'server', 'admin', 'metrics'],
+    tcp: ['udp', 'dataplane/dataplane', 'cluster', 'control', 'server'],
+    udp: ['tcp', 'dataplane/dataplane', 'cluster', 'control', 'server'],
+    dataplane: ['cluster', 'control', 'server', 'admin', 'metrics'],
+    cluster: ['control', 'server'],
   };
   const problems: string[] = [];
   for (const [m, deps] of graph) {
