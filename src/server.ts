@@ -13,6 +13,8 @@ import { createLogger, type Logger } from './log';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from './dataplane/dataplane';
 import { ClusterDataPlane } from './cluster/primary';
 import type { DataPlaneSnapshot } from './dataplane/stats';
+import { BACKEND_COUNTERS, LISTENER_COUNTERS } from './dataplane/stats';
+import { statusCounters } from './dataplane/counters';
 import { HealthMonitor } from './health/monitor';
 import { VERSION } from './version';
 import { AdminServer } from './admin/admin';
@@ -491,13 +493,9 @@ export class Server {
           address: l.address,
           port: l.port,
           pool: l.pool,
-          active_connections: l.active_connections,
+          ...statusCounters(LISTENER_COUNTERS, l),
           ...(l.route_by !== undefined ? { route_by: l.route_by, routes: l.routes ?? [] } : {}),
           ...(l.route_by === 'sni' && l.pool === '' ? { pool: null } : {}),
-          total_connections: l.connections_total,
-          bytes_in: l.bytes_in,
-          bytes_out: l.bytes_out,
-          rejected: l.rejected,
         })),
       pools: snap.pools.map((p) => ({
         name: p.name,
@@ -509,12 +507,8 @@ export class Server {
           state: b.state,
           weight: b.weight,
           backup: b.backup,
-          active_connections: b.active_connections,
-          total_connections: b.total_connections,
+          ...statusCounters(BACKEND_COUNTERS, b),
           ...this.checkFields(p.name, b.address),
-          connect_failures: b.connect_failures,
-          bytes_in: b.bytes_in,
-          bytes_out: b.bytes_out,
         })),
       })),
     };

@@ -33,7 +33,7 @@ import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from '../dataplane/dataplane';
 import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, RetiredBackendSnapshot } from '../dataplane/stats';
-import { BACKEND_COUNTERS as BACKEND_COUNTER_KEYS, addBackendCounters, addListenerCounters, backendTotals, cloneBackend, cloneListener, listenerTotals } from '../dataplane/stats';
+import { addBackendCounters, addListenerCounters, backendTotals, cloneBackend, cloneListener, listenerTotals, zeroBackendCounters } from '../dataplane/stats';
 import type { ToPrimary, ToWorker } from './protocol';
 import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
@@ -352,9 +352,7 @@ export class ClusterDataPlane implements DataPlaneApi {
         listeners.set(key, cloneListener(l));
         return;
       }
-      cur.active_connections += l.active_connections;
-      cur.udp_sessions_active += l.udp_sessions_active;
-      addListenerCounters(cur, l);
+      addListenerCounters(cur, l, true);
     };
     const addBackend = (pool: string, b: BackendSnapshot): void => {
       const key = `${pool}\u0000${b.address}`;
@@ -363,8 +361,7 @@ export class ClusterDataPlane implements DataPlaneApi {
         counters.set(key, cloneBackend(pool, b));
         return;
       }
-      c.active_connections += b.active_connections;
-      addBackendCounters(c, b);
+      addBackendCounters(c, b, true);
       // One worker still holds it as removed while another has it again: it is current.
       if (c.state === 'removed' && b.state !== 'removed') c.state = b.state;
     };
@@ -383,9 +380,8 @@ export class ClusterDataPlane implements DataPlaneApi {
         const key = `${p.name}\u0000${b.address}`;
         const c = counters.get(key);
         counters.delete(key);
-        b.active_connections = c?.active_connections ?? 0;
-        for (const k of BACKEND_COUNTER_KEYS) b[k] = 0;
-        if (c !== undefined) addBackendCounters(b, c);
+        zeroBackendCounters(b);
+        if (c !== undefined) addBackendCounters(b, c, true);
       }
     }
     // Backends only workers know: removed ones still carrying connections

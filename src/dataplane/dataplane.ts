@@ -19,7 +19,8 @@ export type Listener = TcpListener | UdpListener;
 import type { Pump } from '../tcp/pump';
 import { jsPump } from '../tcp/js-pump';
 import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, PoolSnapshot, RetiredBackendSnapshot } from './stats';
-import { addBackendCounters, addListenerCounters, backendTotals, listenerTotals } from './stats';
+import { BACKEND_COUNTERS, addBackendCounters, addListenerCounters, backendTotals, listenerTotals } from './stats';
+import { readCounters } from './counters';
 import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from './connections';
 
 /** A backend after name resolution: one per address. */
@@ -440,19 +441,17 @@ export class DataPlane implements DataPlaneApi {
     for (const l of this.allListeners()) l.addLiveBackendBytes(live);
     const backendSnapshot = (b: Backend, removed: boolean): BackendSnapshot => {
       const bytes = live.get(b);
+      const counters = readCounters(BACKEND_COUNTERS, b);
+      counters.bytes_in += bytes?.[0] ?? 0;
+      counters.bytes_out += bytes?.[1] ?? 0;
       return {
+        ...counters,
         address: b.address,
         name: b.name,
         state: removed ? 'removed' : b.state,
         weight: b.weight,
         effective_weight: b.effectiveWeight,
         backup: b.backup,
-        active_connections: b.active,
-        total_connections: b.total,
-        connect_failures: b.connectFailures,
-        bytes_in: b.bytesIn + (bytes?.[0] ?? 0),
-        bytes_out: b.bytesOut + (bytes?.[1] ?? 0),
-        connect_time: b.connectTime.snapshot(),
       };
     };
     const pools: PoolSnapshot[] = [];

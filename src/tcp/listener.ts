@@ -13,14 +13,14 @@ import type { Pool } from '../backend/pool';
 import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
 import { compileAcl } from '../net/cidr';
-import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
+import { LISTENER_COUNTERS, ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
+import { readCounters } from '../dataplane/counters';
 import { TcpSession, type PeerAddresses, type SessionEndReason } from './session';
 import { readProxyHeader } from './proxy-accept';
 import { fdBudget } from '../net/fd-budget';
 import { formatHostPort } from '../net/address';
 import type { ListenerContext } from '../listener/context';
 import { SniRouter } from '../tls/sni-routes';
-import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
 import { tcpTermination } from '../dataplane/termination';
 import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
@@ -39,7 +39,6 @@ export class TcpListener {
   readonly stats = new ListenerStats();
   readonly sessions = new Set<TcpSession>();
   /** Durations of finished connections, seconds. */
-  readonly duration = new Histogram(DURATION_BUCKETS);
   /** False once a reload removed this listener; it lives until its sessions end. */
   current = true;
   private server: net.Server | null = null;
@@ -297,7 +296,7 @@ export class TcpListener {
       backend.bytesIn += bytesIn;
       backend.bytesOut += bytesOut;
     }
-    if (session.connectMs !== null) this.duration.observe((now - session.startedAt) / 1000);
+    if (session.connectMs !== null) this.stats.duration.observe((now - session.startedAt) / 1000);
     if (this.ctx.connectionLog) {
       const fields = this.connectionFields(session, now, bytesIn, bytesOut);
       fields.reason = reason;
@@ -458,8 +457,11 @@ export class TcpListener {
 
   snapshot(): ListenerSnapshot {
     const live = this.liveBytes();
-    const st = this.stats;
+    const counters = readCounters(LISTENER_COUNTERS, this.stats);
+    counters.bytes_in += live.bytesIn;
+    counters.bytes_out += live.bytesOut;
     return {
+      ...counters,
       name: this.name,
       protocol: 'tcp',
       bind: this.config.bindText,
@@ -469,15 +471,6 @@ export class TcpListener {
       route_by: this.config.routeBy,
       routes: this.config.routes.map((r) => ({ sni: r.sni, pool: r.pool })),
       current: this.current,
-      active_connections: st.active,
-      connections_total: st.connectionsTotal,
-      rejected: { ...st.rejected },
-      bytes_in: st.bytesIn + live.bytesIn,
-      bytes_out: st.bytesOut + live.bytesOut,
-      udp_sessions_active: 0,
-      datagrams_in: 0,
-      datagrams_out: 0,
-      duration: this.duration.snapshot(),
     };
   }
 }

@@ -25,11 +25,11 @@ import type { Pool } from '../backend/pool';
 import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
 import { compileAcl } from '../net/cidr';
-import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
+import { LISTENER_COUNTERS, ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
+import { readCounters } from '../dataplane/counters';
 import type { ListenerContext } from '../listener/context';
 import { formatHostPort } from '../net/address';
 import { fdBudget, isLocalError } from '../net/fd-budget';
-import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
 import { udpTermination } from '../dataplane/termination';
 import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
@@ -71,7 +71,6 @@ export class UdpListener {
   readonly ctx: ListenerContext;
   readonly stats = new ListenerStats();
   /** Durations of finished sessions, seconds. */
-  readonly duration = new Histogram(DURATION_BUCKETS);
   current = true;
   private socket: dgram.Socket | null = null;
   private acl: (addr: string) => boolean;
@@ -272,7 +271,7 @@ export class UdpListener {
     s.backend.bytesIn += s.bytesIn;
     s.backend.bytesOut += s.bytesOut;
     const now = Date.now();
-    this.duration.observe((now - s.startedAt) / 1000);
+    this.stats.duration.observe((now - s.startedAt) / 1000);
     if (this.ctx.connectionLog) {
       const fields = this.sessionFields(s, now);
       fields.reason = reason;
@@ -430,8 +429,11 @@ export class UdpListener {
         liveIn += s.bytesIn;
         liveOut += s.bytesOut;
       }
-    const st = this.stats;
+    const counters = readCounters(LISTENER_COUNTERS, this.stats);
+    counters.bytes_in += liveIn;
+    counters.bytes_out += liveOut;
     return {
+      ...counters,
       name: this.name,
       protocol: 'udp',
       bind: this.config.bindText,
@@ -439,15 +441,6 @@ export class UdpListener {
       port: this.boundPort,
       pool: this.config.pool,
       current: this.current,
-      active_connections: st.active,
-      connections_total: st.connectionsTotal,
-      rejected: { ...st.rejected },
-      bytes_in: st.bytesIn + liveIn,
-      bytes_out: st.bytesOut + liveOut,
-      udp_sessions_active: st.udpSessionsActive,
-      datagrams_in: st.datagramsIn,
-      datagrams_out: st.datagramsOut,
-      duration: this.duration.snapshot(),
     };
   }
 }
