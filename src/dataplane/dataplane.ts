@@ -43,6 +43,11 @@ export interface DataPlaneOptions {
   onConnectFailure?: (pool: string, address: string, kind: 'refused' | 'timeout') => void;
   /** A listener is bound (for the `listening` log line and systemd). */
   onListening?: (listener: string, address: string, port: number) => void;
+  /**
+   * False for a data plane that never carries traffic (the primary's shadow
+   * of its workers' pools): its pools build no picker (see `Pool`).
+   */
+  pickers?: boolean;
 }
 
 export interface ListenerBinding {
@@ -229,7 +234,7 @@ export class DataPlane implements DataPlaneApi {
       inList.add(b);
     }
     // The replaced pool's picker runs until a large table is built off the event loop.
-    const pool = new Pool(pc, list, old?.currentPicker());
+    const pool = new Pool(pc, list, old?.currentPicker(), this.opts.pickers ?? true);
     const commit = (): void => {
       old?.dispose();
       for (const [b, s] of updates) {
