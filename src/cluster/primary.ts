@@ -347,7 +347,7 @@ function tcpPools(config: Config): Set<string> {
  * young generation unless the operator chose a size (flag or NODE_OPTIONS).
  * Workers hold the connections; with the default 16 MiB semi-spaces an idle
  * connection costs ~5 KiB of RSS, with 4 MiB ~3 KiB, at the same CPU per
- * connection (bench/README.md, "Memory").
+ * connection (bench/README.md, "Idle connections").
  */
 export function workerExecArgv(): string[] {
   const own = process.execArgv;
