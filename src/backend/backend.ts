@@ -3,12 +3,13 @@
  * state and its counters. Counters are plain numbers incremented on the hot
  * path and read at scrape time.
  */
-import { CONNECT_BUCKETS, Histogram } from '../dataplane/histogram';
+import { BackendStats } from '../dataplane/stats';
 import { formatHostPort } from '../net/address';
 
 export type BackendState = 'up' | 'down' | 'draining';
 
-export class Backend {
+/** Its counters (`active`, `total`, `connectFailures`, bytes, `connectTime`) are the fields declared in `BACKEND_COUNTERS`. */
+export class Backend extends BackendStats {
   /** Resolved "ip:port" ("[v6]:port" for IPv6): the metrics label and API key. */
   readonly address: string;
   readonly host: string;
@@ -30,15 +31,6 @@ export class Backend {
   /** False once the backend left its pool (reload, DNS); open connections go on. */
   member = true;
 
-  active = 0;
-  total = 0;
-  connectFailures = 0;
-  /** Bytes of finished connections (client → backend, backend → client); open ones are read from their sessions. */
-  bytesIn = 0;
-  bytesOut = 0;
-  /** Time to connect to this backend (successful attempts), seconds. */
-  readonly connectTime = new Histogram(CONNECT_BUCKETS);
-
   constructor(init: {
     host: string;
     port: number;
@@ -48,6 +40,7 @@ export class Backend {
     maxConnections?: number;
     backup?: boolean;
   }) {
+    super();
     this.host = init.host;
     this.port = init.port;
     this.family = init.family;

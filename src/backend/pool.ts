@@ -19,6 +19,9 @@ import { maglevPickerWithTable } from '../balancer/maglev';
 import { ASYNC_TABLE_MIN, buildMaglevTableOffThread } from '../balancer/maglev-async';
 import { Backend, type BackendState } from './backend';
 
+/** The picker of a pool that does not pick (see the `picking` argument). */
+const NO_PICKER: Picker = { pick: () => null };
+
 /** Weight steps (slow start) rebuild the picker at most this often. */
 export const SLOW_START_REBUILD_MS = 100;
 
@@ -34,17 +37,24 @@ export class Pool {
   private rebuildAgain = false;
   private lastRebuild = Number.NEGATIVE_INFINITY;
   private soon: NodeJS.Timeout | null = null;
+  private readonly picking: boolean;
 
   /**
    * `interim`: the picker of the pool this one replaces (a reload). A large
    * table is then built off the event loop while `interim` runs; without
    * it (start-up, a new pool) the first picker is built here.
+   *
+   * `picking` false: a pool that only keeps its backends' states and
+   * weights and never picks (the primary's shadow pools when workers carry
+   * the traffic): no picker, and so no consistent-hash table, is ever built.
    */
-  constructor(config: PoolConfig, backends: Backend[], interim?: Picker) {
+  constructor(config: PoolConfig, backends: Backend[], interim?: Picker, picking = true) {
     this.name = config.name;
     this.config = config;
     this.backends = backends;
-    if (interim !== undefined && this.offThread()) {
+    this.picking = picking;
+    if (!picking) this.picker = NO_PICKER;
+    else if (interim !== undefined && this.offThread()) {
       this.picker = interim;
       this.rebuild();
     } else {
@@ -76,6 +86,7 @@ export class Pool {
       this.soon = null;
     }
     this.lastRebuild = Date.now();
+    if (!this.picking) return;
     if (!this.offThread()) return this.build();
     if (this.building !== null) {
       this.rebuildAgain = true;

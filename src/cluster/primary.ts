@@ -9,7 +9,8 @@
  *   socket would let the kernel hand one client's datagrams to different
  *   workers, and Node 20's dgram has no SO_REUSEPORT, so this is how a UDP
  *   flow stays on one worker.
- * - The primary keeps a shadow DataPlane with the pools only (no listeners):
+ * - The primary keeps a shadow DataPlane with the pools only (no listeners,
+ *   no pickers: it never picks a backend):
  *   it answers state questions at once and its Backend records carry the
  *   states; every change is broadcast to the workers in the same order.
  * - Counters come from the workers' snapshots (pushed every 250 ms and after
@@ -32,8 +33,8 @@ import type { Config } from '../config/schema';
 import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from '../dataplane/dataplane';
-import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, RetiredBackendSnapshot } from '../dataplane/stats';
-import { BACKEND_COUNTERS as BACKEND_COUNTER_KEYS, addBackendCounters, addListenerCounters, backendTotals, cloneBackend, cloneListener, listenerTotals } from '../dataplane/stats';
+import type { DataPlaneSnapshot } from '../dataplane/stats';
+import { DeadWorkerTotals, sumWorkerSnapshots } from './worker-sum';
 import type { ToPrimary, ToWorker } from './protocol';
 import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
@@ -69,12 +70,12 @@ export class ClusterDataPlane implements DataPlaneApi {
   /** Inherited listening sockets by listener name (systemd socket activation). */
   private fds: ReadonlyMap<string, number> = new Map();
   workerRestarts = 0;
-  /** Counter totals of workers that exited, as a snapshot with gauges 0 (counters never go down). */
-  private readonly dead: { listeners: Map<string, ListenerSnapshot>; backends: Map<string, RetiredBackendSnapshot> } = { listeners: new Map(), backends: new Map() };
+  /** Counter totals of workers that exited (counters never go down). */
+  private readonly dead = new DeadWorkerTotals();
 
   constructor(opts: ClusterOptions) {
     this.opts = opts;
-    this.shadow = new DataPlane({ log: opts.log, splice: null });
+    this.shadow = new DataPlane({ log: opts.log, splice: null, pickers: false });
     // NODE_CLUSTER_SCHED_POLICY (Node's own switch) may choose otherwise.
     if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: join(__dirname, 'worker-main.js'), serialization: 'advanced', execArgv: workerExecArgv() });
@@ -123,7 +124,7 @@ export class ClusterDataPlane implements DataPlaneApi {
     if (this.slots[slot.index] !== slot || slot.exited) return;
     // Its counters stay: the last totals it reported are kept (gauges are not).
     slot.exited = true;
-    if (slot.snap !== null) this.keepTotals(slot.snap);
+    if (slot.snap !== null) this.dead.keep(slot.snap);
     slot.snap = null;
     // Answer for it in what it was asked and had not answered yet.
     for (const [id, w] of this.waiting) {
@@ -162,31 +163,31 @@ export class ClusterDataPlane implements DataPlaneApi {
   }
 
   /**
-   * A backend's max_connections on one worker: a pool that TCP listeners use
-   * runs on every worker, so each gets ceil(max / N); a pool used only by
-   * UDP listeners runs on worker 0 alone and keeps the full limit.
+   * The one place limits are divided among workers. What runs on every
+   * worker (a TCP listener; a pool a TCP listener uses, as its pool or by
+   * an SNI route) gets ceil(max / N) on each; what runs on worker 0 alone
+   * (a UDP listener; a pool only UDP listeners use) keeps its whole limit.
+   * 0 (no limit) stays 0.
    */
-  private backendShare(config: Config, pool: string, max: number): number {
-    if (max === 0) return 0;
-    const onEveryWorker = config.listeners.some((l) => l.protocol === 'tcp' && l.pool === pool);
-    return onEveryWorker ? Math.ceil(max / this.opts.workers) : max;
+  private share(max: number, onEveryWorker: boolean): number {
+    return max === 0 || !onEveryWorker ? max : Math.ceil(max / this.opts.workers);
   }
 
-  /** A pool's resolved backends as one worker runs them (see backendShare). */
+  /** A pool's resolved backends as one worker runs them (see share). */
   private workerSpecs(config: Config, pool: string, specs: readonly BackendSpec[]): BackendSpec[] {
-    return specs.map((s) => ({ ...s, maxConnections: this.backendShare(config, pool, s.maxConnections) }));
+    const every = tcpPools(config).has(pool);
+    return specs.map((s) => ({ ...s, maxConnections: this.share(s.maxConnections, every) }));
   }
 
-  /** The configuration a worker runs: UDP listeners on worker 0 only; limits divided among workers. */
+  /** The configuration a worker runs: UDP listeners on worker 0 only; limits divided among workers (see share). */
   private workerConfig(config: Config, index: number): Config {
-    const n = this.opts.workers;
-    const share = (max: number): number => (max === 0 ? 0 : Math.ceil(max / n));
+    const tcp = tcpPools(config);
     return {
       ...config,
       listeners: config.listeners
         .filter((l) => l.protocol === 'tcp' || index === 0)
-        .map((l) => ({ ...l, maxConnections: l.protocol === 'tcp' ? share(l.maxConnections) : l.maxConnections, maxConnectionsPerSource: share(l.maxConnectionsPerSource) })),
-      pools: config.pools.map((p) => ({ ...p, backends: p.backends.map((b) => ({ ...b, maxConnections: this.backendShare(config, p.name, b.maxConnections) })) })),
+        .map((l) => ({ ...l, maxConnections: this.share(l.maxConnections, l.protocol === 'tcp'), maxConnectionsPerSource: this.share(l.maxConnectionsPerSource, l.protocol === 'tcp') })),
+      pools: config.pools.map((p) => ({ ...p, backends: p.backends.map((b) => ({ ...b, maxConnections: this.share(b.maxConnections, tcp.has(p.name)) })) })),
     };
   }
 
@@ -320,99 +321,25 @@ export class ClusterDataPlane implements DataPlaneApi {
     await Promise.all(exits);
   }
 
-  /** Adds a dead worker's last snapshot to the kept totals. */
-  private keepTotals(snap: DataPlaneSnapshot): void {
-    for (const l of snap.listeners) {
-      const key = `${l.protocol}\u0000${l.name}`;
-      const cur = this.dead.listeners.get(key);
-      if (cur === undefined) this.dead.listeners.set(key, listenerTotals(l));
-      else addListenerCounters(cur, l);
-    }
-    const backends = [...snap.pools.flatMap((p) => p.backends.map((b) => backendTotals(p.name, b))), ...(snap.retired_backends ?? [])];
-    for (const b of backends) {
-      const key = `${b.pool}\u0000${b.address}`;
-      const cur = this.dead.backends.get(key);
-      if (cur === undefined) this.dead.backends.set(key, backendTotals(b.pool, b));
-      else addBackendCounters(cur, b);
-    }
-  }
-
   /**
-   * The sum over workers: listeners by name (current and retired apart),
-   * backend counters by pool and address; states from the shadow. The
-   * totals of dead workers are added (as retired entries, gauges 0).
+   * The sum over workers, with the totals of dead workers and the states
+   * of the shadow (src/cluster/worker-sum.ts).
    */
   snapshot(): DataPlaneSnapshot {
-    const listeners = new Map<string, ListenerSnapshot>();
-    const counters = new Map<string, RetiredBackendSnapshot>();
-    const addListener = (l: ListenerSnapshot): void => {
-      const key = `${l.name}\u0000${l.current}\u0000${l.protocol}`;
-      const cur = listeners.get(key);
-      if (cur === undefined) {
-        listeners.set(key, cloneListener(l));
-        return;
-      }
-      cur.active_connections += l.active_connections;
-      cur.udp_sessions_active += l.udp_sessions_active;
-      addListenerCounters(cur, l);
-    };
-    const addBackend = (pool: string, b: BackendSnapshot): void => {
-      const key = `${pool}\u0000${b.address}`;
-      const c = counters.get(key);
-      if (c === undefined) {
-        counters.set(key, cloneBackend(pool, b));
-        return;
-      }
-      c.active_connections += b.active_connections;
-      addBackendCounters(c, b);
-      // One worker still holds it as removed while another has it again: it is current.
-      if (c.state === 'removed' && b.state !== 'removed') c.state = b.state;
-    };
-    for (const s of this.slots) {
-      const snap = s.snap;
-      if (snap === null) continue;
-      for (const l of snap.listeners) addListener(l);
-      for (const p of snap.pools) for (const b of p.backends) addBackend(p.name, b);
-      for (const b of snap.retired_backends ?? []) addBackend(b.pool, b);
-    }
-    for (const l of this.dead.listeners.values()) addListener(l);
-    for (const b of this.dead.backends.values()) addBackend(b.pool, b);
-    const base = this.shadow.snapshot();
-    for (const p of base.pools) {
-      for (const b of p.backends) {
-        const key = `${p.name}\u0000${b.address}`;
-        const c = counters.get(key);
-        counters.delete(key);
-        b.active_connections = c?.active_connections ?? 0;
-        for (const k of BACKEND_COUNTER_KEYS) b[k] = 0;
-        if (c !== undefined) addBackendCounters(b, c);
-      }
-    }
-    // Backends only workers know: removed ones still carrying connections
-    // are shown (state `removed`); the others keep their totals as retired.
-    const retired: RetiredBackendSnapshot[] = [];
-    for (const c of counters.values()) {
-      if (c.state !== 'removed' || c.active_connections === 0) {
-        retired.push(backendTotals(c.pool, c));
-        continue;
-      }
-      let p = base.pools.find((x) => x.name === c.pool);
-      if (p === undefined) {
-        p = { name: c.pool, algorithm: 'removed', backends: [] };
-        base.pools.push(p);
-      }
-      const { pool: _pool, ...b } = c;
-      p.backends.push(b);
-    }
-    // Current listeners in configuration order, then the others.
-    const ordered = new Set<ListenerSnapshot>();
-    for (const lc of this.config?.listeners ?? []) {
-      const l = listeners.get(`${lc.name}\u0000true\u0000${lc.protocol}`);
-      if (l !== undefined) ordered.add(l);
-    }
-    for (const l of listeners.values()) ordered.add(l);
-    return { listeners: [...ordered], pools: base.pools, retired_backends: retired };
+    const live = this.slots.flatMap((s) => (s.snap === null ? [] : [s.snap]));
+    return sumWorkerSnapshots(live, this.dead, this.shadow.snapshot(), this.config?.listeners ?? []);
   }
+}
+
+/** The pools TCP listeners use (as their pool or by an SNI route): these run on every worker. */
+function tcpPools(config: Config): Set<string> {
+  const out = new Set<string>();
+  for (const l of config.listeners) {
+    if (l.protocol !== 'tcp') continue;
+    if (l.pool !== '') out.add(l.pool);
+    for (const r of l.routes) out.add(r.pool);
+  }
+  return out;
 }
 
 /**
@@ -420,7 +347,7 @@ export class ClusterDataPlane implements DataPlaneApi {
  * young generation unless the operator chose a size (flag or NODE_OPTIONS).
  * Workers hold the connections; with the default 16 MiB semi-spaces an idle
  * connection costs ~5 KiB of RSS, with 4 MiB ~3 KiB, at the same CPU per
- * connection (bench/README.md, "Memory").
+ * connection (bench/README.md, "Idle connections").
  */
 export function workerExecArgv(): string[] {
   const own = process.execArgv;

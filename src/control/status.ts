@@ -4,7 +4,8 @@
  * snapshot and what the control plane knows (generation, checks, DNS).
  */
 import { VERSION } from '../version';
-import type { DataPlaneSnapshot } from '../dataplane/stats';
+import { BACKEND_COUNTERS, LISTENER_COUNTERS, type DataPlaneSnapshot } from '../dataplane/stats';
+import { statusCounters } from '../dataplane/counters';
 
 export interface StatusInputs {
   readonly snapshot: DataPlaneSnapshot;
@@ -39,13 +40,9 @@ export function statusDocument(x: StatusInputs): Record<string, unknown> {
         address: l.address,
         port: l.port,
         pool: l.pool,
-        active_connections: l.active_connections,
+        ...statusCounters(LISTENER_COUNTERS, l),
         ...(l.route_by !== undefined ? { route_by: l.route_by, routes: l.routes ?? [] } : {}),
         ...(l.route_by === 'sni' && l.pool === '' ? { pool: null } : {}),
-        total_connections: l.connections_total,
-        bytes_in: l.bytes_in,
-        bytes_out: l.bytes_out,
-        rejected: l.rejected,
       })),
     pools: snap.pools.map((p) => ({
       name: p.name,
@@ -57,12 +54,8 @@ export function statusDocument(x: StatusInputs): Record<string, unknown> {
         state: b.state,
         weight: b.weight,
         backup: b.backup,
-        active_connections: b.active_connections,
-        total_connections: b.total_connections,
+        ...statusCounters(BACKEND_COUNTERS, b),
         ...checkFields(p.name, b.address),
-        connect_failures: b.connect_failures,
-        bytes_in: b.bytes_in,
-        bytes_out: b.bytes_out,
       })),
     })),
   };

@@ -33,6 +33,11 @@ export interface DataPlaneOptions {
   onConnectFailure?: (pool: string, address: string, kind: 'refused' | 'timeout') => void;
   /** A listener is bound (for the `listening` log line and systemd). */
   onListening?: (listener: string, address: string, port: number) => void;
+  /**
+   * False for a data plane that never carries traffic (the primary's shadow
+   * of its workers' pools): its pools build no picker (see `Pool`).
+   */
+  pickers?: boolean;
 }
 
 export interface ListenerBinding {

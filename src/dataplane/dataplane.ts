@@ -86,7 +86,7 @@ export class DataPlane implements DataPlaneApi {
     const keptListeners = new Set(plan === null ? [] : plan.listenersToKeep.map((k) => k.next.name));
     const nextPools = new Map<string, BuiltPool>();
     for (const pc of config.pools) {
-      nextPools.set(pc.name, buildPool(pc, backends.get(pc.name) ?? [], this.pools.get(pc.name), changedPools.has(pc.name), this.departed));
+      nextPools.set(pc.name, buildPool(pc, backends.get(pc.name) ?? [], this.pools.get(pc.name), changedPools.has(pc.name), this.departed, this.opts.pickers ?? true));
     }
 
     const bound: ListenerBinding[] = [];
@@ -169,7 +169,7 @@ export class DataPlane implements DataPlaneApi {
   setPoolBackends(pool: string, specs: readonly BackendSpec[]): boolean {
     const old = this.pools.get(pool);
     if (old === undefined) return false;
-    const built = buildPool(old.config, specs, old, false, this.departed);
+    const built = buildPool(old.config, specs, old, false, this.departed, this.opts.pickers ?? true);
     built.commit();
     const next = built.pool;
     this.pools.set(pool, next);

@@ -26,9 +26,10 @@ const noop = (): void => {};
  * Contract: the pool for `pc` with `specs`, next to `old` (the running pool
  * of that name, if any). `settingsChanged` says whether the pool's own
  * configuration differs from `old`'s (the reload plan's `poolsChanged`); with
- * it false and the same backends, `old` itself is returned.
+ * it false and the same backends, `old` itself is returned. With `pickers`
+ * false (the primary's shadow of its workers' pools) no picker is built.
  */
-export function buildPool(pc: PoolConfig, specs: readonly BackendSpec[], old: Pool | undefined, settingsChanged: boolean, departed: DepartedBackends): BuiltPool {
+export function buildPool(pc: PoolConfig, specs: readonly BackendSpec[], old: Pool | undefined, settingsChanged: boolean, departed: DepartedBackends, pickers = true): BuiltPool {
   if (old !== undefined && !settingsChanged && sameBackends(old, specs)) return { pool: old, commit: noop };
   const list: Backend[] = [];
   const inList = new Set<Backend>();
@@ -46,7 +47,7 @@ export function buildPool(pc: PoolConfig, specs: readonly BackendSpec[], old: Po
     inList.add(b);
   }
   // The replaced pool's picker runs until a large table is built off the event loop.
-  const pool = new Pool(pc, list, old?.currentPicker());
+  const pool = new Pool(pc, list, old?.currentPicker(), pickers);
   const commit = (): void => {
     old?.dispose();
     for (const [b, s] of updates) {

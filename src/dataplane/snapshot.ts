@@ -9,7 +9,8 @@ import type { Pool } from '../backend/pool';
 import type { ListenerBase, OpenConnection } from '../listener/base';
 import type { DepartedBackends } from './departed';
 import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, PoolSnapshot, RetiredBackendSnapshot } from './stats';
-import { addBackendCounters, backendTotals, listenerTotals } from './stats';
+import { BACKEND_COUNTERS, addBackendCounters, backendTotals, listenerTotals } from './stats';
+import { readCounters } from './counters';
 
 export function dataPlaneSnapshot(
   pools: ReadonlyMap<string, Pool>,
@@ -21,19 +22,17 @@ export function dataPlaneSnapshot(
   for (const l of listeners) l.addLiveBackendBytes(live);
   const backendSnapshot = (b: Backend, removed: boolean): BackendSnapshot => {
     const bytes = live.get(b);
+    const counters = readCounters(BACKEND_COUNTERS, b);
+    counters.bytes_in += bytes?.[0] ?? 0;
+    counters.bytes_out += bytes?.[1] ?? 0;
     return {
+      ...counters,
       address: b.address,
       name: b.name,
       state: removed ? 'removed' : b.state,
       weight: b.weight,
       effective_weight: b.effectiveWeight,
       backup: b.backup,
-      active_connections: b.active,
-      total_connections: b.total,
-      connect_failures: b.connectFailures,
-      bytes_in: b.bytesIn + (bytes?.[0] ?? 0),
-      bytes_out: b.bytesOut + (bytes?.[1] ?? 0),
-      connect_time: b.connectTime.snapshot(),
     };
   };
   const out: PoolSnapshot[] = [];

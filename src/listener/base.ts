@@ -11,8 +11,8 @@ import type { Backend } from '../backend/backend';
 import type { ListenerContext } from './context';
 import { compileAcl } from '../net/cidr';
 import { formatHostPort } from '../net/address';
-import { ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
-import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
+import { LISTENER_COUNTERS, ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
+import { readCounters } from '../dataplane/counters';
 import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 import type { Termination } from './termination';
 
@@ -41,9 +41,8 @@ export abstract class ListenerBase<S extends OpenConnection> {
   abstract readonly protocol: 'tcp' | 'udp';
   config: ListenerConfig;
   readonly ctx: ListenerContext;
+  /** The counters (dataplane/stats.ts, LISTENER_COUNTERS); `stats.duration`: durations of finished connections (UDP: sessions), seconds. */
   readonly stats = new ListenerStats();
-  /** Durations of finished connections (UDP: sessions), seconds. */
-  readonly duration = new Histogram(DURATION_BUCKETS);
   /** False once a reload removed this listener; it lives until its connections end. */
   current = true;
   /** allow/deny (SPEC §2), compiled. */
@@ -149,7 +148,7 @@ export abstract class ListenerBase<S extends OpenConnection> {
       backend.bytesIn += bytesIn;
       backend.bytesOut += bytesOut;
     }
-    if (this.established(s)) this.duration.observe((now - s.startedAt) / 1000);
+    if (this.established(s)) this.stats.duration.observe((now - s.startedAt) / 1000);
     if (this.ctx.connectionLog) {
       const fields = this.connectionFields(s, now, bytesIn, bytesOut);
       fields.reason = reason;
@@ -235,8 +234,11 @@ export abstract class ListenerBase<S extends OpenConnection> {
   /** The listener's entry of the status document and of /metrics. */
   snapshot(): ListenerSnapshot {
     const live = this.liveBytes();
-    const st = this.stats;
+    const counters = readCounters(LISTENER_COUNTERS, this.stats);
+    counters.bytes_in += live.bytesIn;
+    counters.bytes_out += live.bytesOut;
     return {
+      ...counters,
       name: this.name,
       protocol: this.protocol,
       bind: this.config.bindText,
@@ -245,15 +247,6 @@ export abstract class ListenerBase<S extends OpenConnection> {
       pool: this.config.pool,
       ...(this.protocol === 'tcp' ? { route_by: this.config.routeBy, routes: this.config.routes.map((r) => ({ sni: r.sni, pool: r.pool })) } : {}),
       current: this.current,
-      active_connections: st.active,
-      connections_total: st.connectionsTotal,
-      rejected: { ...st.rejected },
-      bytes_in: st.bytesIn + live.bytesIn,
-      bytes_out: st.bytesOut + live.bytesOut,
-      udp_sessions_active: st.udpSessionsActive,
-      datagrams_in: st.datagramsIn,
-      datagrams_out: st.datagramsOut,
-      duration: this.duration.snapshot(),
     };
   }
 }

@@ -1,13 +1,16 @@
 /**
- * Prometheus metrics (SPEC §6), every one declared in the list below and
- * read at scrape time from a data-plane snapshot: the hot path only bumps
- * plain numbers. With several workers the snapshot is the sum over workers,
- * so nothing here knows about workers.
+ * Prometheus metrics (SPEC §6), read at scrape time from a data-plane
+ * snapshot: the hot path only bumps plain numbers. The counters of
+ * listeners and backends come from their declarations in
+ * src/dataplane/stats.ts (`counterMetrics`); the few others are listed
+ * here. With several workers the snapshot is the sum over workers, so
+ * nothing here knows about workers.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
-import { CONNECT_BUCKETS, DURATION_BUCKETS, type HistogramSnapshot } from '../dataplane/histogram';
+import { addHistogram, type HistogramSnapshot } from '../dataplane/histogram';
 import type { DataPlaneSnapshot } from '../dataplane/stats';
-import { REJECT_REASONS } from '../dataplane/stats';
+import { BACKEND_COUNTERS, LISTENER_COUNTERS } from '../dataplane/stats';
+import type { CounterDecl } from '../dataplane/counters';
 
 /** What the metrics read at each scrape. */
 export interface MetricsSource {
@@ -20,7 +23,7 @@ export interface MetricsSource {
 type Labels = Record<string, string>;
 type Sample = [Labels, number];
 
-interface ScalarDef {
+export interface ScalarDef {
   name: string;
   help: string;
   type: 'counter' | 'gauge';
@@ -29,7 +32,7 @@ interface ScalarDef {
 }
 
 /** A histogram kept as plain bucket counts in the data plane (src/dataplane/histogram.ts). */
-interface HistogramDef {
+export interface HistogramDef {
   name: string;
   help: string;
   type: 'histogram';
@@ -38,168 +41,103 @@ interface HistogramDef {
   histograms(s: DataPlaneSnapshot): [Labels, HistogramSnapshot][];
 }
 
-type MetricDef = ScalarDef | HistogramDef;
+export type MetricDef = ScalarDef | HistogramDef;
 
 const BACKEND_STATES = ['up', 'down', 'draining', 'removed'] as const;
+
+type ListenerEntry = DataPlaneSnapshot['listeners'][number];
+type BackendEntry = DataPlaneSnapshot['pools'][number]['backends'][number];
+type Loose = Record<string, unknown>;
 
 /**
  * Listeners by name, summed: a listener removed by a reload may still be
  * finishing connections while a new one of the same name runs.
  */
-function perListener(s: DataPlaneSnapshot, f: (l: DataPlaneSnapshot['listeners'][number]) => number): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const l of s.listeners) m.set(l.name, (m.get(l.name) ?? 0) + f(l));
+function perListener<V>(listeners: readonly ListenerEntry[], f: (l: ListenerEntry) => V, add: (a: V, b: V) => V): Map<string, V> {
+  const m = new Map<string, V>();
+  for (const l of listeners) {
+    const cur = m.get(l.name);
+    m.set(l.name, cur === undefined ? f(l) : add(cur, f(l)));
+  }
   return m;
 }
 
-function listenerSamples(s: DataPlaneSnapshot, f: (l: DataPlaneSnapshot['listeners'][number]) => number, extra: Labels = {}): Sample[] {
-  return [...perListener(s, f)].map(([listener, v]) => [{ listener, ...extra }, v]);
+/** Backends with their labels: the current ones, plus for counters and histograms the totals of retired ones (counters never go down). */
+function backendEntries(s: DataPlaneSnapshot, withRetired: boolean): [Labels, BackendEntry][] {
+  const out: [Labels, BackendEntry][] = [];
+  for (const p of s.pools) for (const b of p.backends) out.push([{ pool: p.name, backend: b.address }, b]);
+  if (withRetired) for (const b of s.retired_backends ?? []) out.push([{ pool: b.pool, backend: b.address }, b]);
+  return out;
 }
 
-function backendSamples(s: DataPlaneSnapshot, f: (b: DataPlaneSnapshot['pools'][number]['backends'][number]) => number): Sample[] {
+/** The samples of one declaration: per listener (summed by name) or per backend, one per `by` value. */
+function declSamples(scope: 'listener' | 'backend', d: CounterDecl, s: DataPlaneSnapshot): Sample[] {
+  const values = d.by?.values ?? [null];
+  const read = (e: ListenerEntry | BackendEntry, v: string | null): number => {
+    const x = (e as unknown as Loose)[d.key];
+    return v === null ? (x as number) : ((x as Record<string, number>)[v] ?? 0);
+  };
+  const labels = (base: Labels, v: string | null): Labels => ({ ...base, ...d.labels, ...(v === null || d.by === undefined ? {} : { [d.by.label]: v }) });
   const out: Sample[] = [];
-  for (const p of s.pools) for (const b of p.backends) out.push([{ pool: p.name, backend: b.address }, f(b)]);
+  for (const v of values) {
+    if (scope === 'backend') {
+      for (const [base, b] of backendEntries(s, d.kind !== 'gauge')) out.push([labels(base, v), read(b, v)]);
+      continue;
+    }
+    const ls = d.only === undefined ? s.listeners : s.listeners.filter((l) => l.protocol === d.only);
+    for (const [listener, n] of perListener(ls, (l) => read(l, v), (a, b) => a + b)) out.push([labels({ listener }, v), n]);
+  }
   return out;
 }
 
-/** For counters: the current backends plus the totals of retired ones (counters never go down). */
-function backendCounterSamples(s: DataPlaneSnapshot, f: (b: DataPlaneSnapshot['pools'][number]['backends'][number]) => number): Sample[] {
-  const out = backendSamples(s, f);
-  for (const b of s.retired_backends ?? []) out.push([{ pool: b.pool, backend: b.address }, f(b)]);
-  return out;
+function declHistograms(scope: 'listener' | 'backend', d: CounterDecl, s: DataPlaneSnapshot): [Labels, HistogramSnapshot][] {
+  const read = (e: ListenerEntry | BackendEntry): HistogramSnapshot => (e as unknown as Loose)[d.key] as HistogramSnapshot;
+  if (scope === 'backend') return backendEntries(s, true).map(([labels, b]) => [{ ...labels, ...d.labels }, read(b)]);
+  const copy = (h: HistogramSnapshot): HistogramSnapshot => ({ counts: [...h.counts], sum: h.sum, count: h.count });
+  const ls = d.only === undefined ? s.listeners : s.listeners.filter((l) => l.protocol === d.only);
+  return [...perListener(ls, (l) => copy(read(l)), addHistogram)].map(([listener, h]) => [{ listener, ...d.labels }, h]);
 }
 
-const TCP_ONLY = (l: DataPlaneSnapshot['listeners'][number]): boolean => l.protocol === 'tcp';
+/**
+ * The metrics of counter tables (src/dataplane/stats.ts), one per metric
+ * name in table order; declarations sharing a name (told apart by their
+ * fixed labels) make one metric.
+ */
+export function counterMetrics(listener: readonly CounterDecl[], backend: readonly CounterDecl[]): MetricDef[] {
+  const groups = new Map<string, { scope: 'listener' | 'backend'; decls: CounterDecl[] }>();
+  for (const [scope, decls] of [['listener', listener], ['backend', backend]] as const) {
+    for (const d of decls) {
+      const g = groups.get(d.metric);
+      if (g === undefined) groups.set(d.metric, { scope, decls: [d] });
+      else g.decls.push(d);
+    }
+  }
+  return [...groups].map(([name, { scope, decls }]): MetricDef => {
+    const first = decls[0] as CounterDecl;
+    const base = scope === 'listener' ? ['listener'] : ['pool', 'backend'];
+    const labels = [...base, ...Object.keys(first.labels ?? {}), ...(first.by !== undefined ? [first.by.label] : [])];
+    if (first.kind === 'histogram') {
+      return { name, help: first.help, type: 'histogram', labels, buckets: first.buckets ?? [], histograms: (s) => decls.flatMap((d) => declHistograms(scope, d, s)) };
+    }
+    return { name, help: first.help, type: first.kind, labels, samples: (s) => decls.flatMap((d) => declSamples(scope, d, s)) };
+  });
+}
 
-/** Every l4lb metric, in one list. */
-export const METRICS: readonly MetricDef[] = [
-  {
-    name: 'l4lb_connections_total',
-    help: 'Client connections accepted (UDP: sessions created), by listener',
-    type: 'counter',
-    labels: ['listener'],
-    samples: (s) => listenerSamples(s, (l) => l.connections_total),
-  },
-  {
-    name: 'l4lb_connections_active',
-    help: 'Client connections open now (UDP: sessions), by listener',
-    type: 'gauge',
-    labels: ['listener'],
-    samples: (s) => listenerSamples(s, (l) => l.active_connections),
-  },
-  {
-    name: 'l4lb_connections_rejected_total',
-    help: 'Client connections (UDP: datagrams of new clients) refused, by listener and reason',
-    type: 'counter',
-    labels: ['listener', 'reason'],
-    samples: (s) => REJECT_REASONS.flatMap((reason) => listenerSamples(s, (l) => l.rejected[reason], { reason })),
-  },
-  {
-    name: 'l4lb_bytes_total',
-    help: 'Bytes carried, by listener and direction (open connections included, at most 5 s behind)',
-    type: 'counter',
-    labels: ['listener', 'direction'],
-    samples: (s) => [
-      ...listenerSamples(s, (l) => l.bytes_in, { direction: 'client_to_backend' }),
-      ...listenerSamples(s, (l) => l.bytes_out, { direction: 'backend_to_client' }),
-    ],
-  },
-  {
-    name: 'l4lb_backend_connections_total',
-    help: 'Connections (UDP: sessions) sent to a backend',
-    type: 'counter',
-    labels: ['pool', 'backend'],
-    samples: (s) => backendCounterSamples(s, (b) => b.total_connections),
-  },
-  {
-    name: 'l4lb_backend_connections_active',
-    help: 'Connections (UDP: sessions) open to a backend now',
-    type: 'gauge',
-    labels: ['pool', 'backend'],
-    samples: (s) => backendSamples(s, (b) => b.active_connections),
-  },
-  {
-    name: 'l4lb_backend_connect_failures_total',
-    help: 'Client connects to a backend that failed or timed out (health probes not included)',
-    type: 'counter',
-    labels: ['pool', 'backend'],
-    samples: (s) => backendCounterSamples(s, (b) => b.connect_failures),
-  },
+/** Metrics that are not data-plane counters: backend states, reloads, health probes. */
+const OTHER_METRICS: readonly MetricDef[] = [
   {
     name: 'l4lb_backend_up',
     help: '1 when the backend is up (takes new connections), 0 when down or draining',
     type: 'gauge',
     labels: ['pool', 'backend'],
-    samples: (s) => backendSamples(s, (b) => (b.state === 'up' ? 1 : 0)),
-  },
-  {
-    name: 'l4lb_udp_sessions_active',
-    help: 'UDP sessions open now, by listener',
-    type: 'gauge',
-    labels: ['listener'],
-    samples: (s) => listenerSamples({ ...s, listeners: s.listeners.filter((l) => !TCP_ONLY(l)) }, (l) => l.udp_sessions_active),
-  },
-  {
-    name: 'l4lb_udp_datagrams_total',
-    help: 'UDP datagrams forwarded, by listener and direction',
-    type: 'counter',
-    labels: ['listener', 'direction'],
-    samples: (s) => {
-      const udp = { ...s, listeners: s.listeners.filter((l) => !TCP_ONLY(l)) };
-      return [
-        ...listenerSamples(udp, (l) => l.datagrams_in, { direction: 'client_to_backend' }),
-        ...listenerSamples(udp, (l) => l.datagrams_out, { direction: 'backend_to_client' }),
-      ];
-    },
+    samples: (s) => backendEntries(s, false).map(([l, b]): Sample => [l, b.state === 'up' ? 1 : 0]),
   },
   {
     name: 'l4lb_backend_state',
     help: 'The backend state: 1 for the current state (up, down, draining, removed), 0 for the others',
     type: 'gauge',
     labels: ['pool', 'backend', 'state'],
-    samples: (s) => BACKEND_STATES.flatMap((state) => backendSamples(s, (b) => (b.state === state ? 1 : 0)).map(([l, v]): Sample => [{ ...l, state }, v])),
-  },
-  {
-    name: 'l4lb_backend_bytes_total',
-    help: 'Bytes carried to and from a backend, by direction (open connections included)',
-    type: 'counter',
-    labels: ['pool', 'backend', 'direction'],
-    samples: (s) => [
-      ...backendCounterSamples(s, (b) => b.bytes_in).map(([l, v]): Sample => [{ ...l, direction: 'client_to_backend' }, v]),
-      ...backendCounterSamples(s, (b) => b.bytes_out).map(([l, v]): Sample => [{ ...l, direction: 'backend_to_client' }, v]),
-    ],
-  },
-  {
-    name: 'l4lb_backend_connect_duration_seconds',
-    help: 'Time to establish a TCP connection to the backend (successful attempts)',
-    type: 'histogram',
-    labels: ['pool', 'backend'],
-    buckets: CONNECT_BUCKETS,
-    // Retired backends keep their observations too (a histogram's buckets are counters).
-    histograms: (s) => [
-      ...s.pools.flatMap((p) => p.backends.map((b): [Labels, HistogramSnapshot] => [{ pool: p.name, backend: b.address }, b.connect_time])),
-      ...(s.retired_backends ?? []).map((b): [Labels, HistogramSnapshot] => [{ pool: b.pool, backend: b.address }, b.connect_time]),
-    ],
-  },
-  {
-    name: 'l4lb_connection_duration_seconds',
-    help: 'Duration of finished client connections (UDP: sessions) that reached a backend, by listener',
-    type: 'histogram',
-    labels: ['listener'],
-    buckets: DURATION_BUCKETS,
-    histograms: (s) => {
-      const m = new Map<string, HistogramSnapshot>();
-      for (const l of s.listeners) {
-        const cur = m.get(l.name);
-        if (cur === undefined) m.set(l.name, { counts: [...l.duration.counts], sum: l.duration.sum, count: l.duration.count });
-        else {
-          l.duration.counts.forEach((c, i) => (cur.counts[i] = (cur.counts[i] ?? 0) + c));
-          cur.sum += l.duration.sum;
-          cur.count += l.duration.count;
-        }
-      }
-      return [...m].map(([listener, h]): [Labels, HistogramSnapshot] => [{ listener }, h]);
-    },
+    samples: (s) => BACKEND_STATES.flatMap((state) => backendEntries(s, false).map(([l, b]): Sample => [{ ...l, state }, b.state === state ? 1 : 0])),
   },
   {
     name: 'l4lb_config_reloads_total',
@@ -224,12 +162,15 @@ export const METRICS: readonly MetricDef[] = [
   },
 ];
 
+/** Every l4lb metric: those of the counter tables, then the others. */
+export const METRICS: readonly MetricDef[] = [...counterMetrics(LISTENER_COUNTERS, BACKEND_COUNTERS), ...OTHER_METRICS];
+
 /**
  * A registry with every metric of METRICS plus prom-client's default
  * process and Node.js metrics. One snapshot is taken per scrape, shared by
  * all metrics of that scrape.
  */
-export function createRegistry(src: MetricsSource): Registry {
+export function createRegistry(src: MetricsSource, defs: readonly MetricDef[] = METRICS): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   let snap: DataPlaneSnapshot | null = null;
@@ -244,7 +185,7 @@ export function createRegistry(src: MetricsSource): Registry {
     }
     return snap;
   };
-  for (const def of METRICS) {
+  for (const def of defs) {
     if (def.type === 'histogram') {
       registry.registerMetric(histogramMetric(def, current));
       continue;
