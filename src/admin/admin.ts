@@ -26,7 +26,7 @@ import { crossSiteReason, hostAllowed } from './guard';
 
 /** How long close() lets open requests finish before it cuts them. */
 const CLOSE_GRACE_MS = 1000;
-import { CONNECTIONS_LIMIT_DEFAULT, CONNECTIONS_LIMIT_MAX, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
+import { CONNECTIONS_LIMIT_DEFAULT, CONNECTIONS_LIMIT_MAX, type ConnectionInfo, type ConnectionQuery } from '../stats/connections';
 
 /** Largest request body read (the weight endpoint's JSON). */
 const MAX_BODY = 4096;

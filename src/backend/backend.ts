@@ -3,7 +3,7 @@
  * state and its counters. Counters are plain numbers incremented on the hot
  * path and read at scrape time.
  */
-import { BackendStats } from '../dataplane/stats';
+import { BackendStats } from '../stats/stats';
 import { formatHostPort } from '../net/address';
 
 export type BackendState = 'up' | 'down' | 'draining';

@@ -33,10 +33,10 @@ import type { Config } from '../config/schema';
 import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from '../dataplane/dataplane';
-import type { DataPlaneSnapshot } from '../dataplane/stats';
+import type { DataPlaneSnapshot } from '../stats/stats';
 import { DeadWorkerTotals, sumWorkerSnapshots } from './worker-sum';
 import type { ToPrimary, ToWorker } from './protocol';
-import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
+import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from '../stats/connections';
 
 export interface ClusterOptions {
   log: Logger;

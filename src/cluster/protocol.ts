@@ -6,8 +6,8 @@
 import type { Config } from '../config/schema';
 import type { BackendState } from '../backend/backend';
 import type { BackendSpec, ListenerBinding } from '../dataplane/dataplane';
-import type { DataPlaneSnapshot } from '../dataplane/stats';
-import type { ConnectionInfo, ConnectionQuery } from '../dataplane/connections';
+import type { DataPlaneSnapshot } from '../stats/stats';
+import type { ConnectionInfo, ConnectionQuery } from '../stats/connections';
 
 export type ToWorker =
   | { t: 'apply'; id: number; config: Config; backends: [string, BackendSpec[]][]; fds: [string, number][] }

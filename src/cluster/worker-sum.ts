@@ -2,12 +2,12 @@
  * The primary's view of its workers' counters: the sum of their snapshots
  * (pushed every 250 ms and after each apply/idle), plus the totals of
  * workers that exited so that counters never go down (SPEC §8.4). What is
- * summed and what is kept follows the counter tables (src/dataplane/stats.ts):
+ * summed and what is kept follows the counter tables (src/stats/stats.ts):
  * counters and histograms always, gauges over the live workers only.
  */
 import type { ListenerConfig } from '../config/schema';
-import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, RetiredBackendSnapshot } from '../dataplane/stats';
-import { addBackendCounters, addListenerCounters, backendTotals, cloneBackend, cloneListener, listenerTotals, zeroBackendCounters } from '../dataplane/stats';
+import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, RetiredBackendSnapshot } from '../stats/stats';
+import { addBackendCounters, addListenerCounters, backendTotals, cloneBackend, cloneListener, listenerTotals, zeroBackendCounters } from '../stats/stats';
 
 /** Counter totals of workers that exited, as snapshots with gauges 0. */
 export class DeadWorkerTotals {

@@ -8,7 +8,7 @@
 import type { Config } from '../config/schema';
 import type { Logger } from '../log';
 import type { BackendSpec, DataPlaneApi } from '../dataplane/api';
-import type { DataPlaneSnapshot } from '../dataplane/stats';
+import type { DataPlaneSnapshot } from '../stats/stats';
 import type { HealthMonitor } from '../health/monitor';
 import type { RuntimeState } from '../state/runtime-state';
 import { PoolResolver, type LookupFn } from '../dns/resolver';

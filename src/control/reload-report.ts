@@ -4,7 +4,7 @@
  */
 import type { Config } from '../config/schema';
 import type { ReloadPlan } from '../config/diff';
-import type { DataPlaneSnapshot } from '../dataplane/stats';
+import type { DataPlaneSnapshot } from '../stats/stats';
 import { formatHostPort } from '../net/address';
 
 /** Keys of [global] that take effect only at the next start. */

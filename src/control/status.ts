@@ -4,8 +4,8 @@
  * snapshot and what the control plane knows (generation, checks, DNS).
  */
 import { VERSION } from '../version';
-import { BACKEND_COUNTERS, LISTENER_COUNTERS, type DataPlaneSnapshot } from '../dataplane/stats';
-import { statusCounters } from '../dataplane/counters';
+import { BACKEND_COUNTERS, LISTENER_COUNTERS, type DataPlaneSnapshot } from '../stats/stats';
+import { statusCounters } from '../stats/counters';
 
 export interface StatusInputs {
   readonly snapshot: DataPlaneSnapshot;

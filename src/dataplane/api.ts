@@ -10,8 +10,8 @@ import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import type { Pool } from '../backend/pool';
 import type { Pump } from '../tcp/pump';
-import type { DataPlaneSnapshot } from './stats';
-import type { ConnectionInfo, ConnectionQuery } from './connections';
+import type { DataPlaneSnapshot } from '../stats/stats';
+import type { ConnectionInfo, ConnectionQuery } from '../stats/connections';
 
 /** A backend after name resolution: one per address. */
 export interface BackendSpec {

@@ -5,7 +5,7 @@
  * never go down) and added to whatever later has the same pool and address.
  */
 import type { Backend } from '../backend/backend';
-import type { RetiredBackendSnapshot } from './stats';
+import type { RetiredBackendSnapshot } from '../stats/stats';
 
 interface Entry {
   readonly pool: string;

@@ -8,9 +8,9 @@ import type { Backend } from '../backend/backend';
 import type { Pool } from '../backend/pool';
 import type { ListenerBase, OpenConnection } from '../listener/base';
 import type { DepartedBackends } from './departed';
-import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, PoolSnapshot, RetiredBackendSnapshot } from './stats';
-import { BACKEND_COUNTERS, addBackendCounters, backendTotals, listenerTotals } from './stats';
-import { readCounters } from './counters';
+import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, PoolSnapshot, RetiredBackendSnapshot } from '../stats/stats';
+import { BACKEND_COUNTERS, addBackendCounters, backendTotals, listenerTotals } from '../stats/stats';
+import { readCounters } from '../stats/counters';
 
 export function dataPlaneSnapshot(
   pools: ReadonlyMap<string, Pool>,

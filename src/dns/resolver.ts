@@ -16,7 +16,7 @@
 import dns from 'node:dns';
 import type { PoolConfig } from '../config/schema';
 import type { Logger } from '../log';
-import type { BackendSpec } from '../dataplane/dataplane';
+import type { BackendSpec } from '../dataplane/api';
 import { compareIp } from './order';
 
 export interface LookupAddress {

@@ -11,9 +11,9 @@ import type { Backend } from '../backend/backend';
 import type { ListenerContext } from './context';
 import { compileAcl } from '../net/cidr';
 import { formatHostPort } from '../net/address';
-import { LISTENER_COUNTERS, ListenerStats, type ListenerSnapshot } from '../dataplane/stats';
-import { readCounters } from '../dataplane/counters';
-import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
+import { LISTENER_COUNTERS, ListenerStats, type ListenerSnapshot } from '../stats/stats';
+import { readCounters } from '../stats/counters';
+import { matches, type ConnectionInfo, type ConnectionQuery } from '../stats/connections';
 import type { Termination } from './termination';
 
 /** What a listener reports of one open connection (TCP) or session (UDP). */
@@ -41,7 +41,7 @@ export abstract class ListenerBase<S extends OpenConnection> {
   abstract readonly protocol: 'tcp' | 'udp';
   config: ListenerConfig;
   readonly ctx: ListenerContext;
-  /** The counters (dataplane/stats.ts, LISTENER_COUNTERS); `stats.duration`: durations of finished connections (UDP: sessions), seconds. */
+  /** The counters (stats/stats.ts, LISTENER_COUNTERS); `stats.duration`: durations of finished connections (UDP: sessions), seconds. */
   readonly stats = new ListenerStats();
   /** False once a reload removed this listener; it lives until its connections end. */
   current = true;

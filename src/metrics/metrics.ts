@@ -2,15 +2,15 @@
  * Prometheus metrics (SPEC §6), read at scrape time from a data-plane
  * snapshot: the hot path only bumps plain numbers. The counters of
  * listeners and backends come from their declarations in
- * src/dataplane/stats.ts (`counterMetrics`); the few others are listed
+ * src/stats/stats.ts (`counterMetrics`); the few others are listed
  * here. With several workers the snapshot is the sum over workers, so
  * nothing here knows about workers.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
-import { addHistogram, type HistogramSnapshot } from '../dataplane/histogram';
-import type { DataPlaneSnapshot } from '../dataplane/stats';
-import { BACKEND_COUNTERS, LISTENER_COUNTERS } from '../dataplane/stats';
-import type { CounterDecl } from '../dataplane/counters';
+import { addHistogram, type HistogramSnapshot } from '../stats/histogram';
+import type { DataPlaneSnapshot } from '../stats/stats';
+import { BACKEND_COUNTERS, LISTENER_COUNTERS } from '../stats/stats';
+import type { CounterDecl } from '../stats/counters';
 
 /** What the metrics read at each scrape. */
 export interface MetricsSource {
@@ -31,7 +31,7 @@ export interface ScalarDef {
   samples(s: DataPlaneSnapshot, src: MetricsSource): Sample[];
 }
 
-/** A histogram kept as plain bucket counts in the data plane (src/dataplane/histogram.ts). */
+/** A histogram kept as plain bucket counts in the data plane (src/stats/histogram.ts). */
 export interface HistogramDef {
   name: string;
   help: string;
@@ -99,7 +99,7 @@ function declHistograms(scope: 'listener' | 'backend', d: CounterDecl, s: DataPl
 }
 
 /**
- * The metrics of counter tables (src/dataplane/stats.ts), one per metric
+ * The metrics of counter tables (src/stats/stats.ts), one per metric
  * name in table order; declarations sharing a name (told apart by their
  * fixed labels) make one metric.
  */

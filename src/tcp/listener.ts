@@ -20,7 +20,7 @@ import type { ListenerContext } from '../listener/context';
 import { ListenerBase, type ConnectionFields } from '../listener/base';
 import { SniRouter } from '../tls/sni-routes';
 import { tcpTermination } from '../listener/termination';
-import type { ConnectionInfo } from '../dataplane/connections';
+import type { ConnectionInfo } from '../stats/connections';
 import type { Pump } from './pump';
 
 /** What a TCP listener needs from the data plane around it: the shared context and the pump choice. */

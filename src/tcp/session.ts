@@ -15,7 +15,7 @@ import type { PumpHandle } from './pump';
 import type { PeerAddresses, PumpEndReason, SessionEndReason } from '../listener/reasons';
 import type { ListenerConfig } from '../config/schema';
 import type { Flow } from '../balancer/picker';
-import type { ListenerStats } from '../dataplane/stats';
+import type { ListenerStats } from '../stats/stats';
 import type { Pump } from './pump';
 import { encodeV1, encodeV2 } from '../proxy';
 import { isLocalError } from '../net/fd-budget';

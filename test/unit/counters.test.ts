@@ -1,13 +1,13 @@
 /**
- * Counters declared once (src/dataplane/stats.ts, src/dataplane/counters.ts):
+ * Counters declared once (src/stats/stats.ts, src/stats/counters.ts):
  * a declaration added to a table yields its stats field, its snapshot key,
  * its sum over workers, its kept totals, its status field and its metric;
  * the real tables give exactly the metrics of SPEC §6 and §8.4.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { addCounters, cloneCounters, readCounters, statsClass, statusCounters, totalsOf, zeroCounters, type CounterDecl, type SnapshotOf } from '../../src/dataplane/counters';
-import { BACKEND_COUNTERS, LISTENER_COUNTERS, ListenerStats, REJECT_REASONS, type BackendSnapshot, type DataPlaneSnapshot, type ListenerSnapshot } from '../../src/dataplane/stats';
+import { addCounters, cloneCounters, readCounters, statsClass, statusCounters, totalsOf, zeroCounters, type CounterDecl, type SnapshotOf } from '../../src/stats/counters';
+import { BACKEND_COUNTERS, LISTENER_COUNTERS, ListenerStats, REJECT_REASONS, type BackendSnapshot, type DataPlaneSnapshot, type ListenerSnapshot } from '../../src/stats/stats';
 import { METRICS, counterMetrics, createRegistry } from '../../src/metrics/metrics';
 import { Backend } from '../../src/backend/backend';
 import { DeadWorkerTotals, sumWorkerSnapshots } from '../../src/cluster/worker-sum';

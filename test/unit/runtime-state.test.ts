@@ -5,9 +5,9 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, chmodSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RuntimeState, stateFilePath } from '../../src/state/runtime-state';
-import { Histogram, CONNECT_BUCKETS, addHistogram, emptyHistogram } from '../../src/dataplane/histogram';
+import { Histogram, CONNECT_BUCKETS, addHistogram, emptyHistogram } from '../../src/stats/histogram';
 import { tcpTermination, udpTermination } from '../../src/listener/termination';
-import { oldestFirst, type ConnectionInfo } from '../../src/dataplane/connections';
+import { oldestFirst, type ConnectionInfo } from '../../src/stats/connections';
 
 test('runtime state: set, clear, retain, and a round trip through the file (atomic: no temporary file left)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'l4lb-rs-'));

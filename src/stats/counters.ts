@@ -1,5 +1,5 @@
 /**
- * Counters declared once. A table of `CounterDecl` (src/dataplane/stats.ts
+ * Counters declared once. A table of `CounterDecl` (src/stats/stats.ts
  * holds the listener and backend tables) is the single place a counter is
  * named; everything else is derived from it here and in
  * src/metrics/metrics.ts:

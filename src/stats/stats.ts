@@ -3,7 +3,7 @@
  * once in the tables below: from a declaration come the stats field the hot
  * path increments, the snapshot key, the sum over workers and the totals
  * kept of what is gone, the status document field and the Prometheus
- * metric (src/dataplane/counters.ts, src/metrics/metrics.ts). Adding a
+ * metric (src/stats/counters.ts, src/metrics/metrics.ts). Adding a
  * counter is one line in a table plus its increment site. Bytes of finished
  * connections are added to the stats; bytes of open connections are read
  * from their pumps at scrape time.
