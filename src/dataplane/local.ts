@@ -34,7 +34,7 @@ export function choosePump(mode: SpliceMode, workers: number): PumpChoice {
  * A DataPlane carrying bytes in this process with `pump`. Only the JS pump
  * churns 64 KiB read buffers, so only it gets glibc's malloc tuning (with
  * splice the tuning would only cost idle memory, ~0.5 KiB per connection,
- * bench/README.md). Returns whether the tuning was applied.
+ * bench/history/2026-11-30.md). Returns whether the tuning was applied.
  */
 export function createLocalDataPlane(pump: PumpChoice, opts: Omit<DataPlaneOptions, 'splice'>): { dataPlane: DataPlane; mallocTuned: boolean } {
   const mallocTuned = pump.kind === 'js' ? tuneMalloc() : false;
