@@ -7,6 +7,7 @@
 import type { Config, PoolConfig, SpliceMode } from './config/schema';
 import { canSplice, splicePump, spliceEngineInfo } from './tcp/splice-pump';
 import { spliceAvailable, tuneMalloc } from './native/addon';
+import { tcpEngineExpected, tcpEngineInfo } from './tcp/engine';
 import { loadConfigFileOffThread } from './config/load-off-thread';
 import { ConfigError, L4lbError, formatConfigIssue } from './errors';
 import { createLogger, type Logger } from './log';
@@ -80,7 +81,9 @@ export class Server {
     // plane runs (workers tune themselves); with splice the tuning would only
     // cost idle memory (~0.5 KiB per connection, bench/README.md).
     const mallocTuned = pump.kind === 'js' && workers <= 1 ? tuneMalloc() : false;
-    this.log.info({ pump: pump.kind, reason: pump.reason, malloc_tuned: mallocTuned }, 'byte pump');
+    // The native TCP engine (src/tcp/engine.ts): only with the splice pump.
+    const engine = pump.kind !== 'splice' ? { ok: false, reason: 'needs the splice pump' } : workers > 1 ? tcpEngineExpected() : tcpEngineInfo();
+    this.log.info({ pump: pump.kind, reason: pump.reason, malloc_tuned: mallocTuned, tcp_engine: engine.ok ? 'native' : 'off', tcp_engine_reason: engine.reason }, 'byte pump');
     this.lookup = opts.lookup;
     this.registry = createRegistry(this);
     this.notifier = new Notifier(this.log);
@@ -93,6 +96,7 @@ export class Server {
       this.dataPlane = new DataPlane({
         log: this.log,
         splice: pump.kind === 'splice' ? { pump: splicePump, canSplice } : null,
+        tcpEngine: engine.ok,
         onListening,
         onConnectFailure,
       });

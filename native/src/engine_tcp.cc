@@ -283,6 +283,8 @@ void Worker::runTimers() {
 
 // ---- N-API (JS thread) ----
 
+void RefreshRef(Napi::Env env);  // napi.cc
+
 static Napi::Value Throw(Napi::Env env, const char* msg) {
   Napi::Error::New(env, msg).ThrowAsJavaScriptException();
   return env.Undefined();
@@ -323,6 +325,7 @@ static Napi::Value EngineListen(const Napi::CallbackInfo& info) {
     }
   }
   g_listening++;
+  RefreshRef(env);
   return Napi::Number::New(env, l->id);
 }
 
@@ -355,8 +358,6 @@ static Napi::Value EngineDetach(const Napi::CallbackInfo& info) {
   unlistenNow(env, l);
   return Napi::Number::New(env, fd);
 }
-
-void RefreshRef(Napi::Env env);  // napi.cc
 
 static void unlistenNow(Napi::Env env, Listener* l) {
   l->closing.store(true, std::memory_order_release);

@@ -11,6 +11,7 @@ import { createLogger } from '../log';
 import { DataPlane, type BackendSpec, type PreparedApply } from '../dataplane/dataplane';
 import { canSplice, splicePump, spliceEngineInfo } from '../tcp/splice-pump';
 import { tuneMalloc } from '../native/addon';
+import { tcpEngineInfo } from '../tcp/engine';
 import type { ToPrimary, ToWorker } from './protocol';
 import { SNAPSHOT_INTERVAL_MS } from './protocol';
 
@@ -28,6 +29,7 @@ export function runWorker(): void {
   const dp = new DataPlane({
     log,
     splice: useSplice ? { pump: splicePump, canSplice } : null,
+    tcpEngine: useSplice && tcpEngineInfo().ok,
     onConnectFailure: (pool, address, kind) => send({ t: 'connect-failure', pool, address, kind }),
   });
   const push = (): void => send({ t: 'snapshot', snap: dp.snapshot() });

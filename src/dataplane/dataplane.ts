@@ -38,6 +38,8 @@ export interface DataPlaneOptions {
   log: Logger;
   /** The pump to use when the connection can be spliced, or null for JS only. */
   splice: { pump: Pump; canSplice(client: net.Socket, backend: net.Socket): boolean } | null;
+  /** The native TCP engine accepts and connects where it can (src/tcp/engine.ts). */
+  tcpEngine?: boolean;
   /** Passive health input: a client connect to this backend failed. */
   onConnectFailure?: (pool: string, address: string, kind: 'refused' | 'timeout') => void;
   /** A listener is bound (for the `listening` log line and systemd). */
@@ -103,6 +105,7 @@ export class DataPlane implements DataPlaneApi {
       log: opts.log,
       connectionLog: false,
       pumpFor: splice === null ? () => jsPump : (c, b) => (splice.canSplice(c, b) ? splice.pump : jsPump),
+      tcpEngine: splice !== null && opts.tcpEngine === true,
       onConnectFailure: (pool, backend, kind) => {
         if (opts.onConnectFailure) opts.onConnectFailure(pool.name, backend.address, kind);
       },

@@ -13,6 +13,8 @@ export interface ListenerContext {
   connectionLog: boolean;
   /** The pump that will carry this TCP connection (splice when possible, else JS). */
   pumpFor(client: net.Socket, backend: net.Socket): Pump;
+  /** TCP: the native engine accepts and connects where it can (src/tcp/engine.ts). */
+  tcpEngine?: boolean;
   /** A client connect to a backend failed (UDP: ICMP unreachable): passive health input. */
   onConnectFailure(pool: Pool, backend: Backend, kind: 'refused' | 'timeout'): void;
 }

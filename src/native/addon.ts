@@ -28,6 +28,18 @@ export interface SpliceBinding {
   /** glibc: a fixed 128 MiB trim threshold (see splice.cc); false when not applied. */
   tuneMalloc?(): boolean;
   readonly reasons: readonly string[];
+  /** Native TCP engine (native/src/engine_tcp.cc): where its reports go, 8 values per record (see src/tcp/engine.ts). */
+  engineStart?(onEvents: (records: (number | string)[]) => void): void;
+  /** dup()s a bound, listening socket and accepts on it; returns a listener id (> 0) or -errno. */
+  engineListen?(fd: number, address: string, port: number): number;
+  /** Stops accepting on an engine listener (its accepted connections go on). */
+  engineUnlisten?(id: number): void;
+  /** A new fd of an engine listener's socket for node:net, after which the engine stops accepting on it; or -errno. */
+  engineDetach?(id: number): number;
+  /** Connects an accepted connection to a backend (numeric host); `head` is written first. 0 or -errno. */
+  engineConnect?(id: number, host: string, port: number, timeoutMs: number, slot: number, head?: Buffer): number;
+  /** Closes an accepted connection JS will not carry (no report follows). */
+  engineRefuse?(id: number): void;
 }
 
 export interface AddonLoad {

@@ -23,6 +23,10 @@ import { SniRouter } from '../tls/sni-routes';
 import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
 import { tcpTermination } from '../dataplane/termination';
 import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
+import { attachEngine, detachEngine, detachEngineToFd, engineCanTake, forgetEngineListener, type EngineSession } from './engine';
+
+/** A connection of a TCP listener: carried through node:net (TcpSession) or by the native engine. */
+export type AnySession = TcpSession | EngineSession;
 
 /** What a listener needs from the data plane around it (shared with UDP listeners). */
 export type TcpContext = ListenerContext;
@@ -37,7 +41,7 @@ export class TcpListener {
   private router: SniRouter<Pool> | null = null;
   readonly ctx: TcpContext;
   readonly stats = new ListenerStats();
-  readonly sessions = new Set<TcpSession>();
+  readonly sessions = new Set<AnySession>();
   /** Durations of finished connections, seconds. */
   readonly duration = new Histogram(DURATION_BUCKETS);
   /** False once a reload removed this listener; it lives until its sessions end. */
@@ -48,10 +52,12 @@ export class TcpListener {
   private trusted: ((addr: string) => boolean) | null;
   private perSource = new Map<string, number>();
   /** Sessions that hold a place in `perSource` (admitted while the per-source limit was on). */
-  private readonly sourceCounted = new Set<TcpSession>();
+  private readonly sourceCounted = new Set<AnySession>();
   private readonly flow: Flow = { protocol: 6, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
-  private boundAddress = '';
-  private boundPort = 0;
+  boundAddress = '';
+  boundPort = 0;
+  /** The native TCP engine's id of this listener's socket while the engine accepts on it (null: node:net accepts). */
+  private engineId: number | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private emptyWaiters: (() => void)[] = [];
   acceptErrors = 0;
@@ -73,16 +79,7 @@ export class TcpListener {
    * activation) and resolves with the address actually bound.
    */
   listen(fd?: number): Promise<{ address: string; port: number }> {
-    const server = net.createServer(
-      {
-        pauseOnConnect: true,
-        allowHalfOpen: true,
-        noDelay: true,
-        keepAlive: true,
-        keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
-      },
-      this.onConnection,
-    );
+    const server = this.createServer();
     this.server = server;
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
@@ -96,6 +93,8 @@ export class TcpListener {
           this.boundPort = a.port;
         }
         this.updateSweep();
+        // The native engine accepts where it can (src/tcp/engine.ts); node:net otherwise.
+        if (this.ctx.tcpEngine === true && engineCanTake(this.config)) this.engineId = attachEngine(this, server);
         resolve({ address: this.boundAddress, port: this.boundPort });
       };
       if (fd !== undefined) server.listen({ fd }, done);
@@ -103,8 +102,44 @@ export class TcpListener {
     });
   }
 
+  private createServer(): net.Server {
+    return net.createServer(
+      {
+        pauseOnConnect: true,
+        allowHalfOpen: true,
+        noDelay: true,
+        keepAlive: true,
+        keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
+      },
+      this.onConnection,
+    );
+  }
+
+  /**
+   * A reload changed whether the engine may take this kept listener
+   * (accept_proxy_protocol, route_by): the socket moves between the engine
+   * and node:net without being closed (no connection in its queue is lost).
+   */
+  private switchAcceptor(): void {
+    const server = this.server;
+    if (server === null || !server.listening) return;
+    const want = this.ctx.tcpEngine === true && engineCanTake(this.config);
+    if (want && this.engineId === null) this.engineId = attachEngine(this, server);
+    else if (!want && this.engineId !== null) {
+      const fd = detachEngineToFd(this.engineId);
+      this.engineId = null;
+      if (fd === null) return;
+      // The old server's handle is closed already; it is dropped without
+      // close() so that a cluster primary keeps its shared socket.
+      const next = this.createServer();
+      next.on('error', this.onServerError);
+      next.listen({ fd, exclusive: true });
+      this.server = next;
+    }
+  }
+
   /** Accept errors (EMFILE, ENFILE, ...) are counted and logged; they never crash. */
-  private readonly onServerError = (err: NodeJS.ErrnoException): void => {
+  readonly onServerError = (err: NodeJS.ErrnoException): void => {
     this.acceptErrors++;
     // At most one line per second: an fd exhaustion storm must not flood the log.
     const now = Date.now();
@@ -141,6 +176,7 @@ export class TcpListener {
     this.acl = compileAcl(config.allow, config.deny);
     this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
     this.updateSweep();
+    this.switchAcceptor();
   }
 
   /**
@@ -240,31 +276,50 @@ export class TcpListener {
    * source, listener limit.
    */
   admit(socket: net.Socket, peer: PeerAddresses): void {
-    const stats = this.stats;
-    const cfg = this.config;
-    const addr = peer.srcAddr;
-    if (!this.acl(addr)) return this.reject(socket, 'acl');
-    if (cfg.maxConnectionsPerSource > 0) {
-      const n = this.perSource.get(addr) ?? 0;
-      if (n >= cfg.maxConnectionsPerSource) return this.reject(socket, 'source_limit');
-      this.perSource.set(addr, n + 1);
-    }
-    if (cfg.maxConnections > 0 && stats.active >= cfg.maxConnections) {
-      this.releaseSource(addr);
-      return this.reject(socket, 'limit');
-    }
-    stats.active++;
-    fdBudget.add(1); // the backend connection's
+    const refused = this.admission(peer.srcAddr);
+    if (refused !== null) return this.reject(socket, refused);
     const session = new TcpSession(this, socket, this.pool, peer, Date.now());
-    this.sessions.add(session);
-    if (cfg.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
+    this.addSession(session);
     session.start();
   }
 
+  /**
+   * The admission decision of both data paths (node:net and the native
+   * engine), SPEC order: ACL, per source, listener limit. Null when
+   * admitted (then counted: active, its source, the backend's fd).
+   */
+  admission(addr: string): 'acl' | 'source_limit' | 'limit' | null {
+    const cfg = this.config;
+    if (!this.acl(addr)) return 'acl';
+    if (cfg.maxConnectionsPerSource > 0) {
+      const n = this.perSource.get(addr) ?? 0;
+      if (n >= cfg.maxConnectionsPerSource) return 'source_limit';
+      this.perSource.set(addr, n + 1);
+    }
+    if (cfg.maxConnections > 0 && this.stats.active >= cfg.maxConnections) {
+      this.releaseSource(addr);
+      return 'limit';
+    }
+    this.stats.active++;
+    fdBudget.add(1); // the backend connection's
+    return null;
+  }
+
+  /** An admitted session joins the listener (its per-source place is released at its end). */
+  addSession(session: AnySession): void {
+    this.sessions.add(session);
+    if (this.config.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
+  }
+
   reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol' | 'resources'): void {
+    this.countReject(reason);
+    socket.destroy();
+  }
+
+  /** A refusal counted (the caller closes the connection). */
+  countReject(reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol' | 'resources'): void {
     this.stats.rejected[reason]++;
     if (reason !== 'resources') fdBudget.add(-1);
-    socket.destroy();
   }
 
   private releaseSource(addr: string): void {
@@ -275,7 +330,7 @@ export class TcpListener {
   }
 
   /** The flow of a session, in the listener's reused Flow object. */
-  flowFor(session: TcpSession): Flow {
+  flowFor(session: { clientAddr: string; clientPort: number; dstAddr: string; dstPort: number }): Flow {
     const f = this.flow;
     f.srcAddr = session.clientAddr;
     f.srcPort = session.clientPort;
@@ -284,7 +339,7 @@ export class TcpListener {
     return f;
   }
 
-  onSessionEnd(session: TcpSession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void {
+  onSessionEnd(session: AnySession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void {
     this.sessions.delete(session);
     this.stats.active--;
     fdBudget.add(-2);
@@ -345,6 +400,8 @@ export class TcpListener {
 
   /** Stops accepting; open connections go on. Idempotent. */
   stopAccepting(): Promise<void> {
+    if (this.engineId !== null) detachEngine(this.engineId);
+    this.engineId = null;
     const server = this.server;
     // server.close()'s callback waits for every open connection; the
     // listening socket itself is closed at once, which is all we need.
@@ -368,10 +425,11 @@ export class TcpListener {
   dispose(): void {
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
+    forgetEngineListener(this);
   }
 
   /** The fields of `connection closed` and `connection progress` lines. */
-  private connectionFields(s: TcpSession, now: number, bytesIn: number, bytesOut: number): Record<string, unknown> {
+  private connectionFields(s: AnySession, now: number, bytesIn: number, bytesOut: number): Record<string, unknown> {
     return {
       listener: this.name,
       client: formatHostPort(s.clientAddr, s.clientPort),

@@ -13,8 +13,7 @@ import type { Backend } from '../backend/backend';
 import type { Pool } from '../backend/pool';
 import type { PumpEndReason, PumpHandle } from './pump';
 import type { TcpListener } from './listener';
-import { encodeV1, encodeV2 } from '../proxy';
-import { isLocalError } from '../net/fd-budget';
+import { classifyConnectFailure, countConnectFailure, mayRetry, proxyHeader, takeBackend } from './decide';
 import { readClientHello } from './sni-accept';
 
 /** Who the client is and what it connected to: the socket's own, or what a PROXY header said. */
@@ -149,12 +148,7 @@ export class TcpSession {
   }
 
   private connectFirst(): boolean {
-    const mode = this.listener.config.proxyProtocol;
-    if (mode !== 'off') {
-      const src = { address: this.clientAddr, port: this.clientPort };
-      const dst = { address: this.dstAddr, port: this.dstPort };
-      this.head = mode === 'v1' ? encodeV1(src, dst) : encodeV2(src, dst);
-    }
+    this.head = proxyHeader(this.listener.config.proxyProtocol, this.clientAddr, this.clientPort, this.dstAddr, this.dstPort);
     if (this.early !== null) this.head = this.head === null ? this.early : Buffer.concat([this.head, this.early]);
     this.early = null;
     // Until the pump owns it, the client must never crash us or linger.
@@ -175,7 +169,7 @@ export class TcpSession {
   /** Picks a backend not tried yet and connects to it. */
   private connectNext(): boolean {
     const flow = this.listener.flowFor(this);
-    const backend = (this.pool as Pool).pick(flow, this.tried);
+    const backend = takeBackend(this.pool as Pool, flow, this.tried);
     if (backend === null) {
       this.endReason = this.attempts === 0 ? 'no_backend' : 'connect_failed';
       this.client?.destroy();
@@ -185,8 +179,6 @@ export class TcpSession {
     this.attempts++;
     this.attemptAt = performance.now();
     this.backend = backend;
-    backend.active++;
-    backend.total++;
     const cfg = this.listener.config;
     const up = net.connect({
       host: backend.host,
@@ -224,7 +216,8 @@ export class TcpSession {
       this.finish();
       return;
     }
-    if (isLocalError(up?.errored)) {
+    const failure = classifyConnectFailure((up?.errored as NodeJS.ErrnoException | null | undefined)?.code, up !== null && up.errored === CONNECT_TIMEOUT);
+    if (failure === 'resources') {
       // EMFILE, ENOBUFS, EADDRNOTAVAIL...: this process's shortage, not the
       // backend's failure. Not passive health, not retried (it would fail
       // the same way); refused with reason `resources`.
@@ -233,8 +226,7 @@ export class TcpSession {
       this.finish();
       return;
     }
-    const code = (up?.errored as NodeJS.ErrnoException | null | undefined)?.code;
-    if (code === 'ECONNRESET' || code === 'EPIPE') {
+    if (failure === 'backend_reset') {
       // The backend accepted and reset before libuv reported the connect
       // (libuv then fails the connect and closes the fd, so whatever the
       // backend wrote first is lost with it). Not a connect failure: the
@@ -246,12 +238,11 @@ export class TcpSession {
     }
     if (backend !== null) {
       // A failed client connect counts as a failed check (passive health).
-      backend.connectFailures++;
-      this.listener.ctx.onConnectFailure(this.pool as Pool, backend, up !== null && up.errored === CONNECT_TIMEOUT ? 'timeout' : 'refused');
+      countConnectFailure(this.listener.ctx, this.pool as Pool, backend, failure);
       if (this.tried === null) this.tried = [];
       this.tried.push(backend);
     }
-    if (this.attempts <= (this.pool as Pool).config.retries) this.connectNext();
+    if (mayRetry(this.pool as Pool, this.attempts)) this.connectNext();
     else {
       this.endReason = 'connect_failed';
       this.client?.destroy();
