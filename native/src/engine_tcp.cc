@@ -255,7 +255,18 @@ void Worker::unlisten(Listener* l) {
   }
 }
 
+// A connect deadline whose connection connected, failed or ended is stale:
+// dropped as soon as it is at the top, so it never wakes the loop (with
+// one connect_timeout per listener, deadlines come in order and nearly all
+// are stale by the time they reach the top).
+bool Worker::staleTimer(const Timer& t) {
+  if (t.listener != nullptr) return false;
+  auto it = conns.find(t.id);
+  return it == conns.end() || it->second->closed || it->second->state != S_CONNECTING || it->second->attempt != t.attempt;
+}
+
 int Worker::timeoutMs() {
+  while (!timers.empty() && staleTimer(timers.top())) timers.pop();
   if (timers.empty()) return -1;
   int64_t d = timers.top().at - nowMs();
   if (d <= 0) return 0;
@@ -273,11 +284,8 @@ void Worker::runTimers() {
       if (!t.listener->closing.load(std::memory_order_acquire)) registerListener(this, t.listener);
       continue;
     }
-    auto it = conns.find(t.id);
-    if (it == conns.end()) continue;
-    Conn* c = it->second;
-    if (c->closed || c->state != S_CONNECTING || c->attempt != t.attempt) continue;
-    connectFailed(c, ETIMEDOUT);
+    if (staleTimer(t)) continue;
+    connectFailed(conns[t.id], ETIMEDOUT);
   }
 }
 

@@ -161,6 +161,7 @@ struct Worker {
   void connected(Conn* c);
   void refuse(Conn* c);
   void unlisten(Listener* l);
+  bool staleTimer(const Timer& t);
   int timeoutMs();
   void runTimers();
 };

@@ -93,8 +93,14 @@ export class TcpListener {
           this.boundPort = a.port;
         }
         this.updateSweep();
-        // The native engine accepts where it can (src/tcp/engine.ts); node:net otherwise.
-        if (this.ctx.tcpEngine === true && engineCanTake(this.config)) this.engineId = attachEngine(this, server);
+        // The native engine accepts where it can (src/tcp/engine.ts); node:net
+        // otherwise. After this 'listening' event's other listeners (a cluster
+        // worker's asks the handle for its address).
+        if (this.ctx.tcpEngine === true && engineCanTake(this.config)) {
+          process.nextTick(() => {
+            if (this.server === server && server.listening && this.engineId === null) this.engineId = attachEngine(this, server);
+          });
+        }
         resolve({ address: this.boundAddress, port: this.boundPort });
       };
       if (fd !== undefined) server.listen({ fd }, done);
