@@ -85,6 +85,12 @@ void Worker::onListenerReady(Listener* l) {
       int e = errno;
       if (e == EAGAIN || e == EWOULDBLOCK) return;
       if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
+      if (e == EINVAL) {
+        // Not listening any more (another l4lb process shut the shared
+        // socket down while stopping): stop polling it here.
+        epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, nullptr);
+        return;
+      }
       Event ev = {};
       ev.kind = EV_ACCEPT_ERROR;
       ev.engine = true;
@@ -345,13 +351,15 @@ static Listener* listenerArg(const Napi::CallbackInfo& info) {
   return l->closing.load() ? nullptr : l;
 }
 
-static void unlistenNow(Napi::Env env, Listener* l);
+static void unlistenNow(Napi::Env env, Listener* l, bool shut);
 
-// engineUnlisten(id): stops accepting (at once: no worker accepts on it
-// after this returns); connections already accepted go on.
+// engineUnlisten(id): stops accepting at once, as closing node:net's last
+// handle of the socket would: the socket leaves the LISTEN state now
+// (shutdown), so a new connection is refused rather than queued until the
+// workers drop their registration; connections already accepted go on.
 static Napi::Value EngineUnlisten(const Napi::CallbackInfo& info) {
   Listener* l = listenerArg(info);
-  if (l != nullptr) unlistenNow(info.Env(), l);
+  if (l != nullptr) unlistenNow(info.Env(), l, true);
   return info.Env().Undefined();
 }
 
@@ -363,12 +371,14 @@ static Napi::Value EngineDetach(const Napi::CallbackInfo& info) {
   if (l == nullptr) return Napi::Number::New(env, -EBADF);
   int fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
   if (fd < 0) return Napi::Number::New(env, -errno);
-  unlistenNow(env, l);
+  unlistenNow(env, l, false);
   return Napi::Number::New(env, fd);
 }
 
-static void unlistenNow(Napi::Env env, Listener* l) {
+static void unlistenNow(Napi::Env env, Listener* l, bool shut) {
   l->closing.store(true, std::memory_order_release);
+  // Workers close their dup later; the fd is still open here.
+  if (shut) shutdown(l->fd, SHUT_RD);
   for (Worker* w : g_workers) {
     Cmd c;
     c.kind = C_UNLISTEN;

@@ -25,7 +25,7 @@ export interface SpliceBinding {
   stats(): { active: number; threads: number; pooledPipes: number };
   /** The socket's pending error (errno; 0 for none), read and cleared with SO_ERROR; -errno when it cannot be asked. */
   socketError?(fd: number): number;
-  /** glibc: a fixed 128 MiB trim threshold (see splice.cc); false when not applied. */
+  /** glibc: a fixed 128 MiB trim threshold (see native/src/malloc_tune.cc); false when not applied. */
   tuneMalloc?(): boolean;
   readonly reasons: readonly string[];
   /** Native TCP engine (native/src/engine_tcp.cc): where its reports go, 8 values per record (see src/tcp/engine.ts). */
@@ -109,7 +109,7 @@ export function spliceAvailable(): { ok: boolean; reason: string } {
 
 /**
  * Keeps glibc from returning freed read buffers to the kernel after every
- * read (see native/src/splice.cc, TuneMalloc): called once at start when
+ * read (see native/src/malloc_tune.cc): called once at start when
  * the JS pump carries the bytes and the addon is available (L4LB_NO_NATIVE
  * disables it too). Returns whether it was applied.
  */
