@@ -20,12 +20,13 @@ export interface DataPlaneHooks {
 export function createDataPlane(config: Config, log: Logger, hooks: DataPlaneHooks): DataPlaneApi {
   const workers = config.global.workers;
   const pump = choosePump(config.global.splice, workers);
+  const engine = { tcp_engine: pump.tcpEngine.ok ? 'native' : 'off', tcp_engine_reason: pump.tcpEngine.reason };
   if (workers > 1) {
-    log.info({ pump: pump.kind, reason: pump.reason, malloc_tuned: false }, 'byte pump');
+    log.info({ pump: pump.kind, reason: pump.reason, malloc_tuned: false, ...engine }, 'byte pump');
     log.info({ workers }, 'data plane in worker processes');
     return new ClusterDataPlane({ log, workers, splice: pump.kind === 'splice' ? config.global.splice : 'off', ...hooks });
   }
   const { dataPlane, mallocTuned } = createLocalDataPlane(pump, { log, ...hooks });
-  log.info({ pump: pump.kind, reason: pump.reason, malloc_tuned: mallocTuned }, 'byte pump');
+  log.info({ pump: pump.kind, reason: pump.reason, malloc_tuned: mallocTuned, ...engine }, 'byte pump');
   return dataPlane;
 }

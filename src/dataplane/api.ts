@@ -29,6 +29,8 @@ export interface DataPlaneOptions {
   log: Logger;
   /** The pump to use when the connection can be spliced, or null for JS only. */
   splice: { pump: Pump; canSplice(client: net.Socket, backend: net.Socket): boolean } | null;
+  /** The native TCP engine accepts and connects where it can (src/tcp/engine.ts); only with `splice`. */
+  tcpEngine?: boolean;
   /** Passive health input: a client connect to this backend failed. */
   onConnectFailure?: (pool: string, address: string, kind: 'refused' | 'timeout') => void;
   /** A listener is bound (for the `listening` log line and systemd). */

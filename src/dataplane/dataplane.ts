@@ -54,6 +54,7 @@ export class DataPlane implements DataPlaneApi {
       log: opts.log,
       connectionLog: false,
       pumpFor: splice === null ? () => jsPump : (c, b) => (splice.canSplice(c, b) ? splice.pump : jsPump),
+      tcpEngine: splice !== null && opts.tcpEngine === true,
       onConnectFailure: (pool, backend, kind) => {
         if (opts.onConnectFailure) opts.onConnectFailure(pool.name, backend.address, kind);
       },

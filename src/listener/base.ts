@@ -47,8 +47,9 @@ export abstract class ListenerBase<S extends OpenConnection> {
   current = true;
   /** allow/deny (SPEC §2), compiled. */
   protected acl: (addr: string) => boolean;
-  protected boundAddress = '';
-  protected boundPort = 0;
+  /** The address and port actually bound (port 0 in the configuration: the one the kernel chose). */
+  boundAddress = '';
+  boundPort = 0;
   private sweepTimer: NodeJS.Timeout | null = null;
   private emptyWaiters: (() => void)[] = [];
 

@@ -25,9 +25,21 @@ export interface SpliceBinding {
   stats(): { active: number; threads: number; pooledPipes: number };
   /** The socket's pending error (errno; 0 for none), read and cleared with SO_ERROR; -errno when it cannot be asked. */
   socketError?(fd: number): number;
-  /** glibc: a fixed 128 MiB trim threshold (see splice.cc); false when not applied. */
+  /** glibc: a fixed 128 MiB trim threshold (see native/src/malloc_tune.cc); false when not applied. */
   tuneMalloc?(): boolean;
   readonly reasons: readonly string[];
+  /** Native TCP engine (native/src/engine_tcp.cc): where its reports go, 8 values per record (see src/tcp/engine.ts). */
+  engineStart?(onEvents: (records: (number | string)[]) => void): void;
+  /** dup()s a bound, listening socket and accepts on it; returns a listener id (> 0) or -errno. */
+  engineListen?(fd: number, address: string, port: number): number;
+  /** Stops accepting on an engine listener (its accepted connections go on). */
+  engineUnlisten?(id: number): void;
+  /** A new fd of an engine listener's socket for node:net, after which the engine stops accepting on it; or -errno. */
+  engineDetach?(id: number): number;
+  /** Connects an accepted connection to a backend (numeric host); `head` is written first. 0 or -errno. */
+  engineConnect?(id: number, host: string, port: number, timeoutMs: number, slot: number, head?: Buffer): number;
+  /** Closes an accepted connection JS will not carry (no report follows). */
+  engineRefuse?(id: number): void;
 }
 
 export interface AddonLoad {
@@ -97,7 +109,7 @@ export function spliceAvailable(): { ok: boolean; reason: string } {
 
 /**
  * Keeps glibc from returning freed read buffers to the kernel after every
- * read (see native/src/splice.cc, TuneMalloc): called once at start when
+ * read (see native/src/malloc_tune.cc): called once at start when
  * the JS pump carries the bytes and the addon is available (L4LB_NO_NATIVE
  * disables it too). Returns whether it was applied.
  */

@@ -22,31 +22,39 @@ import { SniRouter } from '../tls/sni-routes';
 import { tcpTermination } from '../listener/termination';
 import type { ConnectionInfo } from '../stats/connections';
 import type { Pump } from './pump';
+import { attachEngine, detachEngine, detachEngineToFd, engineCanTake, forgetEngineListener, type EngineHost, type EngineSession } from './engine';
 
 /** What a TCP listener needs from the data plane around it: the shared context and the pump choice. */
 export interface TcpContext extends ListenerContext {
   /** The pump that will carry this TCP connection (splice when possible, else JS). */
   pumpFor(client: net.Socket, backend: net.Socket): Pump;
+  /** The native engine accepts and connects where it can (src/tcp/engine.ts). */
+  tcpEngine?: boolean;
 }
+
+/** A connection of a TCP listener: carried through node:net (TcpSession) or by the native engine. */
+export type AnySession = TcpSession | EngineSession;
 
 const KEEPALIVE_DELAY_MS = 60_000;
 
-export class TcpListener extends ListenerBase<TcpSession> implements SessionHost {
+export class TcpListener extends ListenerBase<AnySession> implements SessionHost, EngineHost {
   readonly protocol = 'tcp';
   declare readonly ctx: TcpContext;
   /** The listener's pool; with route_by = "sni" the fallback, null when there is none. */
   pool: Pool | null;
   /** route_by = "sni": the routes, to pools (set by setRoutes()); null otherwise. */
   private router: SniRouter<Pool> | null = null;
-  readonly sessions = new Set<TcpSession>();
+  readonly sessions = new Set<AnySession>();
   private server: net.Server | null = null;
   /** Peers that may send PROXY headers (trusted_proxies); null = any. */
   private trusted: ((addr: string) => boolean) | null;
   private perSource = new Map<string, number>();
   /** Sessions that hold a place in `perSource` (admitted while the per-source limit was on). */
-  private readonly sourceCounted = new Set<TcpSession>();
+  private readonly sourceCounted = new Set<AnySession>();
   private readonly flow: Flow = { protocol: 6, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
   acceptErrors = 0;
+  /** The native TCP engine's id of this listener's socket while the engine accepts on it (null: node:net accepts). */
+  private engineId: number | null = null;
 
   constructor(config: ListenerConfig, pool: Pool | null, ctx: TcpContext) {
     super(config, ctx);
@@ -54,7 +62,7 @@ export class TcpListener extends ListenerBase<TcpSession> implements SessionHost
     this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
   }
 
-  protected open(): Iterable<TcpSession> {
+  protected open(): Iterable<AnySession> {
     return this.sessions;
   }
 
@@ -66,20 +74,26 @@ export class TcpListener extends ListenerBase<TcpSession> implements SessionHost
     return this.server !== null;
   }
 
-  protected shutdown(s: TcpSession): void {
+  protected shutdown(s: AnySession): void {
     s.abort('admin_shutdown');
   }
 
-  protected override established(s: TcpSession): boolean {
+  /** Stops the sweep and lets the engine forget this listener. */
+  override dispose(): void {
+    super.dispose();
+    forgetEngineListener(this);
+  }
+
+  protected override established(s: AnySession): boolean {
     return s.connectMs !== null;
   }
 
-  protected override extraFields(s: TcpSession, fields: ConnectionFields): void {
+  protected override extraFields(s: AnySession, fields: ConnectionFields): void {
     fields.pump = s.pumpKind;
     if (s.sniRouted) fields.sni = s.sni;
   }
 
-  protected override extraInfo(s: TcpSession, info: ConnectionInfo): void {
+  protected override extraInfo(s: AnySession, info: ConnectionInfo): void {
     if (s.sniRouted) info.sni = s.sni;
   }
 
@@ -88,16 +102,7 @@ export class TcpListener extends ListenerBase<TcpSession> implements SessionHost
    * activation) and resolves with the address actually bound.
    */
   listen(fd?: number): Promise<{ address: string; port: number }> {
-    const server = net.createServer(
-      {
-        pauseOnConnect: true,
-        allowHalfOpen: true,
-        noDelay: true,
-        keepAlive: true,
-        keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
-      },
-      this.onConnection,
-    );
+    const server = this.createServer();
     this.server = server;
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
@@ -111,6 +116,14 @@ export class TcpListener extends ListenerBase<TcpSession> implements SessionHost
           this.boundPort = a.port;
         }
         this.updateSweep();
+        // The native engine accepts where it can (src/tcp/engine.ts); node:net
+        // otherwise. After this 'listening' event's other listeners (a cluster
+        // worker's asks the handle for its address).
+        if (this.ctx.tcpEngine === true && engineCanTake(this.config)) {
+          process.nextTick(() => {
+            if (this.server === server && server.listening && this.engineId === null) this.engineId = attachEngine(this, server);
+          });
+        }
         resolve({ address: this.boundAddress, port: this.boundPort });
       };
       if (fd !== undefined) server.listen({ fd }, done);
@@ -118,8 +131,44 @@ export class TcpListener extends ListenerBase<TcpSession> implements SessionHost
     });
   }
 
+  private createServer(): net.Server {
+    return net.createServer(
+      {
+        pauseOnConnect: true,
+        allowHalfOpen: true,
+        noDelay: true,
+        keepAlive: true,
+        keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
+      },
+      this.onConnection,
+    );
+  }
+
+  /**
+   * A reload changed whether the engine may take this kept listener
+   * (accept_proxy_protocol, route_by): the socket moves between the engine
+   * and node:net without being closed (no connection in its queue is lost).
+   */
+  private switchAcceptor(): void {
+    const server = this.server;
+    if (server === null || !server.listening) return;
+    const want = this.ctx.tcpEngine === true && engineCanTake(this.config);
+    if (want && this.engineId === null) this.engineId = attachEngine(this, server);
+    else if (!want && this.engineId !== null) {
+      const fd = detachEngineToFd(this.engineId);
+      this.engineId = null;
+      if (fd === null) return;
+      // The old server's handle is closed already; it is dropped without
+      // close() so that a cluster primary keeps its shared socket.
+      const next = this.createServer();
+      next.on('error', this.onServerError);
+      next.listen({ fd, exclusive: true });
+      this.server = next;
+    }
+  }
+
   /** Accept errors (EMFILE, ENFILE, ...) are counted and logged; they never crash. */
-  private readonly onServerError = (err: NodeJS.ErrnoException): void => {
+  readonly onServerError = (err: NodeJS.ErrnoException): void => {
     this.acceptErrors++;
     // At most one line per second: an fd exhaustion storm must not flood the log.
     const now = Date.now();
@@ -253,31 +302,50 @@ export class TcpListener extends ListenerBase<TcpSession> implements SessionHost
    * source, listener limit.
    */
   admit(socket: net.Socket, peer: PeerAddresses): void {
-    const stats = this.stats;
-    const cfg = this.config;
-    const addr = peer.srcAddr;
-    if (!this.acl(addr)) return this.reject(socket, 'acl');
-    if (cfg.maxConnectionsPerSource > 0) {
-      const n = this.perSource.get(addr) ?? 0;
-      if (n >= cfg.maxConnectionsPerSource) return this.reject(socket, 'source_limit');
-      this.perSource.set(addr, n + 1);
-    }
-    if (cfg.maxConnections > 0 && stats.active >= cfg.maxConnections) {
-      this.releaseSource(addr);
-      return this.reject(socket, 'limit');
-    }
-    stats.active++;
-    fdBudget.add(1); // the backend connection's
+    const refused = this.admission(peer.srcAddr);
+    if (refused !== null) return this.reject(socket, refused);
     const session = new TcpSession(this, socket, this.pool, peer, Date.now());
-    this.sessions.add(session);
-    if (cfg.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
+    this.addSession(session);
     session.start();
   }
 
+  /**
+   * The admission decision of both data paths (node:net and the native
+   * engine), SPEC order: ACL, per source, listener limit. Null when
+   * admitted (then counted: active, its source, the backend's fd).
+   */
+  admission(addr: string): 'acl' | 'source_limit' | 'limit' | null {
+    const cfg = this.config;
+    if (!this.acl(addr)) return 'acl';
+    if (cfg.maxConnectionsPerSource > 0) {
+      const n = this.perSource.get(addr) ?? 0;
+      if (n >= cfg.maxConnectionsPerSource) return 'source_limit';
+      this.perSource.set(addr, n + 1);
+    }
+    if (cfg.maxConnections > 0 && this.stats.active >= cfg.maxConnections) {
+      this.releaseSource(addr);
+      return 'limit';
+    }
+    this.stats.active++;
+    fdBudget.add(1); // the backend connection's
+    return null;
+  }
+
+  /** An admitted session joins the listener (its per-source place is released at its end). */
+  addSession(session: AnySession): void {
+    this.sessions.add(session);
+    if (this.config.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
+  }
+
   reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol' | 'resources'): void {
+    this.countReject(reason);
+    socket.destroy();
+  }
+
+  /** A refusal counted (the caller closes the connection). */
+  countReject(reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol' | 'resources'): void {
     this.stats.rejected[reason]++;
     if (reason !== 'resources') fdBudget.add(-1);
-    socket.destroy();
   }
 
   private releaseSource(addr: string): void {
@@ -288,7 +356,7 @@ export class TcpListener extends ListenerBase<TcpSession> implements SessionHost
   }
 
   /** The flow of a session, in the listener's reused Flow object. */
-  flowFor(session: TcpSession): Flow {
+  flowFor(session: { clientAddr: string; clientPort: number; dstAddr: string; dstPort: number }): Flow {
     const f = this.flow;
     f.srcAddr = session.clientAddr;
     f.srcPort = session.clientPort;
@@ -297,7 +365,7 @@ export class TcpListener extends ListenerBase<TcpSession> implements SessionHost
     return f;
   }
 
-  onSessionEnd(session: TcpSession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void {
+  onSessionEnd(session: AnySession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void {
     this.sessions.delete(session);
     this.stats.active--;
     fdBudget.add(-2);
@@ -324,6 +392,8 @@ export class TcpListener extends ListenerBase<TcpSession> implements SessionHost
 
   /** Stops accepting; open connections go on. Idempotent. */
   stopAccepting(): Promise<void> {
+    if (this.engineId !== null) detachEngine(this.engineId);
+    this.engineId = null;
     const server = this.server;
     // server.close()'s callback waits for every open connection; the
     // listening socket itself is closed at once, which is all we need.

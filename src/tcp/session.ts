@@ -17,8 +17,7 @@ import type { ListenerConfig } from '../config/schema';
 import type { Flow } from '../balancer/picker';
 import type { ListenerStats } from '../stats/stats';
 import type { Pump } from './pump';
-import { encodeV1, encodeV2 } from '../proxy';
-import { isLocalError } from '../net/fd-budget';
+import { classifyConnectFailure, countConnectFailure, mayRetry, proxyHeader, takeBackend } from './decide';
 import { readClientHello } from './sni-accept';
 
 export type { PeerAddresses, SessionEndReason };
@@ -159,12 +158,7 @@ export class TcpSession {
   }
 
   private connectFirst(): boolean {
-    const mode = this.listener.config.proxyProtocol;
-    if (mode !== 'off') {
-      const src = { address: this.clientAddr, port: this.clientPort };
-      const dst = { address: this.dstAddr, port: this.dstPort };
-      this.head = mode === 'v1' ? encodeV1(src, dst) : encodeV2(src, dst);
-    }
+    this.head = proxyHeader(this.listener.config.proxyProtocol, this.clientAddr, this.clientPort, this.dstAddr, this.dstPort);
     if (this.early !== null) this.head = this.head === null ? this.early : Buffer.concat([this.head, this.early]);
     this.early = null;
     // Until the pump owns it, the client must never crash us or linger.
@@ -185,7 +179,7 @@ export class TcpSession {
   /** Picks a backend not tried yet and connects to it. */
   private connectNext(): boolean {
     const flow = this.listener.flowFor(this);
-    const backend = (this.pool as Pool).pick(flow, this.tried);
+    const backend = takeBackend(this.pool as Pool, flow, this.tried);
     if (backend === null) {
       this.endReason = this.attempts === 0 ? 'no_backend' : 'connect_failed';
       this.client?.destroy();
@@ -195,8 +189,6 @@ export class TcpSession {
     this.attempts++;
     this.attemptAt = performance.now();
     this.backend = backend;
-    backend.active++;
-    backend.total++;
     const cfg = this.listener.config;
     const up = net.connect({
       host: backend.host,
@@ -234,7 +226,8 @@ export class TcpSession {
       this.finish();
       return;
     }
-    if (isLocalError(up?.errored)) {
+    const failure = classifyConnectFailure((up?.errored as NodeJS.ErrnoException | null | undefined)?.code, up !== null && up.errored === CONNECT_TIMEOUT);
+    if (failure === 'resources') {
       // EMFILE, ENOBUFS, EADDRNOTAVAIL...: this process's shortage, not the
       // backend's failure. Not passive health, not retried (it would fail
       // the same way); refused with reason `resources`.
@@ -243,8 +236,7 @@ export class TcpSession {
       this.finish();
       return;
     }
-    const code = (up?.errored as NodeJS.ErrnoException | null | undefined)?.code;
-    if (code === 'ECONNRESET' || code === 'EPIPE') {
+    if (failure === 'backend_reset') {
       // The backend accepted and reset before libuv reported the connect
       // (libuv then fails the connect and closes the fd, so whatever the
       // backend wrote first is lost with it). Not a connect failure: the
@@ -256,12 +248,11 @@ export class TcpSession {
     }
     if (backend !== null) {
       // A failed client connect counts as a failed check (passive health).
-      backend.connectFailures++;
-      this.listener.ctx.onConnectFailure(this.pool as Pool, backend, up !== null && up.errored === CONNECT_TIMEOUT ? 'timeout' : 'refused');
+      countConnectFailure(this.listener.ctx, this.pool as Pool, backend, failure);
       if (this.tried === null) this.tried = [];
       this.tried.push(backend);
     }
-    if (this.attempts <= (this.pool as Pool).config.retries) this.connectNext();
+    if (mayRetry(this.pool as Pool, this.attempts)) this.connectNext();
     else {
       this.endReason = 'connect_failed';
       this.client?.destroy();

@@ -85,6 +85,15 @@ function getEngine(): Engine | null {
   return engine;
 }
 
+/**
+ * The process-wide engine state the native TCP engine (src/tcp/engine.ts)
+ * shares: the addon, the byte-counter slab and its free slots. Null when
+ * the addon is unavailable.
+ */
+export function sharedSpliceEngine(): { addon: SpliceBinding; slab: Float64Array; freeSlots: number[] } | null {
+  return getEngine();
+}
+
 /** Why the splice engine is (not) running; for status/log lines. */
 export function spliceEngineInfo(): { ok: boolean; reason: string; threads: number; active: number; pooledPipes: number } {
   const e = getEngine();

@@ -245,7 +245,7 @@ describe('packaging', () => {
     assert.equal(pack.status, 0, out(pack));
     const tgz = join(dir, (JSON.parse(pack.stdout) as { filename: string }[])[0]?.filename ?? '');
     const files = sh('tar', ['tzf', tgz]).stdout.split('\n');
-    for (const f of ['dist/src/cli.js', 'scripts/build-native.js', 'native/binding.gyp', 'native/src/splice.cc', 'configs/lb.starter.toml']) {
+    for (const f of ['dist/src/cli.js', 'scripts/build-native.js', 'native/binding.gyp', 'native/src/loop.cc', 'configs/lb.starter.toml']) {
       assert.ok(files.includes(`package/${f}`), `${f} in the tarball`);
     }
     assert.deepEqual(files.filter((f) => /^package\/(dist\/(test|bench)|native\/build|node_modules|test|bench)\//.test(f)), []);

@@ -1,0 +1,460 @@
+// The native TCP engine. A listening socket bound by node:net is dup()ed
+// into the engine and registered in every worker's epoll (EPOLLEXCLUSIVE);
+// a worker accepts in batches (accept4 SOCK_NONBLOCK|SOCK_CLOEXEC), registers
+// the client socket at once (edge-triggered, the events are kept until it
+// splices) and reports compact records to JS. JS decides (ACL, limits, pick)
+// and answers: refuse, or connect to a backend. The worker connects
+// non-blocking, enforces connect_timeout with its timer heap (epoll_wait's
+// timeout), reports success or the errno, and on success the connection
+// enters the splice loop (loop.cc) with no further handoff.
+#include "engine_tcp.h"
+
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+
+#include <memory>
+
+#include "loop.h"
+
+namespace l4lb {
+
+constexpr int kAcceptBatch = 64;        // accepts per wake-up per worker
+constexpr int kAcceptPauseMs = 100;     // a listener waits this long after EMFILE/ENFILE/ENOBUFS
+constexpr int kKeepIdleS = 60;          // as node:net's keepAlive (keepAliveInitialDelay 60 s)
+constexpr int kKeepIntvlS = 1;          // libuv's keepalive interval and count
+constexpr int kKeepCnt = 10;
+
+namespace {
+std::vector<Listener*> g_listeners;  // JS thread: every listener created (never freed), by id - 1
+int g_listening = 0;                  // JS thread: listeners not yet unlistened
+}  // namespace
+
+int engineListeners() { return g_listening; }
+
+// The socket options node:net sets on both sockets of a connection
+// (noDelay, keepAlive with a 60 s initial delay; libuv adds interval 1 s,
+// 10 probes). Set once on a listening socket, they are inherited by every
+// accepted one; a backend socket gets them one by one.
+static void tuneSocket(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  int v = kKeepIdleS;
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof v);
+  v = kKeepIntvlS;
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof v);
+  v = kKeepCnt;
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof v);
+}
+
+static void formatAddr(const struct sockaddr_storage& ss, char* out, uint16_t& port) {
+  out[0] = '\0';
+  port = 0;
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const struct sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, out, 46);
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const struct sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, out, 46);
+    port = ntohs(a->sin6_port);
+  }
+}
+
+static bool registerListener(Worker* w, Listener* l) {
+  struct epoll_event ev = {};
+  // Level-triggered, one waiter woken per connection across every epoll
+  // instance that holds the socket (this process's workers and the other
+  // l4lb worker processes sharing it).
+  ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+  ev.data.u64 = reinterpret_cast<uint64_t>(l) | 3u;
+  return epoll_ctl(w->ep, EPOLL_CTL_ADD, l->fd, &ev) == 0;
+}
+
+void Worker::onListenerReady(Listener* l) {
+  if (l->closing.load(std::memory_order_acquire)) return;
+  for (int i = 0; i < kAcceptBatch; i++) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = accept4(l->fd, reinterpret_cast<struct sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      int e = errno;
+      if (e == EAGAIN || e == EWOULDBLOCK) return;
+      if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
+      if (e == EINVAL) {
+        // Not listening any more (another l4lb process shut the shared
+        // socket down while stopping): stop polling it here.
+        epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, nullptr);
+        return;
+      }
+      Event ev = {};
+      ev.kind = EV_ACCEPT_ERROR;
+      ev.engine = true;
+      ev.listener = l->id;
+      ev.code = e;
+      outbox.push_back(ev);
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        // Level-triggered: the queue would wake us again at once. Step
+        // aside for a moment; the clients wait in the backlog meanwhile.
+        epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, nullptr);
+        timers.push(Timer{nowMs() + kAcceptPauseMs, 0, 0, l});
+      }
+      return;
+    }
+    Conn* c = new Conn();
+    c->engine = true;
+    c->state = S_PENDING;
+    c->listener = l->id;
+    c->fd[0] = fd;
+    c->id = nextId();
+    Event ev = {};
+    ev.kind = EV_ACCEPT;
+    ev.engine = true;
+    ev.listener = l->id;
+    ev.id = c->id;
+    formatAddr(ss, ev.src, ev.sport);
+    if (l->wildcard) {
+      struct sockaddr_storage ls;
+      socklen_t ll = sizeof ls;
+      if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&ls), &ll) == 0) formatAddr(ls, ev.dst, ev.dport);
+    }
+    // Registered now: the client's events (bytes, FIN, reset) are kept in
+    // c->ev until the backend is connected and the splice loop runs.
+    struct epoll_event pe = {};
+    pe.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    pe.data.u64 = reinterpret_cast<uint64_t>(c) | 1u;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &pe) != 0) {
+      // ENOMEM / max_user_watches: report it as a failed accept.
+      int e = errno;
+      close(fd);
+      delete c;
+      Event er = {};
+      er.kind = EV_ACCEPT_ERROR;
+      er.engine = true;
+      er.listener = l->id;
+      er.code = e;
+      outbox.push_back(er);
+      return;
+    }
+    conns[c->id] = c;
+    outbox.push_back(ev);
+  }
+}
+
+// An event of a connection that does not splice yet. Pending: the client's
+// events are only kept (c->ev[0]). Connecting: the backend side decides.
+void Worker::onEngineEvent(Conn* c) {
+  if (c->state != S_CONNECTING) return;
+  uint32_t e = c->ev[1];
+  if (e == 0) return;
+  if ((e & (EPOLLERR | EPOLLHUP)) != 0) {
+    int err = sockError(c->fd[1]);
+    if (err == ECONNRESET || err == EPIPE) {
+      // The backend accepted, then reset (perhaps after writing): it is
+      // connected; what it wrote reaches the client, then its reset.
+      // (SO_ERROR consumed the error: the read then ends in EOF.)
+      connected(c);
+      if (c->closed) return;
+      markDead(c, 1);
+      c->ev[1] |= EPOLLIN;
+      service(c);
+      return;
+    }
+    connectFailed(c, err != 0 ? err : ECONNREFUSED);
+    return;
+  }
+  if ((e & EPOLLOUT) != 0) {
+    connected(c);
+    if (!c->closed) service(c);
+  }
+}
+
+void Worker::connected(Conn* c) {
+  c->state = S_SPLICING;
+  c->attempt++;  // its timer is stale now
+  Event ev = {};
+  ev.kind = EV_CONNECTED;
+  ev.engine = true;
+  ev.listener = c->listener;
+  ev.id = c->id;
+  outbox.push_back(ev);
+}
+
+void Worker::connectFailed(Conn* c, int err) {
+  if (c->fd[1] >= 0) epoll_ctl(ep, EPOLL_CTL_DEL, c->fd[1], nullptr);
+  closeFd(c->fd[1]);
+  c->state = S_PENDING;
+  c->attempt++;
+  c->ev[1] = 0;
+  std::vector<char>().swap(c->head);
+  c->headOff = 0;
+  Event ev = {};
+  ev.kind = EV_CONNECT_FAILED;
+  ev.engine = true;
+  ev.listener = c->listener;
+  ev.id = c->id;
+  ev.code = err;
+  outbox.push_back(ev);
+}
+
+void Worker::connectBackend(Conn* c, Cmd& cmd) {
+  if (c->state != S_PENDING) return;
+  // The client reset (or failed) while JS decided: no backend connection
+  // is made for it; reported as a client reset.
+  if ((c->ev[0] & (EPOLLERR | EPOLLHUP)) != 0) {
+    reset(c, R_CLIENT_RESET);
+    return;
+  }
+  int fd = socket(cmd.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    connectFailed(c, errno);
+    return;
+  }
+  tuneSocket(fd);
+  int r = connect(fd, reinterpret_cast<struct sockaddr*>(&cmd.addr), cmd.addrLen);
+  if (r != 0 && errno != EINPROGRESS) {
+    int e = errno;
+    close(fd);
+    connectFailed(c, e);
+    return;
+  }
+  c->fd[1] = fd;
+  c->slot = cmd.slot;
+  publish(c->slot, 0, 0);
+  publish(c->slot, 1, 0);
+  c->head.swap(cmd.head);
+  c->headOff = 0;
+  c->state = S_CONNECTING;
+  c->attempt++;
+  struct epoll_event pe = {};
+  pe.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  pe.data.u64 = reinterpret_cast<uint64_t>(c) | 2u;
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &pe) != 0) {
+    int e = errno;
+    connectFailed(c, e);  // closes fd[1]; ENOMEM is local, never the backend's fault
+    return;
+  }
+  if (cmd.timeoutMs > 0) timers.push(Timer{nowMs() + cmd.timeoutMs, c->id, c->attempt, nullptr});
+  // r == 0 (connected at once) still gets its EPOLLOUT edge from the ADD.
+}
+
+void Worker::refuse(Conn* c) {
+  if (c->closed) return;
+  c->closed = true;
+  for (int i = 0; i < 2; i++) {
+    if (c->fd[i] >= 0) epoll_ctl(ep, EPOLL_CTL_DEL, c->fd[i], nullptr);
+    closeFd(c->fd[i]);
+  }
+  conns.erase(c->id);
+  graveyard.push_back(c);  // no report: JS already forgot it
+}
+
+void Worker::unlisten(Listener* l) {
+  epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, nullptr);  // ENOENT when paused: fine
+  if (l->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    close(l->fd);
+    l->fd = -1;
+  }
+}
+
+// A connect deadline whose connection connected, failed or ended is stale:
+// dropped as soon as it is at the top, so it never wakes the loop (with
+// one connect_timeout per listener, deadlines come in order and nearly all
+// are stale by the time they reach the top).
+bool Worker::staleTimer(const Timer& t) {
+  if (t.listener != nullptr) return false;
+  auto it = conns.find(t.id);
+  return it == conns.end() || it->second->closed || it->second->state != S_CONNECTING || it->second->attempt != t.attempt;
+}
+
+int Worker::timeoutMs() {
+  while (!timers.empty() && staleTimer(timers.top())) timers.pop();
+  if (timers.empty()) return -1;
+  int64_t d = timers.top().at - nowMs();
+  if (d <= 0) return 0;
+  return d > 60000 ? 60000 : static_cast<int>(d);
+}
+
+void Worker::runTimers() {
+  int64_t now = nowMs();
+  while (!timers.empty() && timers.top().at <= now) {
+    Timer t = timers.top();
+    timers.pop();
+    if (t.listener != nullptr) {
+      // A paused listener: accept again (unless it was removed meanwhile;
+      // `closing` is set before any worker can close its fd).
+      if (!t.listener->closing.load(std::memory_order_acquire)) registerListener(this, t.listener);
+      continue;
+    }
+    if (staleTimer(t)) continue;
+    connectFailed(conns[t.id], ETIMEDOUT);
+  }
+}
+
+// ---- N-API (JS thread) ----
+
+void RefreshRef(Napi::Env env);  // napi.cc
+
+static Napi::Value Throw(Napi::Env env, const char* msg) {
+  Napi::Error::New(env, msg).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+// engineListen(fd, boundAddress, boundPort) -> listener id (> 0) or -errno.
+// dup()s the listening socket (the caller then closes its own handle), sets
+// the options accepted sockets inherit, registers it with every worker.
+static Napi::Value EngineListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_workers.empty()) return Throw(env, "l4lb_splice: not initialised");
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsNumber())
+    return Throw(env, "l4lb_splice: engineListen(fd, address, port)");
+  int src = info[0].As<Napi::Number>().Int32Value();
+  if (src < 0) return Napi::Number::New(env, -EBADF);
+  int fd = fcntl(src, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return Napi::Number::New(env, -errno);
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  tuneSocket(fd);
+  Listener* l = new Listener();
+  l->fd = fd;
+  l->localAddr = info[1].As<Napi::String>().Utf8Value();
+  l->localPort = static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value());
+  l->wildcard = l->localAddr == "0.0.0.0" || l->localAddr == "::" || l->localAddr.empty();
+  g_listeners.push_back(l);
+  l->id = static_cast<uint32_t>(g_listeners.size());
+  l->refs.store(static_cast<int>(g_workers.size()));
+  for (Worker* w : g_workers) {
+    if (!registerListener(w, l)) {
+      int e = errno;
+      l->closing.store(true);
+      for (Worker* x : g_workers) epoll_ctl(x->ep, EPOLL_CTL_DEL, fd, nullptr);
+      close(fd);
+      l->fd = -1;
+      l->refs.store(0);
+      return Napi::Number::New(env, -e);
+    }
+  }
+  g_listening++;
+  RefreshRef(env);
+  return Napi::Number::New(env, l->id);
+}
+
+static Listener* listenerArg(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) return nullptr;
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  if (id == 0 || id > g_listeners.size()) return nullptr;
+  Listener* l = g_listeners[id - 1];
+  return l->closing.load() ? nullptr : l;
+}
+
+static void unlistenNow(Napi::Env env, Listener* l, bool shut);
+
+// engineUnlisten(id): stops accepting at once, as closing node:net's last
+// handle of the socket would: the socket leaves the LISTEN state now
+// (shutdown), so a new connection is refused rather than queued until the
+// workers drop their registration; connections already accepted go on.
+static Napi::Value EngineUnlisten(const Napi::CallbackInfo& info) {
+  Listener* l = listenerArg(info);
+  if (l != nullptr) unlistenNow(info.Env(), l, true);
+  return info.Env().Undefined();
+}
+
+// engineDetach(id) -> a new fd of the listening socket for node:net (the
+// engine stops accepting on it), or -errno.
+static Napi::Value EngineDetach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Listener* l = listenerArg(info);
+  if (l == nullptr) return Napi::Number::New(env, -EBADF);
+  int fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return Napi::Number::New(env, -errno);
+  unlistenNow(env, l, false);
+  return Napi::Number::New(env, fd);
+}
+
+static void unlistenNow(Napi::Env env, Listener* l, bool shut) {
+  l->closing.store(true, std::memory_order_release);
+  // Workers close their dup later; the fd is still open here.
+  if (shut) shutdown(l->fd, SHUT_RD);
+  for (Worker* w : g_workers) {
+    Cmd c;
+    c.kind = C_UNLISTEN;
+    c.listener = l;
+    w->post(std::move(c));
+  }
+  g_listening--;
+  RefreshRef(env);
+}
+
+// engineConnect(id, host, port, timeoutMs, slot[, head]) -> 0 or -errno.
+// host: a numeric IPv4 or IPv6 address.
+static Napi::Value EngineConnect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_workers.empty() || info.Length() < 5 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsNumber() ||
+      !info[3].IsNumber() || !info[4].IsNumber())
+    return Throw(env, "l4lb_splice: engineConnect(id, host, port, timeoutMs, slot[, head])");
+  Cmd c;
+  c.kind = C_CONNECT;
+  c.id = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+  std::string host = info[1].As<Napi::String>().Utf8Value();
+  uint32_t port = info[2].As<Napi::Number>().Uint32Value();
+  memset(&c.addr, 0, sizeof c.addr);
+  auto* a4 = reinterpret_cast<struct sockaddr_in*>(&c.addr);
+  auto* a6 = reinterpret_cast<struct sockaddr_in6*>(&c.addr);
+  if (inet_pton(AF_INET, host.c_str(), &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(static_cast<uint16_t>(port));
+    c.addrLen = sizeof *a4;
+  } else {
+    // "fe80::1%eth0": the zone names the interface.
+    std::string h = host;
+    size_t pct = h.find('%');
+    uint32_t scope = 0;
+    if (pct != std::string::npos) {
+      scope = if_nametoindex(h.substr(pct + 1).c_str());
+      h = h.substr(0, pct);
+    }
+    if (inet_pton(AF_INET6, h.c_str(), &a6->sin6_addr) != 1) return Napi::Number::New(env, -EINVAL);
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(static_cast<uint16_t>(port));
+    a6->sin6_scope_id = scope;
+    c.addrLen = sizeof *a6;
+  }
+  c.timeoutMs = info[3].As<Napi::Number>().Uint32Value();
+  c.slot = info[4].As<Napi::Number>().Uint32Value();
+  if (c.slot >= g_slab_slots) return Napi::Number::New(env, -EINVAL);
+  if (info.Length() >= 6 && info[5].IsBuffer()) {
+    Napi::Buffer<char> h = info[5].As<Napi::Buffer<char>>();
+    c.head.assign(h.Data(), h.Data() + h.Length());
+  }
+  workerOf(c.id)->post(std::move(c));
+  return Napi::Number::New(env, 0);
+}
+
+void EngineForget(Napi::Env env);  // napi.cc: one engine connection fewer
+
+// engineRefuse(id): closes a connection JS will not carry (it is forgotten:
+// no report follows).
+static Napi::Value EngineRefuse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_workers.empty() || info.Length() < 1 || !info[0].IsNumber()) return env.Undefined();
+  Cmd c;
+  c.kind = C_REFUSE;
+  c.id = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+  workerOf(c.id)->post(std::move(c));
+  EngineForget(env);
+  return env.Undefined();
+}
+
+void RegisterTcpEngine(Napi::Env env, Napi::Object exports) {
+  exports.Set("engineListen", Napi::Function::New(env, EngineListen, "engineListen"));
+  exports.Set("engineUnlisten", Napi::Function::New(env, EngineUnlisten, "engineUnlisten"));
+  exports.Set("engineDetach", Napi::Function::New(env, EngineDetach, "engineDetach"));
+  exports.Set("engineConnect", Napi::Function::New(env, EngineConnect, "engineConnect"));
+  exports.Set("engineRefuse", Napi::Function::New(env, EngineRefuse, "engineRefuse"));
+}
+
+}  // namespace l4lb

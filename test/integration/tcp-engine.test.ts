@@ -1,0 +1,401 @@
+/**
+ * The native TCP engine (src/tcp/engine.ts, native/src/engine_tcp.cc): the
+ * addon accepts, connects and splices; TypeScript decides. What the shared
+ * TCP suites (tcp.test.ts, edges.test.ts, run on both paths) do not cover:
+ * fds back to baseline after many connections, client resets racing the
+ * handoff, connect timeout and retries in the engine, refusals before any
+ * backend socket exists, a backend that writes and resets at once, a
+ * listener removed by a reload, and workers = 2 with a worker killed.
+ *
+ * Skipped, with the reason, where the addon or its engine is not available.
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { readdirSync, readlinkSync } from 'node:fs';
+import { startServer, startEchoServer, connect, readBytes, readAll, endOf, waitFor, deadPort, withTimeout, type TestServer } from '../helpers/net';
+import { L4lbProcess, type LogLine } from '../helpers/l4lb';
+import { listenerToml, poolToml } from '../helpers/toml';
+import { adminHttp, adminPortOf, sample } from '../helpers/admin';
+import { startBlackhole, type Blackhole } from '../helpers/blackhole';
+import { workerPids, ownerOf } from '../helpers/cluster';
+import { tcpEngineInfo } from '../../src/tcp/engine';
+import { wasReset } from '../../src/native/addon';
+
+const engine = process.platform === 'linux' ? tcpEngineInfo() : { ok: false, reason: `platform ${process.platform}` };
+const skip = engine.ok ? false : `native TCP engine not available: ${engine.reason}`;
+
+/** Open sockets and all fds of a process. */
+function fds(pid: number): { sockets: number; all: number } {
+  let sockets = 0;
+  let all = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    all++;
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:')) sockets++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return { sockets, all };
+}
+
+async function metrics(admin: number): Promise<string> {
+  return (await adminHttp(admin, 'GET', '/metrics')).body;
+}
+
+function closedLines(lb: L4lbProcess, listener: string): LogLine[] {
+  return lb.logs.filter((l) => l.msg === 'connection closed' && l.listener === listener);
+}
+
+/** `n` connections, `parallel` at a time, each: write a byte, read it back, end; within `budgetMs`. Returns how many ran. */
+async function churn(port: number, n: number, parallel: number, budgetMs: number): Promise<number> {
+  const deadline = Date.now() + budgetMs;
+  let started = 0;
+  let done = 0;
+  const one = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const s = net.connect({ port, host: '127.0.0.1' });
+      s.once('connect', () => s.write('x'));
+      s.once('data', () => s.end());
+      s.once('error', reject);
+      s.once('close', () => resolve());
+      s.resume();
+    });
+  const lane = async (): Promise<void> => {
+    while (started < n && Date.now() < deadline) {
+      started++;
+      await withTimeout(one(), 10000, 'one connection');
+      done++;
+    }
+  };
+  await Promise.all(Array.from({ length: parallel }, lane));
+  return done;
+}
+
+describe('native TCP engine', { skip }, () => {
+  let echo: TestServer;
+  let counted: TestServer;
+  let resetter: TestServer;
+  let lb: L4lbProcess;
+  let admin: number;
+
+  before(async () => {
+    echo = await startEchoServer();
+    counted = await startEchoServer();
+    // Writes a greeting and resets at once, before the client sent anything.
+    resetter = await startServer((s) => {
+      s.write('hello from a dying backend');
+      s.resetAndDestroy();
+    });
+    lb = new L4lbProcess(
+      `[global]\nsplice = "on"\nconnection_log = true\n[admin]\nbind = "127.0.0.1:0"\n` +
+        listenerToml('e', 'echo') +
+        listenerToml('deny', 'counted', 'deny = ["127.0.0.0/8"]') +
+        listenerToml('one', 'counted', 'max_connections = 1') +
+        listenerToml('rst', 'rst') +
+        poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]) +
+        poolToml('counted', 'round-robin', [`{ address = "127.0.0.1:${counted.port}" }`]) +
+        poolToml('rst', 'round-robin', [`{ address = "127.0.0.1:${resetter.port}" }`]),
+    );
+    admin = await adminPortOf(lb);
+    for (const name of ['e', 'deny', 'one', 'rst']) await lb.port(name);
+  });
+  after(async () => {
+    await lb.stop();
+    await echo.close();
+    await counted.close();
+    await resetter.close();
+  });
+
+  test('the byte pump line names the native engine', async () => {
+    const line = await lb.waitForLog((l) => l.msg === 'byte pump');
+    assert.equal(line.tcp_engine, 'native');
+    assert.equal(line.pump, 'splice');
+  });
+
+  test('no fd leak: sockets back to their baseline after thousands of connections', async (t) => {
+    const port = await lb.port('e');
+    const pid = lb.child.pid!;
+    await churn(port, 200, 16, 10000); // warm-up: pipe pool, slab, JIT
+    await waitFor(async () => sample(await metrics(admin), 'l4lb_connections_active', { listener: 'e' }) === 0, 5000, 'warm-up drained');
+    const base = fds(pid);
+    const n = await churn(port, 20000, 32, 8000);
+    t.diagnostic(`${n} connections in the timed loop`);
+    assert.ok(n >= 1000, `only ${n} connections ran`);
+    await waitFor(() => fds(pid).sockets <= base.sockets, 10000, `sockets back to ${base.sockets}`);
+    // Pipes are pooled (at most 256 pairs): the total may differ by those only.
+    assert.ok(fds(pid).all <= base.all + 512, `fds ${fds(pid).all} against ${base.all}`);
+    const m = await metrics(admin);
+    assert.equal(sample(m, 'l4lb_connections_active', { listener: 'e' }), 0);
+  });
+
+  test('thousands of client resets racing the handoff: all counted, nothing leaks, service goes on', async () => {
+    const port = await lb.port('e');
+    const pid = lb.child.pid!;
+    const before = sample(await metrics(admin), 'l4lb_connections_total', { listener: 'e' }) ?? 0;
+    const base = fds(pid);
+    const N = 3000;
+    let i = 0;
+    const lane = async (): Promise<void> => {
+      while (i < N) {
+        i++;
+        await withTimeout(
+          new Promise<void>((resolve) => {
+            const s = net.connect({ port, host: '127.0.0.1' });
+            s.on('error', () => {});
+            // Half of them send a byte first: the reset then races bytes in flight too.
+            s.once('connect', () => {
+              if (i % 2 === 0) s.write('x');
+              s.resetAndDestroy();
+            });
+            s.once('close', () => resolve());
+          }),
+          10000,
+          'connect + reset',
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: 32 }, lane));
+    await waitFor(async () => (sample(await metrics(admin), 'l4lb_connections_total', { listener: 'e' }) ?? 0) >= before + N, 10000, `connections_total + ${N}`);
+    await waitFor(async () => sample(await metrics(admin), 'l4lb_connections_active', { listener: 'e' }) === 0, 10000, 'no connection left open');
+    assert.equal(sample(await metrics(admin), 'l4lb_connections_total', { listener: 'e' }), before + N, 'each reset connection counted once');
+    await waitFor(() => fds(pid).sockets <= base.sockets, 10000, `sockets back to ${base.sockets}`);
+    const c = await connect(port);
+    c.write('still here');
+    assert.equal((await readBytes(c, 10)).toString(), 'still here');
+    c.end();
+  });
+
+  test('refused by ACL and by max_connections before any backend socket exists', async () => {
+    const acceptedBefore = counted.accepted;
+    const m0 = await metrics(admin);
+    const denyPort = await lb.port('deny');
+    for (let k = 0; k < 5; k++) {
+      const c = await connect(denyPort);
+      await endOf(c); // closed by l4lb (a timeout here fails the test)
+    }
+    const onePort = await lb.port('one');
+    const held = await connect(onePort);
+    held.write('a');
+    await readBytes(held, 1);
+    const refused = await connect(onePort);
+    await endOf(refused); // closed by l4lb
+    await waitFor(async () => (sample(await metrics(admin), 'l4lb_connections_rejected_total', { listener: 'one', reason: 'limit' }) ?? 0) >= 1, 5000, 'limit refusal counted');
+    const m1 = await metrics(admin);
+    assert.equal((sample(m1, 'l4lb_connections_rejected_total', { listener: 'deny', reason: 'acl' }) ?? 0) - (sample(m0, 'l4lb_connections_rejected_total', { listener: 'deny', reason: 'acl' }) ?? 0), 5);
+    // The backend saw the held connection only.
+    assert.equal(counted.accepted - acceptedBefore, 1, 'the backend saw no refused connection');
+    held.end();
+    await readAll(held);
+  });
+
+  test('a backend that writes and resets at once: its bytes reach the client, then its reset', async () => {
+    const port = await lb.port('rst');
+    // The engine is quick: the backend's bytes and reset can reach this
+    // Node client before libuv reports its own connect (which then fails
+    // with ECONNRESET). Try until one client sees the connection open.
+    let seen: { data: string; end: string } | null = null;
+    let attempts = 0;
+    for (; attempts < 20 && seen === null; attempts++) {
+      seen = await withTimeout(
+        new Promise<{ data: string; end: string } | null>((resolve) => {
+          const c = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+          let opened = false;
+          const chunks: Buffer[] = [];
+          c.once('connect', () => (opened = true));
+          c.on('data', (d: Buffer) => chunks.push(d));
+          // A Node client may see a reset that arrives with the last bytes as EOF: the kernel tells.
+          c.once('end', () => {
+            const reset = wasReset((c as unknown as { _handle?: { fd?: number } | null })._handle?.fd ?? -1) === true;
+            c.destroy();
+            resolve({ data: Buffer.concat(chunks).toString(), end: reset ? 'reset' : 'eof' });
+          });
+          c.once('error', () => resolve(opened ? { data: Buffer.concat(chunks).toString(), end: 'reset' } : null));
+        }),
+        5000,
+        'the end of the connection',
+      );
+    }
+    assert.ok(seen !== null, 'a client connected');
+    assert.equal(seen.data, 'hello from a dying backend');
+    assert.equal(seen.end, 'reset');
+    await waitFor(() => closedLines(lb, 'rst').length >= attempts, 5000, 'every connection logged');
+    for (const line of closedLines(lb, 'rst')) {
+      assert.equal(line.termination, 'backend_reset');
+      assert.equal(line.bytes_out, 26, 'the greeting was delivered to the client socket');
+    }
+  });
+
+  test('admin: listed while open, shut down by backend', async () => {
+    const port = await lb.port('e');
+    const c = await connect(port);
+    const client = `127.0.0.1:${c.localPort}`;
+    c.write('abc');
+    await readBytes(c, 3);
+    const rows = (JSON.parse((await adminHttp(admin, 'GET', '/api/v1/connections?listener=e')).body) as { connections: { bytes_in: number; client: string }[] }).connections;
+    const mine = rows.find((r) => r.client === client);
+    assert.ok(mine !== undefined, 'the open connection is listed');
+    assert.equal(mine.bytes_in, 3);
+    const ended = endOf(c);
+    const r = await adminHttp(admin, 'POST', `/api/v1/pools/echo/backends/127.0.0.1:${echo.port}/shutdown-connections`);
+    assert.equal(r.status, 200);
+    assert.equal(await ended, 'reset');
+    // (Earlier connections may have used the same client port: the line of this one is the admin_shutdown one.)
+    const line = await lb.waitForLog((l) => l.msg === 'connection closed' && l.listener === 'e' && l.client === client && l.termination === 'admin_shutdown', 5000);
+    assert.equal(line.bytes_in, 3);
+    assert.equal(line.bytes_out, 3);
+  });
+});
+
+describe('native TCP engine: connect timeout and retries', { skip }, () => {
+  let echo: TestServer;
+  let hole: Blackhole;
+  let lb: L4lbProcess;
+  let admin: number;
+
+  before(async () => {
+    echo = await startEchoServer();
+    hole = await startBlackhole();
+    const dead = await deadPort();
+    lb = new L4lbProcess(
+      `[global]\nsplice = "on"\nconnection_log = true\n[admin]\nbind = "127.0.0.1:0"\n` +
+        listenerToml('hole', 'hole', 'connect_timeout = "300ms"') +
+        listenerToml('retry', 'retry', 'connect_timeout = "300ms"') +
+        poolToml('hole', 'round-robin', [`{ address = "127.0.0.1:${hole.port}" }`], 'retries = 0') +
+        poolToml('retry', 'round-robin', [`{ address = "127.0.0.1:${hole.port}" }`, `{ address = "127.0.0.1:${dead}" }`, `{ address = "127.0.0.1:${echo.port}" }`], 'retries = 2'),
+    );
+    admin = await adminPortOf(lb);
+    await lb.port('hole');
+    await lb.port('retry');
+  });
+  after(async () => {
+    await lb.stop();
+    await echo.close();
+    await hole.close();
+  });
+
+  test('connect_timeout is enforced in the engine', async () => {
+    const c = await connect(await lb.port('hole'));
+    const t0 = Date.now();
+    await endOf(c);
+    const took = Date.now() - t0;
+    assert.ok(took >= 200 && took < 3000, `closed after ${took} ms`);
+    const line = await lb.waitForLog((l) => l.msg === 'connection closed' && l.listener === 'hole', 5000);
+    assert.equal(line.reason, 'connect_failed');
+    assert.equal(line.termination, 'connect_failed');
+    const m = await metrics(admin);
+    assert.equal(sample(m, 'l4lb_backend_connect_failures_total', { pool: 'hole', backend: `127.0.0.1:${hole.port}` }), 1);
+  });
+
+  test('retries: a timed-out and a refused backend are passed over for the next one', async () => {
+    const port = await lb.port('retry');
+    for (let k = 0; k < 6; k++) {
+      const c = await connect(port);
+      c.write(`r${k}`);
+      assert.equal((await readBytes(c, 2, 5000)).toString(), `r${k}`);
+      c.end();
+      await readAll(c);
+    }
+    await waitFor(() => closedLines(lb, 'retry').length >= 6, 5000, 'six connections logged');
+    const retries = closedLines(lb, 'retry').map((l) => l.retries as number);
+    assert.ok(retries.every((r) => r >= 0 && r <= 2));
+    assert.ok(retries.some((r) => r > 0), `retries seen: ${retries.join(',')}`);
+    const m = await metrics(admin);
+    const failures = (sample(m, 'l4lb_backend_connect_failures_total', { pool: 'retry', backend: `127.0.0.1:${hole.port}` }) ?? 0) + (sample(m, 'l4lb_backend_connect_failures_total', { pool: 'retry', backend: `127.0.0.1:${await deadPortOf(lb)}` }) ?? 0);
+    assert.ok(failures >= 1, `connect failures counted: ${failures}`);
+  });
+});
+
+/** The dead backend's port of the retry pool, from the status API. */
+async function deadPortOf(lb: L4lbProcess): Promise<number> {
+  const admin = await adminPortOf(lb);
+  const st = JSON.parse((await adminHttp(admin, 'GET', '/api/v1/status')).body) as { pools: { name: string; backends: { address: string; connect_failures: number }[] }[] };
+  const pool = st.pools.find((p) => p.name === 'retry');
+  const addrs = (pool?.backends ?? []).map((b) => Number(b.address.split(':')[1]));
+  return addrs[1] ?? 0;
+}
+
+describe('native TCP engine: a listener removed by a reload', { skip }, () => {
+  test('accepting stops at once; its open connections live on', async () => {
+    const echo = await startEchoServer();
+    const pool = poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]);
+    const lb = new L4lbProcess(`[global]\nsplice = "on"\n` + listenerToml('keep', 'p') + listenerToml('gone', 'p') + pool);
+    try {
+      const port = await lb.port('gone');
+      const open = await connect(port);
+      open.write('1');
+      await readBytes(open, 1);
+      lb.writeConfig(`[global]\nsplice = "on"\n` + listenerToml('keep', 'p') + pool);
+      lb.signal('SIGHUP');
+      await lb.waitForLog((l) => l.msg === 'config reloaded', 10000);
+      await waitFor(
+        () =>
+          new Promise<boolean>((resolve) => {
+            const s = net.connect({ port, host: '127.0.0.1' });
+            s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+            s.once('connect', () => {
+              s.destroy();
+              resolve(false);
+            });
+          }),
+        3000,
+        'the removed listener refuses connections',
+      );
+      open.write('2');
+      assert.equal((await readBytes(open, 1)).toString(), '2', 'the open connection still carries bytes');
+      open.end();
+      assert.equal(await endOf(open), 'end');
+    } finally {
+      await lb.stop();
+      await echo.close();
+    }
+  });
+});
+
+describe('native TCP engine: workers = 2', { skip }, () => {
+  test('a worker killed: the other worker\'s connections are unaffected', async () => {
+    const echo = await startEchoServer();
+    const lb = new L4lbProcess(`[global]\nsplice = "on"\nworkers = 2\n` + listenerToml('e', 'p') + poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]));
+    const conns: net.Socket[] = [];
+    try {
+      const port = await lb.port('e', 20000);
+      await waitFor(() => workerPids(lb.child.pid!).length === 2, 10000, 'two workers');
+      const pids = workerPids(lb.child.pid!);
+      const owners = new Map<net.Socket, number | undefined>();
+      // Open connections until each worker holds some (the kernel spreads them).
+      for (let round = 0; round < 10; round++) {
+        const batch = await Promise.all(Array.from({ length: 10 }, () => connect(port)));
+        await Promise.all(batch.map(async (c) => (c.write('a'), readBytes(c, 1))));
+        for (const c of batch) {
+          conns.push(c);
+          owners.set(c, ownerOf(c, port, pids));
+        }
+        if (pids.every((p) => [...owners.values()].includes(p))) break;
+      }
+      const [victim, survivor] = pids as [number, number];
+      const mine = conns.filter((c) => owners.get(c) === survivor);
+      const theirs = conns.filter((c) => owners.get(c) === victim);
+      assert.ok(mine.length > 0 && theirs.length > 0, `connections per worker: ${mine.length}/${theirs.length}`);
+      // The dead worker's connections end (a timeout here fails the test).
+      const ended = Promise.all(theirs.map((c) => endOf(c, 8000)));
+      process.kill(victim, 'SIGKILL');
+      await lb.waitForLog((l) => l.msg === 'worker exited', 5000, 'worker exited');
+      await ended;
+      const replies = await Promise.all(mine.map(async (c, k) => (c.write(String.fromCharCode(97 + (k % 26))), (await readBytes(c, 1, 5000)).toString())));
+      replies.forEach((r, k) => assert.equal(r, String.fromCharCode(97 + (k % 26))));
+      // The replaced worker accepts on the same socket.
+      await waitFor(() => workerPids(lb.child.pid!).length === 2 && !workerPids(lb.child.pid!).includes(victim), 10000, 'worker replaced');
+      for (let k = 0; k < 10; k++) {
+        const c = await connect(port);
+        c.write('n');
+        assert.equal((await readBytes(c, 1)).toString(), 'n');
+        c.destroy();
+      }
+    } finally {
+      for (const c of conns) c.destroy();
+      await lb.stop();
+      await echo.close();
+    }
+  });
+});
