@@ -6,6 +6,8 @@
 #endif
 #include <napi.h>
 
+#include "udp_engine.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -750,6 +752,7 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
     a.Set(3u, "aborted");
     return a;
   }());
+  RegisterUdpEngine(env, exports);
   return exports;
 }
 

@@ -13,6 +13,7 @@ import { Pool } from '../backend/pool';
 import { TcpListener, type TcpContext } from '../tcp/listener';
 import { formatHostPort } from '../net/address';
 import { UdpListener } from '../udp/listener';
+import { createUdpListener } from '../udp/engine';
 
 /** Every listener, TCP or UDP, is driven through the same methods. */
 export type Listener = TcpListener | UdpListener;
@@ -140,7 +141,7 @@ export class DataPlane implements DataPlaneApi {
         if (pool === undefined) throw new Error(`listener ${lc.name}: pool ${lc.pool} missing`); // validated before
         const existing = this.listeners.get(lc.name);
         if (existing !== undefined && sameSocket(existing.config, lc)) continue;
-        const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, (pool as BuiltPool).pool, this.ctx) : new TcpListener(lc, pool === null ? null : pool.pool, this.ctx);
+        const l: Listener = lc.protocol === 'udp' ? createUdpListener(lc, (pool as BuiltPool).pool, this.ctx, this.opts.splice !== null) : new TcpListener(lc, pool === null ? null : pool.pool, this.ctx);
         if (l instanceof TcpListener) l.setRoutes(new Map([...nextPools].map(([name, b]) => [name, b.pool] as const)));
         const a = await l.listen(fds?.get(lc.name)).catch((err: unknown) => {
           // Name the listener in the start/reload failure.

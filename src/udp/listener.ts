@@ -31,6 +31,7 @@ import { formatHostPort } from '../net/address';
 import { fdBudget, isLocalError } from '../net/fd-budget';
 import { DURATION_BUCKETS, Histogram } from '../dataplane/histogram';
 import { udpTermination } from '../dataplane/termination';
+import { decideUdp } from './decide';
 import { matches, type ConnectionInfo, type ConnectionQuery } from '../dataplane/connections';
 
 const SOCKET_BUFFER = 4 * 1024 * 1024;
@@ -167,27 +168,9 @@ export class UdpListener {
   private newSession(msg: Buffer, addr: string, port: number, byPort: Map<number, UdpSession> | undefined): void {
     const stats = this.stats;
     if (!this.accepting) return;
-    if (!this.acl(addr)) {
-      stats.rejected.acl++;
-      return;
-    }
-    const cfg = this.config;
-    if (cfg.maxConnections > 0 && this.sessionCount >= cfg.maxConnections) {
-      stats.rejected.limit++;
-      return;
-    }
-    const f = this.flow;
-    f.srcAddr = addr;
-    f.srcPort = port;
-    const backend = this.pool.pick(f, null);
-    if (backend === null) {
-      stats.rejected.no_backend++;
-      return;
-    }
-    // A session costs an fd: the reserve stays free for probes, the admin
-    // endpoint and TCP (an unlimited UDP listener must not take them all).
-    if (!fdBudget.has(1, Date.now())) {
-      stats.rejected.resources++;
+    const backend = decideUdp({ config: this.config, pool: this.pool, acl: this.acl, sessions: this.sessionCount, flow: this.flow }, addr, port);
+    if (typeof backend === 'string') {
+      stats.rejected[backend]++;
       return;
     }
     fdBudget.add(1);
