@@ -255,6 +255,7 @@ export class EngineUdpListener extends UdpListener {
             duration_ms: durationMs,
             connect_ms: null,
             retries: 0,
+            pump: 'engine',
             reason,
             termination: udpTermination(reason),
           },
@@ -298,7 +299,7 @@ export class EngineUdpListener extends UdpListener {
       const age = now - r.started;
       if (age < intervalMs || Math.floor(age / intervalMs) === Math.floor((prev - r.started) / intervalMs)) continue;
       this.ctx.log.info(
-        { listener: this.name, client: r.client, backend: r.backend?.backend.address ?? null, bytes_in: r.bytesIn, bytes_out: r.bytesOut, duration_ms: age, connect_ms: null, retries: 0 },
+        { listener: this.name, client: r.client, backend: r.backend?.backend.address ?? null, bytes_in: r.bytesIn, bytes_out: r.bytesOut, duration_ms: age, connect_ms: null, retries: 0, pump: 'engine' },
         'connection progress',
       );
     }

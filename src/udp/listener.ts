@@ -281,6 +281,7 @@ export class UdpListener {
       duration_ms: now - s.startedAt,
       connect_ms: null,
       retries: 0,
+      pump: 'js',
     };
   }
 
