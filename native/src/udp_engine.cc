@@ -96,6 +96,7 @@ struct Session {
   uint16_t listener;
   uint8_t state;
   uint8_t hasLocal;
+  uint8_t upFam;         // 0: IPv4 upstream socket, 1: IPv6
   int64_t startedMs;     // CLOCK_REALTIME
   int64_t lastMs;        // CLOCK_MONOTONIC_COARSE
   uint64_t bytesIn, bytesOut;
@@ -151,6 +152,21 @@ uint32_t g_listenersUsed = 0;
 bool g_inflight = false;
 bool g_wantClients = false;
 bool g_stop = false;
+
+// Upstream sockets are kept for reuse: a session's socket is disconnected
+// (connect AF_UNSPEC: its ephemeral port is released, nothing more can
+// arrive for the old 4-tuple), drained of what was queued, and the next
+// session connects it again (a new ephemeral port). That saves socket(),
+// close() and two epoll_ctl per session. At most kPoolMax per family are
+// kept, each closed after kPoolIdleMs unused.
+constexpr size_t kPoolMax = 4096;
+constexpr int64_t kPoolIdleMs = 2000;
+struct Pooled {
+  int fd;
+  int64_t since;
+};
+std::deque<Pooled> g_pool[2];  // [0] AF_INET, [1] AF_INET6
+std::vector<uint32_t> g_fdSess;  // upstream fd -> session index (kNone: pooled)
 
 // Set once by udpInit (JS thread).
 bool g_started = false;
@@ -217,12 +233,66 @@ uint32_t Alloc() {
   return i;
 }
 
+void SetFdSess(int fd, uint32_t si) {
+  if (fd < 0) return;
+  if (static_cast<size_t>(fd) >= g_fdSess.size()) g_fdSess.resize(static_cast<size_t>(fd) + 1024, kNone);
+  g_fdSess[static_cast<size_t>(fd)] = si;
+}
+
+// An upstream socket of family `fam` (0: IPv4, 1: IPv6), from the pool or new; -errno on failure.
+int Acquire(int fam) {
+  if (!g_pool[fam].empty()) {
+    int fd = g_pool[fam].back().fd;
+    g_pool[fam].pop_back();
+    return fd;
+  }
+  int fd = socket(fam == 1 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  epoll_event ev;
+  ev.events = EPOLLIN;
+  ev.data.u64 = Tag(kTagSession, 0, static_cast<uint32_t>(fd));
+  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  SetFdSess(fd, kNone);
+  return fd;
+}
+
+// Disconnects an upstream socket and keeps it for the next session (or closes it).
+void Release(int fd, int fam) {
+  SetFdSess(fd, kNone);
+  sockaddr un;
+  memset(&un, 0, sizeof un);
+  un.sa_family = AF_UNSPEC;
+  if (fam < 0 || g_pool[fam].size() >= kPoolMax || connect(fd, &un, sizeof un) != 0) {
+    close(fd);  // also leaves the epoll set (the only reference)
+    return;
+  }
+  // What the old peer had queued goes; a pending error (ICMP) is cleared.
+  char b[1];
+  for (int i = 0; i < 256; i++) {
+    ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT | MSG_TRUNC);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+  }
+  g_pool[fam].push_back(Pooled{fd, MonoMs()});
+}
+
+void SweepPool(int64_t now) {
+  for (auto& q : g_pool)
+    while (!q.empty() && now - q.front().since >= kPoolIdleMs) {
+      close(q.front().fd);
+      q.pop_front();
+    }
+}
+
 void EndLocked(uint32_t i, uint8_t reason) {
   Session& s = g_sess[i];
   if (s.state == kFree) return;
   Listener& L = *g_listeners[s.listener];
   if (s.fd >= 0) {
-    close(s.fd);  // also leaves the epoll set (the only reference)
+    Release(s.fd, s.upFam);
     s.fd = -1;
   }
   auto it = L.map.find(KeyOf(s.client));
@@ -439,10 +509,18 @@ void OnListener(uint16_t lid) {
   }
 }
 
-void OnUpstream(uint32_t si, uint32_t gen, uint32_t events) {
-  if (si >= g_sess.size()) return;
+void OnUpstream(uint32_t fd, uint32_t events) {
+  if (fd >= g_fdSess.size()) return;
+  uint32_t si = g_fdSess[fd];
+  if (si == kNone) {
+    // A pooled socket: a late ICMP error; read and cleared.
+    char b[1];
+    ssize_t r = recv(static_cast<int>(fd), b, sizeof b, MSG_DONTWAIT | MSG_TRUNC);
+    (void)r;
+    return;
+  }
   Session& s = g_sess[si];
-  if (s.state != kOpen || s.gen != gen) return;
+  if (s.state != kOpen || s.fd != static_cast<int>(fd)) return;
   Listener& L = *g_listeners[s.listener];
   if (events & EPOLLERR) {
     int e = 0;
@@ -528,9 +606,21 @@ int NextTimeout(int64_t now) {
   return t < 0 ? 0 : static_cast<int>(t) + 1;
 }
 
-// Engine thread, g_mu held: asks JS to pull what is waiting (one call in flight at most).
-void Notify() {
-  if (g_inflight || (g_news.empty() && g_ends.empty())) return;
+// Ended sessions alone wake JS at most every kEndsDelayMs (or once
+// kEndsBatch are waiting): they only settle counters and log lines, and a
+// wake of the JS thread costs more than the records. New clients wake it at
+// once (their datagrams wait for the decision), and take the ends along.
+constexpr int64_t kEndsDelayMs = 10;
+constexpr size_t kEndsBatch = 512;
+int64_t g_endsSince = -1;  // MonoMs of the oldest record in g_ends, -1 when empty
+
+// Engine thread, g_mu held: asks JS to pull what is waiting (one call in
+// flight at most). Returns how long the loop may sleep before asking again.
+int Notify(int64_t now) {
+  if (g_ends.empty()) g_endsSince = -1;
+  else if (g_endsSince < 0) g_endsSince = now;
+  if (g_inflight || (g_news.empty() && g_ends.empty())) return 1000;
+  if (g_news.empty() && g_ends.size() < kEndsBatch && now - g_endsSince < kEndsDelayMs) return static_cast<int>(g_endsSince + kEndsDelayMs - now) + 1;
   g_inflight = true;
   napi_status st = g_tsfn.NonBlockingCall([](Napi::Env env, Napi::Function fn) {
     {
@@ -540,6 +630,7 @@ void Notify() {
     if (env != nullptr && fn != nullptr) fn.Call({});
   });
   if (st != napi_ok) g_inflight = false;
+  return 1000;
 }
 
 void Loop() {
@@ -561,13 +652,15 @@ void Loop() {
       } else if (kind == kTagListener) {
         if (idx < g_listeners.size() && g_listeners[idx] != nullptr && g_listeners[idx]->used && g_listeners[idx]->gen == gen) OnListener(static_cast<uint16_t>(idx));
       } else {
-        OnUpstream(idx, gen, evs[i].events);
+        OnUpstream(idx, evs[i].events);
       }
     }
     int64_t now = MonoMs();
     Sweep(now);
-    Notify();
+    SweepPool(now);
+    int wait = Notify(now);
     timeout = NextTimeout(now);
+    if (wait < timeout) timeout = wait;
   }
 }
 
@@ -579,15 +672,27 @@ void Wake() {
 }
 
 void Stop(void*) {
-  if (!g_started) return;
+  if (!g_started || g_stop) return;
   {
     std::lock_guard<std::mutex> lock(g_mu);
     g_stop = true;
   }
   Wake();
   if (g_thr.joinable()) g_thr.join();
-  g_tsfn.Abort();
+  if (g_env != nullptr) g_tsfn.Abort();
   g_env = nullptr;
+}
+
+// process.exit() runs no env cleanup hook: the thread must be gone before
+// the static containers it uses are destroyed.
+void StopAtExit() {
+  if (!g_started || g_stop) return;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    g_stop = true;
+  }
+  Wake();
+  if (g_thr.joinable()) g_thr.join();
 }
 
 Napi::Value Err(Napi::Env env, int e) { return Napi::Number::New(env, -e); }
@@ -642,6 +747,7 @@ Napi::Value UdpInit(const Napi::CallbackInfo& info) {
   g_started = true;
   g_thr = std::thread(Loop);
   napi_add_env_cleanup_hook(env, Stop, nullptr);
+  std::atexit(StopAtExit);
   return Napi::Boolean::New(env, true);
 }
 
@@ -769,6 +875,7 @@ Napi::Value UdpTake(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(g_mu);
     news.swap(g_news);
     ends.swap(g_ends);
+    g_endsSince = -1;
     want = g_wantClients;
   }
   if (news.empty() && ends.empty()) return env.Undefined();
@@ -844,22 +951,17 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   if (!SessionById(id, si) || g_sess[si].state != kPending) return Err(env, ENOENT);
   Session& s = g_sess[si];
   Listener& L = *g_listeners[s.listener];
-  int fd = socket(to.sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Err(env, errno);
+  int fam = to.sa.sa_family == AF_INET6 ? 1 : 0;
+  int fd = Acquire(fam);
+  if (fd < 0) return Err(env, -fd);
   if (connect(fd, &to.sa, tl) != 0) {
     int e = errno;
-    close(fd);
+    Release(fd, fam);
     return Err(env, e);
   }
-  epoll_event ev;
-  ev.events = EPOLLIN;
-  ev.data.u64 = Tag(kTagSession, s.gen, si);
-  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    int e = errno;
-    close(fd);
-    return Err(env, e);
-  }
+  SetFdSess(fd, si);
   s.fd = fd;
+  s.upFam = static_cast<uint8_t>(fam);
   s.backend = backend;
   s.state = kOpen;
   s.startedMs = RealMs();
@@ -1023,6 +1125,7 @@ Napi::Value UdpInfo(const Napi::CallbackInfo& info) {
   o.Set("slots", Napi::Number::New(env, static_cast<double>(g_sess.size())));
   o.Set("listeners", Napi::Number::New(env, g_listenersUsed));
   o.Set("heldBytes", Napi::Number::New(env, static_cast<double>(g_heldBytes)));
+  o.Set("pooledSockets", Napi::Number::New(env, static_cast<double>(g_pool[0].size() + g_pool[1].size())));
   return o;
 }
 
