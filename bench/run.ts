@@ -287,13 +287,20 @@ async function caseBulk(b: Balancer, p: number, streams: number): Promise<Figure
   return { value: bps / 1e9, cpu: cpu / Math.max(1e-9, bytes / 1e9) };
 }
 
-/** UDP request/response from 64 source ports with 4 outstanding each (in a child on CPU 1). */
-async function caseUdp(b: Balancer, p: number): Promise<Figure> {
+/**
+ * UDP request/response from `ports` source ports with `window` outstanding
+ * each (in a child on CPU 1). A session per request needs window 1: with
+ * udp_responses = 1 l4lb ends a session at its first backend datagram (SPEC),
+ * while nginx's proxy_responses counts per client datagram, so with several
+ * outstanding per port nginx would answer them all on one session and l4lb
+ * drop all but the first — not the same work.
+ */
+async function caseUdp(b: Balancer, p: number, ports = 64, window = 4): Promise<Figure> {
   const client = `
 const dgram=require('dgram');const lat=[];let n=0;const end=Date.now()+${SECONDS}*1000;let run=true;const pl=Buffer.alloc(64,113);
-let open=0;for(let i=0;i<64;i++){const s=dgram.createSocket('udp4');const q=[];s.bind(0,'127.0.0.1',()=>{open++;for(let w=0;w<4;w++){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}});
+let open=0;for(let i=0;i<${ports};i++){const s=dgram.createSocket('udp4');const q=[];s.bind(0,'127.0.0.1',()=>{open++;for(let w=0;w<${window};w++){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}});
 s.on('message',()=>{const t=q.shift();if(t!==undefined)lat.push(performance.now()-t);n++;if(run){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}});
-const iv=setInterval(()=>{if(!run){clearInterval(iv);s.close();return;}while(q.length&&performance.now()-q[0]>500)q.shift();while(q.length<4){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}},100);}
+const iv=setInterval(()=>{if(!run){clearInterval(iv);s.close();return;}while(q.length&&performance.now()-q[0]>500)q.shift();while(q.length<${window}){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}},100);}
 setTimeout(()=>{run=false;lat.sort((a,b)=>a-b);const pc=x=>lat.length?Math.round(lat[Math.floor(lat.length*x)]*1000):0;console.log(JSON.stringify({n,p50:pc(0.5),p99:pc(0.99)}));setTimeout(()=>process.exit(0),200);},${SECONDS}*1000);`;
   const { r, cpu } = await measured(b.pid, () => runLoad([process.execPath, '-e', client]));
   let o = { n: 0, p50: 0, p99: 0 };
@@ -341,7 +348,7 @@ const CASES: { key: CaseName; group: string; title: string; unit: string; cpuUni
   { key: 'keepalive', group: 'keepalive', title: 'keep-alive requests (wrk)', unit: 'req/s', cpuUnit: 'CPU-µs/req', lowerBetterTarget: 1.0, run: (b) => (has('wrk') ? caseKeepalive(b, b.front.http) : null) },
   { key: 'bulk1', group: 'bulk', title: 'bulk TCP, 1 stream (iperf3)', unit: 'Gbit/s', cpuUnit: 'CPU-s/GB', lowerBetterTarget: 1.1, run: (b) => (has('iperf3') ? caseBulk(b, b.front.iperf, 1) : null) },
   { key: 'bulk4', group: 'bulk', title: 'bulk TCP, 4 streams (iperf3)', unit: 'Gbit/s', cpuUnit: 'CPU-s/GB', lowerBetterTarget: 1.1, run: (b) => (has('iperf3') ? caseBulk(b, b.front.iperf, 4) : null) },
-  { key: 'udp', group: 'udp', title: 'UDP request/response, a session per request (64 ports x 4)', unit: 'replies/s', cpuUnit: 'CPU-µs/reply', lowerBetterTarget: 1.0, run: (b) => (b.front.udp > 0 ? caseUdp(b, b.front.udp) : null) },
+  { key: 'udp', group: 'udp', title: 'UDP request/response, a session per request (udp_responses = 1, 256 ports x 1)', unit: 'replies/s', cpuUnit: 'CPU-µs/reply', lowerBetterTarget: 1.0, run: (b) => (b.front.udp > 0 ? caseUdp(b, b.front.udp, 256, 1) : null) },
   { key: 'udpl', group: 'udp', title: 'UDP long-lived sessions (64 ports x 4)', unit: 'replies/s', cpuUnit: 'CPU-µs/reply', lowerBetterTarget: 1.0, run: (b) => (b.front.udpl > 0 ? caseUdp(b, b.front.udpl) : null) },
   { key: 'idle', group: 'idle', title: `idle TCP connections (${IDLE_CONNS})`, unit: 'connections', cpuUnit: 'KiB/conn', lowerBetterTarget: 1.0, run: (b) => (b.pid > 0 ? caseIdle(b, b.front.idle) : null) },
 ];
