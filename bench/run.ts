@@ -108,6 +108,7 @@ interface Ports {
   http: number; // HTTP backend
   iperf: number; // iperf3 server
   udp: number; // UDP echo backend
+  udpl: number; // UDP, long-lived sessions (the same echo backend)
   idle: number; // idle TCP backend
 }
 
@@ -121,7 +122,8 @@ interface Balancer {
 
 /** Backends on CPU 1: nginx for HTTP (or a Node server), iperf3 -s, a UDP echo and an idle TCP sink in a Node helper. */
 async function startBackends(): Promise<Ports> {
-  const p: Ports = { http: port(), iperf: port(), udp: port(), idle: port() };
+  const p: Ports = { http: port(), iperf: port(), udp: port(), udpl: 0, idle: port() };
+  p.udpl = p.udp;
   if (has('nginx')) {
     const dir = join(work, 'nginx-backend');
     mkdirSync(dir, { recursive: true });
@@ -149,7 +151,7 @@ net.createServer(s=>{s.on('error',()=>{})}).listen({port:${p.idle},host:'127.0.0
 }
 
 async function startL4lb(backends: Ports, splice: 'on' | 'off'): Promise<Balancer> {
-  const f: Ports = { http: port(), iperf: port(), udp: port(), idle: port() };
+  const f: Ports = { http: port(), iperf: port(), udp: port(), udpl: port(), idle: port() };
   const cfg = join(work, `l4lb-${splice}.toml`);
   const l = (name: string, proto: string, p: number, extra = ''): string => `[[listeners]]\nname = "${name}"\nprotocol = "${proto}"\nbind = "127.0.0.1:${p}"\npool = "${name}"\n${extra}\n`;
   const pool = (name: string, p: number): string => `[pools.${name}]\nalgorithm = "least-connections"\nbackends = [{ address = "127.0.0.1:${p}" }]\n[pools.${name}.health_check]\nenabled = false\n`;
@@ -159,6 +161,7 @@ async function startL4lb(backends: Ports, splice: 'on' | 'off'): Promise<Balance
       l('http', 'tcp', f.http) +
       l('iperf', 'tcp', f.iperf) +
       l('udp', 'udp', f.udp, 'udp_responses = 1') +
+      `[[listeners]]\nname = "udpl"\nprotocol = "udp"\nbind = "127.0.0.1:${f.udpl}"\npool = "udp"\n` +
       l('idle', 'tcp', f.idle) +
       pool('http', backends.http) +
       pool('iperf', backends.iperf) +
@@ -171,7 +174,7 @@ async function startL4lb(backends: Ports, splice: 'on' | 'off'): Promise<Balance
 }
 
 async function startHaproxy(backends: Ports): Promise<Balancer> {
-  const f: Ports = { http: port(), iperf: port(), udp: 0, idle: port() };
+  const f: Ports = { http: port(), iperf: port(), udp: 0, udpl: 0, idle: port() };
   const dir = join(work, 'haproxy');
   mkdirSync(dir, { recursive: true });
   const fe = (name: string, p: number, b: number): string =>
@@ -189,7 +192,7 @@ async function startHaproxy(backends: Ports): Promise<Balancer> {
 }
 
 async function startNginx(backends: Ports): Promise<Balancer> {
-  const f: Ports = { http: port(), iperf: port(), udp: port(), idle: port() };
+  const f: Ports = { http: port(), iperf: port(), udp: port(), udpl: port(), idle: port() };
   const dir = join(work, 'nginx-lb');
   mkdirSync(dir, { recursive: true });
   const up = (name: string, b: number): string => `upstream u_${name} { least_conn; server 127.0.0.1:${b}; }\n`;
@@ -205,6 +208,7 @@ async function startNginx(backends: Ports): Promise<Balancer> {
       `server { listen 127.0.0.1:${f.http} backlog=4096; proxy_pass u_http; }\n` +
       `server { listen 127.0.0.1:${f.iperf}; proxy_pass u_iperf; }\n` +
       `server { listen 127.0.0.1:${f.udp} udp; proxy_pass u_udp; proxy_responses 1; proxy_timeout 10s; }\n` +
+      `server { listen 127.0.0.1:${f.udpl} udp; proxy_pass u_udp; proxy_timeout 30s; }\n` +
       `server { listen 127.0.0.1:${f.idle} backlog=65535; proxy_pass u_idle; proxy_timeout 1h; }\n}\n`,
   );
   const master = start(0, ['nginx', '-c', join(dir, 'nginx.conf'), '-p', dir]);
@@ -283,13 +287,20 @@ async function caseBulk(b: Balancer, p: number, streams: number): Promise<Figure
   return { value: bps / 1e9, cpu: cpu / Math.max(1e-9, bytes / 1e9) };
 }
 
-/** UDP request/response from 64 source ports with 4 outstanding each (in a child on CPU 1). */
-async function caseUdp(b: Balancer, p: number): Promise<Figure> {
+/**
+ * UDP request/response from `ports` source ports with `window` outstanding
+ * each (in a child on CPU 1). A session per request needs window 1: with
+ * udp_responses = 1 l4lb ends a session at its first backend datagram (SPEC),
+ * while nginx's proxy_responses counts per client datagram, so with several
+ * outstanding per port nginx would answer them all on one session and l4lb
+ * drop all but the first — not the same work.
+ */
+async function caseUdp(b: Balancer, p: number, ports = 64, window = 4): Promise<Figure> {
   const client = `
 const dgram=require('dgram');const lat=[];let n=0;const end=Date.now()+${SECONDS}*1000;let run=true;const pl=Buffer.alloc(64,113);
-let open=0;for(let i=0;i<64;i++){const s=dgram.createSocket('udp4');const q=[];s.bind(0,'127.0.0.1',()=>{open++;for(let w=0;w<4;w++){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}});
+let open=0;for(let i=0;i<${ports};i++){const s=dgram.createSocket('udp4');const q=[];s.bind(0,'127.0.0.1',()=>{open++;for(let w=0;w<${window};w++){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}});
 s.on('message',()=>{const t=q.shift();if(t!==undefined)lat.push(performance.now()-t);n++;if(run){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}});
-const iv=setInterval(()=>{if(!run){clearInterval(iv);s.close();return;}while(q.length&&performance.now()-q[0]>500)q.shift();while(q.length<4){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}},100);}
+const iv=setInterval(()=>{if(!run){clearInterval(iv);s.close();return;}while(q.length&&performance.now()-q[0]>500)q.shift();while(q.length<${window}){q.push(performance.now());s.send(pl,${p},'127.0.0.1');}},100);}
 setTimeout(()=>{run=false;lat.sort((a,b)=>a-b);const pc=x=>lat.length?Math.round(lat[Math.floor(lat.length*x)]*1000):0;console.log(JSON.stringify({n,p50:pc(0.5),p99:pc(0.99)}));setTimeout(()=>process.exit(0),200);},${SECONDS}*1000);`;
   const { r, cpu } = await measured(b.pid, () => runLoad([process.execPath, '-e', client]));
   let o = { n: 0, p50: 0, p99: 0 };
@@ -331,13 +342,14 @@ process.stdin.on('data',()=>process.exit(0));`;
   return { value: ok, cpu: ok > 0 ? (after - before) / ok : 0, extra: `${ok} connections` };
 }
 
-type CaseName = 'conn' | 'keepalive' | 'bulk1' | 'bulk4' | 'udp' | 'idle';
+type CaseName = 'conn' | 'keepalive' | 'bulk1' | 'bulk4' | 'udp' | 'udpl' | 'idle';
 const CASES: { key: CaseName; group: string; title: string; unit: string; cpuUnit: string; lowerBetterTarget: number | null; run: (b: Balancer) => Promise<Figure> | null }[] = [
   { key: 'conn', group: 'conn', title: 'new TCP connections (wrk, Connection: close)', unit: 'conn/s', cpuUnit: 'CPU-µs/conn', lowerBetterTarget: 1.25, run: (b) => (has('wrk') ? caseConn(b, b.front.http) : null) },
   { key: 'keepalive', group: 'keepalive', title: 'keep-alive requests (wrk)', unit: 'req/s', cpuUnit: 'CPU-µs/req', lowerBetterTarget: 1.0, run: (b) => (has('wrk') ? caseKeepalive(b, b.front.http) : null) },
   { key: 'bulk1', group: 'bulk', title: 'bulk TCP, 1 stream (iperf3)', unit: 'Gbit/s', cpuUnit: 'CPU-s/GB', lowerBetterTarget: 1.1, run: (b) => (has('iperf3') ? caseBulk(b, b.front.iperf, 1) : null) },
   { key: 'bulk4', group: 'bulk', title: 'bulk TCP, 4 streams (iperf3)', unit: 'Gbit/s', cpuUnit: 'CPU-s/GB', lowerBetterTarget: 1.1, run: (b) => (has('iperf3') ? caseBulk(b, b.front.iperf, 4) : null) },
-  { key: 'udp', group: 'udp', title: 'UDP request/response (64 ports x 4)', unit: 'replies/s', cpuUnit: 'CPU-µs/reply', lowerBetterTarget: 1.0, run: (b) => (b.front.udp > 0 ? caseUdp(b, b.front.udp) : null) },
+  { key: 'udp', group: 'udp', title: 'UDP request/response, a session per request (udp_responses = 1, 256 ports x 1)', unit: 'replies/s', cpuUnit: 'CPU-µs/reply', lowerBetterTarget: 1.0, run: (b) => (b.front.udp > 0 ? caseUdp(b, b.front.udp, 256, 1) : null) },
+  { key: 'udpl', group: 'udp', title: 'UDP long-lived sessions (64 ports x 4)', unit: 'replies/s', cpuUnit: 'CPU-µs/reply', lowerBetterTarget: 1.0, run: (b) => (b.front.udpl > 0 ? caseUdp(b, b.front.udpl) : null) },
   { key: 'idle', group: 'idle', title: `idle TCP connections (${IDLE_CONNS})`, unit: 'connections', cpuUnit: 'KiB/conn', lowerBetterTarget: 1.0, run: (b) => (b.pid > 0 ? caseIdle(b, b.front.idle) : null) },
 ];
 

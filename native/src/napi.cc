@@ -1,9 +1,11 @@
 // N-API glue of the l4lb_splice addon: init (threads, slab, the one
 // thread-safe function every report travels by), the splice pump's calls
 // (add/abort/stats/socketError), and module init. The TCP engine's calls
-// are registered by engine_tcp.cc (RegisterTcpEngine); a UDP engine adds
-// its own Register...() line in ModuleInit.
+// are registered by engine_tcp.cc (RegisterTcpEngine), the UDP engine's by
+// udp_engine.cc (RegisterUdpEngine).
 #include <napi.h>
+
+#include "udp_engine.h"
 #include <fcntl.h>
 #include <sched.h>
 
@@ -321,6 +323,7 @@ void RegisterSplice(Napi::Env env, Napi::Object exports) {
 Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   RegisterSplice(env, exports);
   RegisterTcpEngine(env, exports);
+  RegisterUdpEngine(env, exports);
   return exports;
 }
 

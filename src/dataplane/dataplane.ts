@@ -17,6 +17,7 @@ import type { Pool } from '../backend/pool';
 import { planReload } from '../config/diff';
 import { TcpListener, type TcpContext } from '../tcp/listener';
 import { UdpListener } from '../udp/listener';
+import { createUdpListener } from '../udp/engine';
 import { jsPump } from '../tcp/js-pump';
 import type { DataPlaneSnapshot, ListenerSnapshot } from '../stats/stats';
 import { addListenerCounters, listenerTotals } from '../stats/stats';
@@ -98,7 +99,7 @@ export class DataPlane implements DataPlaneApi {
         // route_by = "sni" may have no fallback pool (null).
         const pool = lc.pool === '' && lc.routeBy === 'sni' ? null : nextPools.get(lc.pool);
         if (pool === undefined) throw new Error(`listener ${lc.name}: pool ${lc.pool} missing`); // validated before
-        const l: Listener = lc.protocol === 'udp' ? new UdpListener(lc, (pool as BuiltPool).pool, this.ctx) : new TcpListener(lc, pool === null ? null : pool.pool, this.ctx);
+        const l: Listener = lc.protocol === 'udp' ? createUdpListener(lc, (pool as BuiltPool).pool, this.ctx, this.opts.splice !== null) : new TcpListener(lc, pool === null ? null : pool.pool, this.ctx);
         if (l instanceof TcpListener) l.setRoutes(new Map([...nextPools].map(([name, b]) => [name, b.pool] as const)));
         const a = await l.listen(fds?.get(lc.name)).catch((err: unknown) => {
           // Name the listener in the start/reload failure.

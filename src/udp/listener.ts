@@ -25,10 +25,11 @@ import type { Pool } from '../backend/pool';
 import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
 import type { ListenerContext } from '../listener/context';
-import { ListenerBase, type OpenConnection } from '../listener/base';
+import { ListenerBase, type ConnectionFields, type OpenConnection } from '../listener/base';
 import type { UdpEndReason } from '../listener/reasons';
 import { fdBudget, isLocalError } from '../net/fd-budget';
 import { udpTermination } from '../listener/termination';
+import { decideUdp } from './decide';
 
 const SOCKET_BUFFER = 4 * 1024 * 1024;
 
@@ -98,6 +99,10 @@ export class UdpListener extends ListenerBase<UdpSession> {
     this.end(s, 'admin_shutdown');
   }
 
+  protected override extraFields(_s: UdpSession, fields: ConnectionFields): void {
+    fields.pump = 'js';
+  }
+
   /** Binds (or adopts an inherited socket `fd`) and resolves with the bound address. */
   listen(fd?: number): Promise<{ address: string; port: number }> {
     const type = this.config.bind.family === 6 ? 'udp6' : 'udp4';
@@ -164,27 +169,9 @@ export class UdpListener extends ListenerBase<UdpSession> {
   private newSession(msg: Buffer, addr: string, port: number, byPort: Map<number, UdpSession> | undefined): void {
     const stats = this.stats;
     if (!this.accepting) return;
-    if (!this.acl(addr)) {
-      stats.rejected.acl++;
-      return;
-    }
-    const cfg = this.config;
-    if (cfg.maxConnections > 0 && this.sessionCount >= cfg.maxConnections) {
-      stats.rejected.limit++;
-      return;
-    }
-    const f = this.flow;
-    f.srcAddr = addr;
-    f.srcPort = port;
-    const backend = this.pool.pick(f, null);
-    if (backend === null) {
-      stats.rejected.no_backend++;
-      return;
-    }
-    // A session costs an fd: the reserve stays free for probes, the admin
-    // endpoint and TCP (an unlimited UDP listener must not take them all).
-    if (!fdBudget.has(1, Date.now())) {
-      stats.rejected.resources++;
+    const backend = decideUdp({ config: this.config, pool: this.pool, acl: this.acl, sessions: this.sessionCount, flow: this.flow }, addr, port);
+    if (typeof backend === 'string') {
+      stats.rejected[backend]++;
       return;
     }
     fdBudget.add(1);

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { withTimeout, waitFor } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
 import { poolToml } from '../helpers/toml';
+import { spliceAvailable } from '../../src/native/addon';
 
 interface UdpBackend {
   socket: dgram.Socket;
@@ -70,7 +71,16 @@ async function udpClient(family: 'udp4' | 'udp6' = 'udp4'): Promise<{ s: dgram.S
 const udpListener = (name: string, pool: string, extra = '', bind = '127.0.0.1:0'): string =>
   `[[listeners]]\nname = "${name}"\nprotocol = "udp"\nbind = "${bind}"\npool = "${pool}"\n${extra}\n`;
 
-describe('udp', () => {
+/** UDP data path: the JavaScript listener (`splice = "off"`) or the native engine (`splice = "on"`). */
+type UdpPath = 'js' | 'engine';
+const G = (path: UdpPath, extra = ''): string => `[global]\nsplice = "${path === 'engine' ? 'on' : 'off'}"\n${extra}\n`;
+const native = spliceAvailable();
+
+// The whole UDP suite runs once per data path; the engine run is skipped
+// (with the reason) where the addon is not built.
+for (const path of ['js', 'engine'] as const) {
+  const skip = path === 'engine' && !native.ok ? `native addon not available: ${native.reason}` : false;
+describe(`udp [${path}]`, { skip }, () => {
   let a: UdpBackend;
   let b: UdpBackend;
   let raw: UdpBackend;
@@ -82,7 +92,7 @@ describe('udp', () => {
     raw = await udpBackend('R', true);
     const two = [`{ address = "127.0.0.1:${a.port}" }`, `{ address = "127.0.0.1:${b.port}" }`];
     lb = new L4lbProcess(
-      `[global]\nconnection_log = true\n` +
+      G(path, 'connection_log = true') +
         udpListener('u', 'ab') +
         poolToml('ab', 'round-robin', two) +
         udpListener('ch', 'abch') +
@@ -139,6 +149,8 @@ describe('udp', () => {
     try {
       for (let i = 0; i < 3; i++) assert.match((await c.ask(port, `q${i}`)).toString(), new RegExp(`^[AB]:q${i}$`));
       await waitFor(() => lb.logs.filter((l) => l.msg === 'connection closed' && l.listener === 'dns' && l.reason === 'responses').length >= 3, 5000, 'three sessions ended by responses');
+      const line = lb.logs.find((l) => l.msg === 'connection closed' && l.listener === 'dns');
+      assert.equal(line?.pump, path, 'the data path that carried the datagrams');
     } finally {
       c.close();
     }
@@ -199,12 +211,12 @@ describe('udp', () => {
   });
 });
 
-describe('udp backend failure', () => {
+describe(`udp [${path}] backend failure`, { skip }, () => {
   test('a stopped backend (ICMP port unreachable) ends its sessions; the next datagram goes to a healthy one', async () => {
     const a = await udpBackend('A');
     const b = await udpBackend('B');
     const lb = new L4lbProcess(
-      `[global]\nconnection_log = true\n` +
+      G(path, 'connection_log = true') +
         udpListener('u', 'p') +
         poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${a.port}" }`, `{ address = "127.0.0.1:${b.port}" }`], '', 'interval = "10s"\nfall = 1\nrise = 1'),
     );
@@ -237,7 +249,7 @@ describe('udp backend failure', () => {
 
   test('IPv6 listener and backend', async () => {
     const b6 = await udpBackend('S', false, 'udp6');
-    const lb = new L4lbProcess(udpListener('six', 'p6', '', '[::1]:0') + poolToml('p6', 'round-robin', [`{ address = "[::1]:${b6.port}" }`]));
+    const lb = new L4lbProcess(G(path) + udpListener('six', 'p6', '', '[::1]:0') + poolToml('p6', 'round-robin', [`{ address = "[::1]:${b6.port}" }`]));
     const c = await udpClient('udp6');
     try {
       const port = await lb.port('six');
@@ -249,3 +261,4 @@ describe('udp backend failure', () => {
     }
   });
 });
+}
