@@ -13,6 +13,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readdirSync, readlinkSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { startServer, startEchoServer, connect, readBytes, readAll, endOf, waitFor, deadPort, withTimeout, type TestServer } from '../helpers/net';
 import { L4lbProcess, type LogLine } from '../helpers/l4lb';
 import { listenerToml, poolToml } from '../helpers/toml';
@@ -225,6 +226,22 @@ describe('native TCP engine', { skip }, () => {
       assert.equal(line.termination, 'backend_reset');
       assert.equal(line.bytes_out, 26, 'the greeting was delivered to the client socket');
     }
+  });
+
+  test('keepalive and TCP_NODELAY as node:net sets them: the client side at once (inherited), the backend side within ~1 s', async (t) => {
+    if (spawnSync('ss', ['-V']).status !== 0) {
+      t.skip('ss (iproute2) not installed');
+      return;
+    }
+    const port = await lb.port('e');
+    const c = await connect(port);
+    c.write('k');
+    await readBytes(c, 1);
+    // The kernel shows a keepalive timer on a socket with SO_KEEPALIVE set.
+    const timers = (filter: string): string => spawnSync('ss', ['-tnoH', 'state', 'established', filter], { encoding: 'utf8' }).stdout;
+    assert.match(timers(`( sport = :${port} and dport = :${c.localPort} )`), /timer:\(keepalive/, 'client side: inherited from the listening socket');
+    await waitFor(() => /timer:\(keepalive/.test(timers(`( dport = :${echo.port} )`)), 5000, 'backend side keepalive');
+    c.destroy();
   });
 
   test('admin: listed while open, shut down by backend', async () => {
