@@ -73,7 +73,13 @@ static void formatAddr(const struct sockaddr_storage& ss, char* out, uint16_t& p
   }
 }
 
-static bool registerListener(Worker* w, Listener* l) {
+// From the JS thread (`fromJs`), the ADD is made under the worker's `mu`,
+// which the worker takes after every epoll_wait (takeIncoming) before it
+// handles an event: the Listener's fields, written before, are visible to
+// it (the same rule as adopt()).
+static bool registerListener(Worker* w, Listener* l, bool fromJs) {
+  std::unique_lock<std::mutex> g(w->mu, std::defer_lock);
+  if (fromJs) g.lock();
   struct epoll_event ev = {};
   // Level-triggered, one waiter woken per connection across every epoll
   // instance that holds the socket (this process's workers and the other
@@ -297,7 +303,7 @@ void Worker::runTimers() {
     if (t.kind == T_LISTEN) {
       // A paused listener: accept again (unless it was removed meanwhile;
       // `closing` is set before any worker can close its fd).
-      if (!t.listener->closing.load(std::memory_order_acquire)) registerListener(this, t.listener);
+      if (!t.listener->closing.load(std::memory_order_acquire)) registerListener(this, t.listener, false);
       continue;
     }
     if (staleTimer(t)) continue;
@@ -340,7 +346,7 @@ static Napi::Value EngineListen(const Napi::CallbackInfo& info) {
   l->id = static_cast<uint32_t>(g_listeners.size());
   l->refs.store(static_cast<int>(g_workers.size()));
   for (Worker* w : g_workers) {
-    if (!registerListener(w, l)) {
+    if (!registerListener(w, l, true)) {
       int e = errno;
       l->closing.store(true);
       for (Worker* x : g_workers) epoll_ctl(x->ep, EPOLL_CTL_DEL, fd, nullptr);
