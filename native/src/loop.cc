@@ -159,7 +159,14 @@ int Worker::pumpRounds(Conn* c, int d, int src, int dst) {
         return 0;
       }
     }
-    if (c->dead[d] && c->inpipe[d] == 0) return 0;  // settled() resets, no FIN
+    if (c->dead[d]) {
+      // The source failed: settled() resets, no FIN. Its bytes are read to
+      // their end first: a side marked failed before its last read (a
+      // write to it failed, or its connect completed with the reset
+      // already consumed) still yields what it sent, then EOF.
+      if (!moved || (c->eof[d] && c->inpipe[d] == 0)) return 0;
+      continue;
+    }
     if (c->eof[d] && c->inpipe[d] == 0 && !c->shut[d]) {
       // The second FIN is sent by the close() that follows at once (both
       // sources are at EOF, so nothing unread turns it into a reset).
