@@ -370,6 +370,49 @@ describe('native TCP engine: a listener removed by a reload', { skip }, () => {
   });
 });
 
+describe('native TCP engine: a reload that needs node:net for a kept listener', { skip }, () => {
+  test('accept_proxy_protocol turned on and off again: the socket moves between node:net and the engine, never closed', async () => {
+    const echo = await startEchoServer();
+    const pool = poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]);
+    const plain = `[global]\nsplice = "on"\nconnection_log = true\n` + listenerToml('x', 'p') + pool;
+    const withProxy = `[global]\nsplice = "on"\nconnection_log = true\n` + listenerToml('x', 'p', 'accept_proxy_protocol = true') + pool;
+    const lb = new L4lbProcess(plain);
+    const reload = async (text: string): Promise<void> => {
+      const n = lb.logs.filter((l) => l.msg === 'config reloaded').length;
+      lb.writeConfig(text);
+      lb.signal('SIGHUP');
+      await waitFor(() => lb.logs.filter((l) => l.msg === 'config reloaded').length > n, 10000, 'reloaded');
+    };
+    const roundTrip = async (port: number, first: string): Promise<string> => {
+      const c = await connect(port);
+      c.write(`${first}ping`);
+      const got = (await readBytes(c, 4)).toString();
+      c.destroy();
+      return got;
+    };
+    try {
+      const port = await lb.port('x');
+      const held = await connect(port);
+      held.write('1');
+      await readBytes(held, 1);
+      assert.equal(await roundTrip(port, ''), 'ping');
+      await reload(withProxy);
+      // node:net reads the header now (the PROXY reader is JS): with a header it passes.
+      assert.equal(await roundTrip(port, 'PROXY TCP4 10.1.2.3 10.0.0.1 1234 80\r\n'), 'ping');
+      await waitFor(() => lb.logs.some((l) => l.msg === 'connection closed' && l.client === '10.1.2.3:1234'), 5000, 'the claimed address in the log');
+      await reload(plain);
+      assert.equal(await roundTrip(port, ''), 'ping');
+      // The connection opened before both reloads still carries bytes.
+      held.write('2');
+      assert.equal((await readBytes(held, 1)).toString(), '2');
+      held.destroy();
+    } finally {
+      await lb.stop();
+      await echo.close();
+    }
+  });
+});
+
 describe('native TCP engine: workers = 2', { skip }, () => {
   test('a worker killed: the other worker\'s connections are unaffected', async () => {
     const echo = await startEchoServer();
