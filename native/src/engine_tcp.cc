@@ -27,6 +27,10 @@ constexpr int kAcceptPauseMs = 100;     // a listener waits this long after EMFI
 constexpr int kKeepIdleS = 60;          // as node:net's keepAlive (keepAliveInitialDelay 60 s)
 constexpr int kKeepIntvlS = 1;          // libuv's keepalive interval and count
 constexpr int kKeepCnt = 10;
+// A backend socket gets its keepalive options when its connection is this
+// old: a short connection never pays those four setsockopt calls, and the
+// first probe of a long one comes at most this much later (60 s idle).
+constexpr int kKeepAliveAfterMs = 1000;
 
 namespace {
 std::vector<Listener*> g_listeners;  // JS thread: every listener created (never freed), by id - 1
@@ -39,9 +43,13 @@ int engineListeners() { return g_listening; }
 // (noDelay, keepAlive with a 60 s initial delay; libuv adds interval 1 s,
 // 10 probes). Set once on a listening socket, they are inherited by every
 // accepted one; a backend socket gets them one by one.
-static void tuneSocket(int fd) {
+static void setNoDelay(int fd) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static void setKeepAlive(int fd) {
+  int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   int v = kKeepIdleS;
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof v);
@@ -65,7 +73,13 @@ static void formatAddr(const struct sockaddr_storage& ss, char* out, uint16_t& p
   }
 }
 
-static bool registerListener(Worker* w, Listener* l) {
+// From the JS thread (`fromJs`), the ADD is made under the worker's `mu`,
+// which the worker takes after every epoll_wait (takeIncoming) before it
+// handles an event: the Listener's fields, written before, are visible to
+// it (the same rule as adopt()).
+static bool registerListener(Worker* w, Listener* l, bool fromJs) {
+  std::unique_lock<std::mutex> g(w->mu, std::defer_lock);
+  if (fromJs) g.lock();
   struct epoll_event ev = {};
   // Level-triggered, one waiter woken per connection across every epoll
   // instance that holds the socket (this process's workers and the other
@@ -101,7 +115,7 @@ void Worker::onListenerReady(Listener* l) {
         // Level-triggered: the queue would wake us again at once. Step
         // aside for a moment; the clients wait in the backlog meanwhile.
         epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, nullptr);
-        timers.push(Timer{nowMs() + kAcceptPauseMs, 0, 0, l});
+        timers.push(Timer{nowMs() + kAcceptPauseMs, 0, 0, l, T_LISTEN});
       }
       return;
     }
@@ -126,7 +140,7 @@ void Worker::onListenerReady(Listener* l) {
     // c->ev until the backend is connected and the splice loop runs.
     struct epoll_event pe = {};
     pe.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    pe.data.u64 = reinterpret_cast<uint64_t>(c) | 1u;
+    pe.data.u64 = connTag(c->id, 0);
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &pe) != 0) {
       // ENOMEM / max_user_watches: report it as a failed accept.
       int e = errno;
@@ -214,7 +228,7 @@ void Worker::connectBackend(Conn* c, Cmd& cmd) {
     connectFailed(c, errno);
     return;
   }
-  tuneSocket(fd);
+  setNoDelay(fd);  // before any byte; keepalive follows (T_KEEPALIVE)
   int r = connect(fd, reinterpret_cast<struct sockaddr*>(&cmd.addr), cmd.addrLen);
   if (r != 0 && errno != EINPROGRESS) {
     int e = errno;
@@ -232,23 +246,22 @@ void Worker::connectBackend(Conn* c, Cmd& cmd) {
   c->attempt++;
   struct epoll_event pe = {};
   pe.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  pe.data.u64 = reinterpret_cast<uint64_t>(c) | 2u;
+  pe.data.u64 = connTag(c->id, 1);
   if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &pe) != 0) {
     int e = errno;
     connectFailed(c, e);  // closes fd[1]; ENOMEM is local, never the backend's fault
     return;
   }
-  if (cmd.timeoutMs > 0) timers.push(Timer{nowMs() + cmd.timeoutMs, c->id, c->attempt, nullptr});
+  int64_t now = nowMs();
+  if (cmd.timeoutMs > 0) timers.push(Timer{now + cmd.timeoutMs, c->id, c->attempt, nullptr, T_CONNECT});
+  timers.push(Timer{now + kKeepAliveAfterMs, c->id, c->attempt, nullptr, T_KEEPALIVE});
   // r == 0 (connected at once) still gets its EPOLLOUT edge from the ADD.
 }
 
 void Worker::refuse(Conn* c) {
   if (c->closed) return;
   c->closed = true;
-  for (int i = 0; i < 2; i++) {
-    if (c->fd[i] >= 0) epoll_ctl(ep, EPOLL_CTL_DEL, c->fd[i], nullptr);
-    closeFd(c->fd[i]);
-  }
+  for (int i = 0; i < 2; i++) closeFd(c->fd[i]);  // no DEL needed (see finish())
   conns.erase(c->id);
   graveyard.push_back(c);  // no report: JS already forgot it
 }
@@ -266,9 +279,12 @@ void Worker::unlisten(Listener* l) {
 // one connect_timeout per listener, deadlines come in order and nearly all
 // are stale by the time they reach the top).
 bool Worker::staleTimer(const Timer& t) {
-  if (t.listener != nullptr) return false;
+  if (t.kind == T_LISTEN) return false;
   auto it = conns.find(t.id);
-  return it == conns.end() || it->second->closed || it->second->state != S_CONNECTING || it->second->attempt != t.attempt;
+  if (it == conns.end() || it->second->closed) return true;
+  const Conn* c = it->second;
+  if (t.kind == T_KEEPALIVE) return c->fd[1] < 0;  // any backend socket it has now
+  return c->state != S_CONNECTING || c->attempt != t.attempt;
 }
 
 int Worker::timeoutMs() {
@@ -284,14 +300,15 @@ void Worker::runTimers() {
   while (!timers.empty() && timers.top().at <= now) {
     Timer t = timers.top();
     timers.pop();
-    if (t.listener != nullptr) {
+    if (t.kind == T_LISTEN) {
       // A paused listener: accept again (unless it was removed meanwhile;
       // `closing` is set before any worker can close its fd).
-      if (!t.listener->closing.load(std::memory_order_acquire)) registerListener(this, t.listener);
+      if (!t.listener->closing.load(std::memory_order_acquire)) registerListener(this, t.listener, false);
       continue;
     }
     if (staleTimer(t)) continue;
-    connectFailed(conns[t.id], ETIMEDOUT);
+    if (t.kind == T_KEEPALIVE) setKeepAlive(conns[t.id]->fd[1]);
+    else connectFailed(conns[t.id], ETIMEDOUT);
   }
 }
 
@@ -318,7 +335,8 @@ static Napi::Value EngineListen(const Napi::CallbackInfo& info) {
   if (fd < 0) return Napi::Number::New(env, -errno);
   int fl = fcntl(fd, F_GETFL);
   if (fl >= 0 && (fl & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-  tuneSocket(fd);
+  setNoDelay(fd);
+  setKeepAlive(fd);
   Listener* l = new Listener();
   l->fd = fd;
   l->localAddr = info[1].As<Napi::String>().Utf8Value();
@@ -328,7 +346,7 @@ static Napi::Value EngineListen(const Napi::CallbackInfo& info) {
   l->id = static_cast<uint32_t>(g_listeners.size());
   l->refs.store(static_cast<int>(g_workers.size()));
   for (Worker* w : g_workers) {
-    if (!registerListener(w, l)) {
+    if (!registerListener(w, l, true)) {
       int e = errno;
       l->closing.store(true);
       for (Worker* x : g_workers) epoll_ctl(x->ep, EPOLL_CTL_DEL, fd, nullptr);

@@ -68,9 +68,9 @@ void Worker::finish(Conn* c, int reason) {
   if (c->closed) return;
   c->closed = true;
   for (int i = 0; i < 2; i++) {
-    // Explicit DEL: close() alone would leave the registration (and this
-    // Conn's pointer) alive while a forked child still holds the socket.
-    if (c->fd[i] >= 0) epoll_ctl(ep, EPOLL_CTL_DEL, c->fd[i], nullptr);
+    // No EPOLL_CTL_DEL: close() of the last reference removes the
+    // registration; one a forked child keeps alive carries an id that is
+    // gone (connTag), so its events are ignored. Two syscalls less.
     closeFd(c->fd[i]);
     releasePipe(c->pr[i], c->pw[i], c->pipecap[i], c->inpipe[i] == 0);
   }
@@ -159,9 +159,18 @@ int Worker::pumpRounds(Conn* c, int d, int src, int dst) {
         return 0;
       }
     }
-    if (c->dead[d] && c->inpipe[d] == 0) return 0;  // settled() resets, no FIN
+    if (c->dead[d]) {
+      // The source failed: settled() resets, no FIN. Its bytes are read to
+      // their end first: a side marked failed before its last read (a
+      // write to it failed, or its connect completed with the reset
+      // already consumed) still yields what it sent, then EOF.
+      if (!moved || (c->eof[d] && c->inpipe[d] == 0)) return 0;
+      continue;
+    }
     if (c->eof[d] && c->inpipe[d] == 0 && !c->shut[d]) {
-      shutdown(dst, SHUT_WR);
+      // The second FIN is sent by the close() that follows at once (both
+      // sources are at EOF, so nothing unread turns it into a reset).
+      if (!c->shut[1 - d]) shutdown(dst, SHUT_WR);
       c->shut[d] = true;
     }
     if (!moved) return 0;
@@ -273,7 +282,7 @@ bool Worker::adopt(Conn* c) {
   for (int i = 0; i < 2 && ok; i++) {
     struct epoll_event ev = {};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.u64 = reinterpret_cast<uint64_t>(c) | static_cast<uint64_t>(i + 1);
+    ev.data.u64 = connTag(c->id, i);
     ok = epoll_ctl(ep, EPOLL_CTL_ADD, c->fd[i], &ev) == 0;
   }
   incoming.push_back(c);
@@ -351,12 +360,14 @@ void Worker::run() {
         drainCommands();
         continue;
       }
-      if ((tag & 7) == 3) {
+      if ((tag & 3) == 3) {
         onListenerReady(reinterpret_cast<Listener*>(tag & ~static_cast<uint64_t>(7)));
         continue;
       }
-      Conn* c = reinterpret_cast<Conn*>(tag & ~static_cast<uint64_t>(7));
-      int side = static_cast<int>(tag & 7) - 1;
+      auto it = conns.find(tag >> 2);
+      if (it == conns.end()) continue;  // an event of a connection that ended
+      Conn* c = it->second;
+      int side = static_cast<int>(tag & 3) - 1;
       if (c->closed) continue;
       // EPOLLERR is not judged here: SO_ERROR would consume the socket's
       // error, and bytes that arrived before a reset must be read first

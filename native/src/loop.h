@@ -78,6 +78,13 @@ struct Listener {
   std::atomic<int> refs{0};      // workers that still have it registered
 };
 
+// The epoll tag of a connection's socket: its id (never reused) and side,
+// not its pointer, so an event that outlives the Conn (a socket closed
+// without EPOLL_CTL_DEL while a forked child still held it) names an id that
+// is no longer in `conns` and is ignored. 0 is the eventfd; a listener's tag
+// is its pointer | 3.
+inline uint64_t connTag(uint64_t id, int side) { return (id << 2) | static_cast<uint64_t>(side + 1); }
+
 // What a worker reports to JS (batched: one thread-safe call per loop turn).
 enum EventKind : uint8_t { EV_ACCEPT = 1, EV_CONNECTED = 2, EV_CONNECT_FAILED = 3, EV_DONE = 4, EV_ACCEPT_ERROR = 5 };
 struct Event {
@@ -104,12 +111,15 @@ struct Cmd {
   std::vector<char> head;
 };
 
-// A connect deadline, or a paused listener's retry (id 0).
+// A connect deadline (T_CONNECT), the moment a backend socket gets its
+// keepalive options (T_KEEPALIVE), or a paused listener's retry (T_LISTEN).
+enum TimerKind : uint8_t { T_CONNECT = 0, T_KEEPALIVE = 1, T_LISTEN = 2 };
 struct Timer {
   int64_t at;                    // CLOCK_MONOTONIC ms
   uint64_t id;
   uint32_t attempt;
   Listener* listener;
+  TimerKind kind;
   bool operator>(const Timer& o) const { return at > o.at; }
 };
 

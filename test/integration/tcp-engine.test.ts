@@ -13,6 +13,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readdirSync, readlinkSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { startServer, startEchoServer, connect, readBytes, readAll, endOf, waitFor, deadPort, withTimeout, type TestServer } from '../helpers/net';
 import { L4lbProcess, type LogLine } from '../helpers/l4lb';
 import { listenerToml, poolToml } from '../helpers/toml';
@@ -227,6 +228,22 @@ describe('native TCP engine', { skip }, () => {
     }
   });
 
+  test('keepalive and TCP_NODELAY as node:net sets them: the client side at once (inherited), the backend side within ~1 s', async (t) => {
+    if (spawnSync('ss', ['-V']).status !== 0) {
+      t.skip('ss (iproute2) not installed');
+      return;
+    }
+    const port = await lb.port('e');
+    const c = await connect(port);
+    c.write('k');
+    await readBytes(c, 1);
+    // The kernel shows a keepalive timer on a socket with SO_KEEPALIVE set.
+    const timers = (filter: string): string => spawnSync('ss', ['-tnoH', 'state', 'established', filter], { encoding: 'utf8' }).stdout;
+    assert.match(timers(`( sport = :${port} and dport = :${c.localPort} )`), /timer:\(keepalive/, 'client side: inherited from the listening socket');
+    await waitFor(() => /timer:\(keepalive/.test(timers(`( dport = :${echo.port} )`)), 5000, 'backend side keepalive');
+    c.destroy();
+  });
+
   test('admin: listed while open, shut down by backend', async () => {
     const port = await lb.port('e');
     const c = await connect(port);
@@ -346,6 +363,49 @@ describe('native TCP engine: a listener removed by a reload', { skip }, () => {
       assert.equal((await readBytes(open, 1)).toString(), '2', 'the open connection still carries bytes');
       open.end();
       assert.equal(await endOf(open), 'end');
+    } finally {
+      await lb.stop();
+      await echo.close();
+    }
+  });
+});
+
+describe('native TCP engine: a reload that needs node:net for a kept listener', { skip }, () => {
+  test('accept_proxy_protocol turned on and off again: the socket moves between node:net and the engine, never closed', async () => {
+    const echo = await startEchoServer();
+    const pool = poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]);
+    const plain = `[global]\nsplice = "on"\nconnection_log = true\n` + listenerToml('x', 'p') + pool;
+    const withProxy = `[global]\nsplice = "on"\nconnection_log = true\n` + listenerToml('x', 'p', 'accept_proxy_protocol = true') + pool;
+    const lb = new L4lbProcess(plain);
+    const reload = async (text: string): Promise<void> => {
+      const n = lb.logs.filter((l) => l.msg === 'config reloaded').length;
+      lb.writeConfig(text);
+      lb.signal('SIGHUP');
+      await waitFor(() => lb.logs.filter((l) => l.msg === 'config reloaded').length > n, 10000, 'reloaded');
+    };
+    const roundTrip = async (port: number, first: string): Promise<string> => {
+      const c = await connect(port);
+      c.write(`${first}ping`);
+      const got = (await readBytes(c, 4)).toString();
+      c.destroy();
+      return got;
+    };
+    try {
+      const port = await lb.port('x');
+      const held = await connect(port);
+      held.write('1');
+      await readBytes(held, 1);
+      assert.equal(await roundTrip(port, ''), 'ping');
+      await reload(withProxy);
+      // node:net reads the header now (the PROXY reader is JS): with a header it passes.
+      assert.equal(await roundTrip(port, 'PROXY TCP4 10.1.2.3 10.0.0.1 1234 80\r\n'), 'ping');
+      await waitFor(() => lb.logs.some((l) => l.msg === 'connection closed' && l.client === '10.1.2.3:1234'), 5000, 'the claimed address in the log');
+      await reload(plain);
+      assert.equal(await roundTrip(port, ''), 'ping');
+      // The connection opened before both reloads still carries bytes.
+      held.write('2');
+      assert.equal((await readBytes(held, 1)).toString(), '2');
+      held.destroy();
     } finally {
       await lb.stop();
       await echo.close();
