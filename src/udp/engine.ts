@@ -142,6 +142,8 @@ export class EngineUdpListener extends UdpListener {
   /** Open sessions per backend id. */
   private readonly perBackend = new Map<number, number>();
   private eWaiters: (() => void)[] = [];
+  private dropTimer: NodeJS.Timeout | null = null;
+  private droppedLogged = { held: 0, send: 0 };
 
   constructor(config: ListenerConfig, pool: Pool, ctx: ListenerContext, engine: UdpEngineBinding) {
     super(config, pool, ctx);
@@ -166,6 +168,8 @@ export class EngineUdpListener extends UdpListener {
     this.eFlow.dstPort = this.ePort;
     listenersById.set(this.lid, this);
     this.configure();
+    this.dropTimer = setInterval(() => this.logDropped(), 1000);
+    this.dropTimer.unref();
     return Promise.resolve({ address: this.eAddress, port: this.ePort });
   }
 
@@ -364,8 +368,21 @@ export class EngineUdpListener extends UdpListener {
     if (this.engine.udpEnd(this.lid, -1, REASONS.indexOf(reason)) > 0) pump();
   }
 
+  /** `udp datagrams dropped` (warn), at most once a second: what the engine dropped since the last line. */
+  private logDropped(): void {
+    const d = this.dropped();
+    const held = d.held - this.droppedLogged.held;
+    const send = d.send - this.droppedLogged.send;
+    if (held <= 0 && send <= 0) return;
+    this.droppedLogged = d;
+    this.ctx.log.warn({ listener: this.name, held, send }, 'udp datagrams dropped');
+  }
+
   private closeEngineSocket(): void {
     if (this.eClosed || this.lid < 0) return;
+    if (this.dropTimer !== null) clearInterval(this.dropTimer);
+    this.dropTimer = null;
+    this.logDropped();
     // Final counters first: the listener's slot in the engine goes away.
     this.readCounters();
     this.engine.udpClose(this.lid);
