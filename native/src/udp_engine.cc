@@ -751,7 +751,8 @@ Napi::Value UdpInit(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
-// udpListen(family 4|6, host, port, fd (-1: bind here), bufferBytes) -> [id, address, port] | -errno
+// udpListen(family 4|6, host, port, fd (-1: bind here), bufferBytes[, dupFd]) -> [id, address, port] | -errno
+// With dupFd the engine takes a dup of `fd` (the caller closes its own).
 Napi::Value UdpListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int family = info[0].As<Napi::Number>().Int32Value();
@@ -759,13 +760,22 @@ Napi::Value UdpListen(const Napi::CallbackInfo& info) {
   uint16_t port = static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value());
   int given = info[3].As<Napi::Number>().Int32Value();
   int buf = info[4].As<Napi::Number>().Int32Value();
+  bool dupIt = info.Length() > 5 && info[5].ToBoolean().Value();
   int fd;
+  if (given >= 0 && dupIt) {
+    given = fcntl(given, F_DUPFD_CLOEXEC, 3);
+    if (given < 0) return Err(env, errno);
+    dupIt = true;
+  }
   if (given >= 0) {
     fd = given;
     int type = 0;
     socklen_t tl = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0) return Err(env, errno);
-    if (type != SOCK_DGRAM) return Err(env, EINVAL);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_DGRAM) {
+      int e = type != SOCK_DGRAM && errno == 0 ? EINVAL : errno;
+      if (dupIt) close(fd);
+      return Err(env, e == 0 ? EINVAL : e);
+    }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     fcntl(fd, F_SETFD, FD_CLOEXEC);
   } else {

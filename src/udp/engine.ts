@@ -25,11 +25,13 @@ import { UdpListener, type UdpEndReason } from './listener';
 import { decideUdp } from './decide';
 import type { Flow } from '../balancer/picker';
 import { constants as osConstants } from 'node:os';
+import cluster from 'node:cluster';
+import dgram from 'node:dgram';
 
 /** The engine's functions on the addon (native/README.md, "UDP engine"). */
 export interface UdpEngineBinding {
   udpInit(onReady: () => void): boolean;
-  udpListen(family: 4 | 6, host: string, port: number, fd: number, bufferBytes: number): [number, string, number] | number;
+  udpListen(family: 4 | 6, host: string, port: number, fd: number, bufferBytes: number, dupFd?: boolean): [number, string, number] | number;
   udpConfigure(id: number, idleMs: number, responses: number, accepting: boolean): boolean;
   udpWantClients(on: boolean): void;
   udpTake(): [unknown[] | null, Float64Array | null, string[] | null] | undefined;
@@ -151,17 +153,37 @@ export class EngineUdpListener extends UdpListener {
     this.eAcl = compileAcl(config.allow, config.deny);
   }
 
-  /** Binds in the engine (or hands it the inherited socket `fd`). */
-  override listen(fd?: number): Promise<{ address: string; port: number }> {
+  /**
+   * Binds in the engine (or hands it the inherited socket `fd`). In a
+   * cluster worker an inherited fd is not this process's: dgram gets the
+   * socket from the primary (as on the JS path) and the engine takes a dup.
+   */
+  override async listen(fd?: number): Promise<{ address: string; port: number }> {
+    if (fd !== undefined && cluster.isWorker) {
+      const s = dgram.createSocket({ type: this.config.bind.family === 6 ? 'udp6' : 'udp4' });
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.bind({ fd }, () => resolve());
+      });
+      try {
+        return this.bindEngine(handleFd(s), true);
+      } finally {
+        s.close();
+      }
+    }
+    return this.bindEngine(fd ?? -1, false);
+  }
+
+  private bindEngine(fd: number, dup: boolean): { address: string; port: number } {
     const c = this.config.bind;
-    const r = this.engine.udpListen(c.family === 6 ? 6 : 4, c.host, c.port, fd ?? -1, SOCKET_BUFFER);
+    const r = this.engine.udpListen(c.family === 6 ? 6 : 4, c.host, c.port, fd, SOCKET_BUFFER, dup);
     if (typeof r === 'number') {
       const code = errnoName(r);
       const err = new Error(`bind ${code} ${formatHostPort(c.host, c.port)}`) as NodeJS.ErrnoException;
       err.code = code;
       err.errno = r;
       err.syscall = 'bind';
-      return Promise.reject(err);
+      throw err;
     }
     [this.lid, this.eAddress, this.ePort] = r;
     this.eFlow.dstAddr = this.eAddress;
@@ -170,7 +192,7 @@ export class EngineUdpListener extends UdpListener {
     this.configure();
     this.dropTimer = setInterval(() => this.logDropped(), 1000);
     this.dropTimer.unref();
-    return Promise.resolve({ address: this.eAddress, port: this.ePort });
+    return { address: this.eAddress, port: this.ePort };
   }
 
   private configure(): void {
@@ -439,6 +461,14 @@ export class EngineUdpListener extends UdpListener {
     const c = this.engine.udpCounters(this.lid);
     return { held: c[4] as number, send: c[5] as number };
   }
+}
+
+/** The fd of a bound dgram socket (libuv's handle; -1 when it has none). */
+function handleFd(s: dgram.Socket): number {
+  // Not `s._handle` (deprecated, warns): the same handle under dgram's state symbol.
+  const sym = Object.getOwnPropertySymbols(s).find((x) => x.description === 'state symbol');
+  const state = sym === undefined ? undefined : (s as unknown as Record<symbol, { handle?: { fd?: number } } | undefined>)[sym];
+  return state?.handle?.fd ?? -1;
 }
 
 function idOf(backend: Backend, pool: string): number {
