@@ -70,7 +70,8 @@ export function udpEngine(): UdpEngineBinding | null {
 
 /** A UDP listener on the engine when `native` and the engine is available, else the JavaScript one. */
 export function createUdpListener(config: ListenerConfig, pool: Pool, ctx: ListenerContext, native: boolean): UdpListener {
-  const e = native ? udpEngine() : null;
+  // A scoped IPv6 bind (fe80::1%eth0) stays on dgram, which resolves the zone.
+  const e = native && !config.bind.host.includes('%') ? udpEngine() : null;
   return e === null ? new UdpListener(config, pool, ctx) : new EngineUdpListener(config, pool, ctx, e);
 }
 
