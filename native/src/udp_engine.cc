@@ -304,8 +304,9 @@ void EndLocked(uint32_t i, uint8_t reason) {
   }
   if (s.state == kOpen) {
     LruUnlink(L, i);
-    L.liveIn -= static_cast<int64_t>(s.bytesIn);
-    L.liveOut -= static_cast<int64_t>(s.bytesOut);
+    // liveIn/liveOut keep its bytes until udpTake hands the record to JS,
+    // which adds them to the finished totals in the same turn: the sum
+    // JS reports never goes down.
     EndRec r;
     r.listener = s.listener;
     r.reason = reason;
@@ -886,6 +887,12 @@ Napi::Value UdpTake(const Napi::CallbackInfo& info) {
     news.swap(g_news);
     ends.swap(g_ends);
     g_endsSince = -1;
+    for (const EndRec& r : ends) {
+      Listener* L = r.listener < g_listeners.size() ? g_listeners[r.listener] : nullptr;
+      if (L == nullptr) continue;
+      L->liveIn -= static_cast<int64_t>(r.bytesIn);
+      L->liveOut -= static_cast<int64_t>(r.bytesOut);
+    }
     want = g_wantClients;
   }
   if (news.empty() && ends.empty()) return env.Undefined();
@@ -1067,12 +1074,21 @@ Napi::Value UdpBackendBytes(const Napi::CallbackInfo& info) {
   {
     std::lock_guard<std::mutex> lock(g_mu);
     Listener* L = GetListener(info[0].As<Napi::Number>().Uint32Value());
-    if (L != nullptr)
+    if (L != nullptr) {
       for (uint32_t i = L->head; i != kNone; i = g_sess[i].next) {
         auto& e = by[g_sess[i].backend];
         e.first += g_sess[i].bytesIn;
         e.second += g_sess[i].bytesOut;
       }
+      // Ended, not yet taken by JS: still live for the counters.
+      uint32_t lid = info[0].As<Napi::Number>().Uint32Value();
+      for (const EndRec& r : g_ends) {
+        if (r.listener != lid) continue;
+        auto& e = by[r.backend];
+        e.first += r.bytesIn;
+        e.second += r.bytesOut;
+      }
+    }
   }
   Napi::Float64Array f = Napi::Float64Array::New(env, by.size() * 3);
   size_t j = 0;
