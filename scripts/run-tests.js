@@ -23,7 +23,10 @@ if (files.length === 0) {
   console.error('run-tests: no test files found under dist/test (did the build run?)');
   process.exit(1);
 }
-const args = ['--test', '--test-concurrency=2', '--test-timeout=120000'];
+// A test file is itself a test of this run: the timeout bounds a whole file
+// too, and the sanitizer builds (test/integration/native-sanitizers.test.ts)
+// take minutes on a loaded 2-core machine.
+const args = ['--test', '--test-concurrency=2', '--test-timeout=360000'];
 if (process.env.CI) args.push('--test-reporter=spec');
 const r = spawnSync(process.execPath, [...args, ...files], { stdio: 'inherit' });
 process.exit(r.status === null ? 1 : r.status);

@@ -304,8 +304,9 @@ void EndLocked(uint32_t i, uint8_t reason) {
   }
   if (s.state == kOpen) {
     LruUnlink(L, i);
-    L.liveIn -= static_cast<int64_t>(s.bytesIn);
-    L.liveOut -= static_cast<int64_t>(s.bytesOut);
+    // liveIn/liveOut keep its bytes until udpTake hands the record to JS,
+    // which adds them to the finished totals in the same turn: the sum
+    // JS reports never goes down.
     EndRec r;
     r.listener = s.listener;
     r.reason = reason;
@@ -751,7 +752,8 @@ Napi::Value UdpInit(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
-// udpListen(family 4|6, host, port, fd (-1: bind here), bufferBytes) -> [id, address, port] | -errno
+// udpListen(family 4|6, host, port, fd (-1: bind here), bufferBytes[, dupFd]) -> [id, address, port] | -errno
+// With dupFd the engine takes a dup of `fd` (the caller closes its own).
 Napi::Value UdpListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int family = info[0].As<Napi::Number>().Int32Value();
@@ -759,13 +761,22 @@ Napi::Value UdpListen(const Napi::CallbackInfo& info) {
   uint16_t port = static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value());
   int given = info[3].As<Napi::Number>().Int32Value();
   int buf = info[4].As<Napi::Number>().Int32Value();
+  bool dupIt = info.Length() > 5 && info[5].ToBoolean().Value();
   int fd;
+  if (given >= 0 && dupIt) {
+    given = fcntl(given, F_DUPFD_CLOEXEC, 3);
+    if (given < 0) return Err(env, errno);
+    dupIt = true;
+  }
   if (given >= 0) {
     fd = given;
     int type = 0;
     socklen_t tl = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0) return Err(env, errno);
-    if (type != SOCK_DGRAM) return Err(env, EINVAL);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_DGRAM) {
+      int e = type != SOCK_DGRAM && errno == 0 ? EINVAL : errno;
+      if (dupIt) close(fd);
+      return Err(env, e == 0 ? EINVAL : e);
+    }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     fcntl(fd, F_SETFD, FD_CLOEXEC);
   } else {
@@ -876,6 +887,12 @@ Napi::Value UdpTake(const Napi::CallbackInfo& info) {
     news.swap(g_news);
     ends.swap(g_ends);
     g_endsSince = -1;
+    for (const EndRec& r : ends) {
+      Listener* L = r.listener < g_listeners.size() ? g_listeners[r.listener] : nullptr;
+      if (L == nullptr) continue;
+      L->liveIn -= static_cast<int64_t>(r.bytesIn);
+      L->liveOut -= static_cast<int64_t>(r.bytesOut);
+    }
     want = g_wantClients;
   }
   if (news.empty() && ends.empty()) return env.Undefined();
@@ -1057,12 +1074,21 @@ Napi::Value UdpBackendBytes(const Napi::CallbackInfo& info) {
   {
     std::lock_guard<std::mutex> lock(g_mu);
     Listener* L = GetListener(info[0].As<Napi::Number>().Uint32Value());
-    if (L != nullptr)
+    if (L != nullptr) {
       for (uint32_t i = L->head; i != kNone; i = g_sess[i].next) {
         auto& e = by[g_sess[i].backend];
         e.first += g_sess[i].bytesIn;
         e.second += g_sess[i].bytesOut;
       }
+      // Ended, not yet taken by JS: still live for the counters.
+      uint32_t lid = info[0].As<Napi::Number>().Uint32Value();
+      for (const EndRec& r : g_ends) {
+        if (r.listener != lid) continue;
+        auto& e = by[r.backend];
+        e.first += r.bytesIn;
+        e.second += r.bytesOut;
+      }
+    }
   }
   Napi::Float64Array f = Napi::Float64Array::New(env, by.size() * 3);
   size_t j = 0;

@@ -25,11 +25,13 @@ import { UdpListener, type UdpEndReason } from './listener';
 import { decideUdp } from './decide';
 import type { Flow } from '../balancer/picker';
 import { constants as osConstants } from 'node:os';
+import cluster from 'node:cluster';
+import dgram from 'node:dgram';
 
 /** The engine's functions on the addon (native/README.md, "UDP engine"). */
 export interface UdpEngineBinding {
   udpInit(onReady: () => void): boolean;
-  udpListen(family: 4 | 6, host: string, port: number, fd: number, bufferBytes: number): [number, string, number] | number;
+  udpListen(family: 4 | 6, host: string, port: number, fd: number, bufferBytes: number, dupFd?: boolean): [number, string, number] | number;
   udpConfigure(id: number, idleMs: number, responses: number, accepting: boolean): boolean;
   udpWantClients(on: boolean): void;
   udpTake(): [unknown[] | null, Float64Array | null, string[] | null] | undefined;
@@ -68,7 +70,8 @@ export function udpEngine(): UdpEngineBinding | null {
 
 /** A UDP listener on the engine when `native` and the engine is available, else the JavaScript one. */
 export function createUdpListener(config: ListenerConfig, pool: Pool, ctx: ListenerContext, native: boolean): UdpListener {
-  const e = native ? udpEngine() : null;
+  // A scoped IPv6 bind (fe80::1%eth0) stays on dgram, which resolves the zone.
+  const e = native && !config.bind.host.includes('%') ? udpEngine() : null;
   return e === null ? new UdpListener(config, pool, ctx) : new EngineUdpListener(config, pool, ctx, e);
 }
 
@@ -142,6 +145,8 @@ export class EngineUdpListener extends UdpListener {
   /** Open sessions per backend id. */
   private readonly perBackend = new Map<number, number>();
   private eWaiters: (() => void)[] = [];
+  private dropTimer: NodeJS.Timeout | null = null;
+  private droppedLogged = { held: 0, send: 0 };
 
   constructor(config: ListenerConfig, pool: Pool, ctx: ListenerContext, engine: UdpEngineBinding) {
     super(config, pool, ctx);
@@ -149,24 +154,46 @@ export class EngineUdpListener extends UdpListener {
     this.eAcl = compileAcl(config.allow, config.deny);
   }
 
-  /** Binds in the engine (or hands it the inherited socket `fd`). */
-  override listen(fd?: number): Promise<{ address: string; port: number }> {
+  /**
+   * Binds in the engine (or hands it the inherited socket `fd`). In a
+   * cluster worker an inherited fd is not this process's: dgram gets the
+   * socket from the primary (as on the JS path) and the engine takes a dup.
+   */
+  override async listen(fd?: number): Promise<{ address: string; port: number }> {
+    if (fd !== undefined && cluster.isWorker) {
+      const s = dgram.createSocket({ type: this.config.bind.family === 6 ? 'udp6' : 'udp4' });
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.bind({ fd }, () => resolve());
+      });
+      try {
+        return this.bindEngine(handleFd(s), true);
+      } finally {
+        s.close();
+      }
+    }
+    return this.bindEngine(fd ?? -1, false);
+  }
+
+  private bindEngine(fd: number, dup: boolean): { address: string; port: number } {
     const c = this.config.bind;
-    const r = this.engine.udpListen(c.family === 6 ? 6 : 4, c.host, c.port, fd ?? -1, SOCKET_BUFFER);
+    const r = this.engine.udpListen(c.family === 6 ? 6 : 4, c.host, c.port, fd, SOCKET_BUFFER, dup);
     if (typeof r === 'number') {
       const code = errnoName(r);
       const err = new Error(`bind ${code} ${formatHostPort(c.host, c.port)}`) as NodeJS.ErrnoException;
       err.code = code;
       err.errno = r;
       err.syscall = 'bind';
-      return Promise.reject(err);
+      throw err;
     }
     [this.lid, this.eAddress, this.ePort] = r;
     this.eFlow.dstAddr = this.eAddress;
     this.eFlow.dstPort = this.ePort;
     listenersById.set(this.lid, this);
     this.configure();
-    return Promise.resolve({ address: this.eAddress, port: this.ePort });
+    this.dropTimer = setInterval(() => this.logDropped(), 1000);
+    this.dropTimer.unref();
+    return { address: this.eAddress, port: this.ePort };
   }
 
   private configure(): void {
@@ -364,8 +391,21 @@ export class EngineUdpListener extends UdpListener {
     if (this.engine.udpEnd(this.lid, -1, REASONS.indexOf(reason)) > 0) pump();
   }
 
+  /** `udp datagrams dropped` (warn), at most once a second: what the engine dropped since the last line. */
+  private logDropped(): void {
+    const d = this.dropped();
+    const held = d.held - this.droppedLogged.held;
+    const send = d.send - this.droppedLogged.send;
+    if (held <= 0 && send <= 0) return;
+    this.droppedLogged = d;
+    this.ctx.log.warn({ listener: this.name, held, send }, 'udp datagrams dropped');
+  }
+
   private closeEngineSocket(): void {
     if (this.eClosed || this.lid < 0) return;
+    if (this.dropTimer !== null) clearInterval(this.dropTimer);
+    this.dropTimer = null;
+    this.logDropped();
     // Final counters first: the listener's slot in the engine goes away.
     this.readCounters();
     this.engine.udpClose(this.lid);
@@ -422,6 +462,14 @@ export class EngineUdpListener extends UdpListener {
     const c = this.engine.udpCounters(this.lid);
     return { held: c[4] as number, send: c[5] as number };
   }
+}
+
+/** The fd of a bound dgram socket (libuv's handle; -1 when it has none). */
+function handleFd(s: dgram.Socket): number {
+  // Not `s._handle` (deprecated, warns): the same handle under dgram's state symbol.
+  const sym = Object.getOwnPropertySymbols(s).find((x) => x.description === 'state symbol');
+  const state = sym === undefined ? undefined : (s as unknown as Record<symbol, { handle?: { fd?: number } } | undefined>)[sym];
+  return state?.handle?.fd ?? -1;
 }
 
 function idOf(backend: Backend, pool: string): number {

@@ -11,6 +11,8 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -71,7 +73,8 @@ for (const san of SANITIZERS) {
     : rt === null
       ? `${san.lib} (gcc's ${san.name} sanitizer runtime) not found`
       : false;
-  describe(`splice addon under the ${san.name} sanitizer`, { skip }, () => {
+  // The sanitizer build of the whole addon takes minutes on a loaded 2-core machine.
+  describe(`splice addon under the ${san.name} sanitizer`, { skip, timeout: 420_000 }, () => {
     let build: { path: string } | { reason: string };
     let echo: TestServer;
     let rst: TestServer;
@@ -79,9 +82,14 @@ for (const san of SANITIZERS) {
     let port = 0;
     let rstPort = 0;
     let legacyPort = 0;
+    let udpEcho: dgram.Socket;
 
     before(async () => {
       build = buildWith(`-fsanitize=${san.name}`);
+      udpEcho = dgram.createSocket('udp4');
+      udpEcho.on('message', (m, r) => udpEcho.send(m, r.port, r.address));
+      udpEcho.bind(0, '127.0.0.1');
+      await once(udpEcho, 'listening');
       echo = await startEchoServer();
       rst = await startServer((s) => {
         s.once('data', () => {
@@ -97,7 +105,11 @@ for (const san of SANITIZERS) {
           // accept_proxy_protocol stays on node:net: the splice pump's handoff (add()).
           listenerToml('legacy', 'echo', 'accept_proxy_protocol = true') +
           poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]) +
-          poolToml('rst', 'round-robin', [`{ address = "127.0.0.1:${rst.port}" }`], 'retries = 0'),
+          poolToml('rst', 'round-robin', [`{ address = "127.0.0.1:${rst.port}" }`], 'retries = 0') +
+          // The UDP engine (same module): a session per request, and sessions left to expire.
+          `[[listeners]]\nname = "u1"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "u"\nudp_responses = 1\n` +
+          `[[listeners]]\nname = "ui"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "u"\nidle_timeout = "200ms"\n` +
+          poolToml('u', 'round-robin', [`{ address = "127.0.0.1:${udpEcho.address().port}" }`]),
         { env: { LD_PRELOAD: rt as string, L4LB_NATIVE_ADDON: build.path, ...san.options } },
       );
       port = await lb.port('echo', 30000);
@@ -108,6 +120,7 @@ for (const san of SANITIZERS) {
       if (lb !== null && lb.exitCode === null) await lb.stop();
       await echo.close();
       await rst.close();
+      udpEcho.close();
       if ('path' in build) rmSync(join(dirname(build.path), '..', '..'), { recursive: true, force: true });
     });
 
@@ -165,6 +178,24 @@ for (const san of SANITIZERS) {
           s.resume();
         });
       for (let i = 0; i < 200; i += 20) await withTimeout(Promise.all(Array.from({ length: 20 }, rstOne)), 20000, 'backend resets');
+      // UDP through the engine: 20 clients x 10 requests on each listener, then expiry.
+      for (const name of ['u1', 'ui']) {
+        const up = await proc.port(name, 30000);
+        await Promise.all(
+          Array.from({ length: 20 }, async (_, c) => {
+            const s = dgram.createSocket('udp4');
+            try {
+              for (let i = 0; i < 10; i++) {
+                const got = withTimeout(once(s, 'message'), 10000, `udp reply via ${name}`);
+                s.send(`${c}-${i}`, up, '127.0.0.1');
+                assert.equal(String((await got)[0]), `${c}-${i}`);
+              }
+            } finally {
+              s.close();
+            }
+          }),
+        );
+      }
       proc.signal('SIGTERM');
       const code = await proc.waitExit(30000);
       const reports = proc.stderr
