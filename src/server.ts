@@ -24,6 +24,9 @@ import { formatHostPort } from './net/address';
 import { RuntimeState, stateFilePath } from './state/runtime-state';
 import { planReload } from './config/diff';
 import type { ConnectionInfo, ConnectionQuery } from './dataplane/connections';
+import type { Inherited } from './upgrade/protocol';
+import { upgrade as runUpgrade, type UpgradeResult } from './upgrade/old';
+import { inheritRuntime, leaveAfterUpgrade } from './upgrade/hooks';
 
 export interface ServerOptions {
   configPath: string;
@@ -34,6 +37,8 @@ export interface ServerOptions {
   fds?: ReadonlyMap<string, number>;
   /** Name resolution for backends given by name; defaults to the system resolver (dns.lookup). */
   lookup?: LookupFn;
+  /** Upgrade (SPEC §8.5): what the previous process handed over (listening sockets are in `fds`). */
+  inherited?: Inherited;
 }
 
 export type ReloadResult =
@@ -111,6 +116,7 @@ export class Server {
   static async start(opts: ServerOptions): Promise<Server> {
     const s = new Server(opts);
     s.loadStateFile();
+    if (opts.inherited !== undefined) inheritRuntime(s, opts.inherited);
     const { resolvers, backends } = await s.resolveAll(opts.config);
     try {
       s.bindings = await s.dataPlane.apply(opts.config, backends, s.fds);
@@ -119,6 +125,7 @@ export class Server {
       throw bindError(err);
     }
     s.health.sync(opts.config, backends, true);
+    if (opts.inherited !== undefined) s.health.importStates(opts.inherited.health);
     s.installResolvers(resolvers);
     // Drains from the state file; entries of backends no longer configured are dropped.
     if (s.runtime.retain((pool, address) => s.dataPlane.pools.get(pool)?.find(address) !== undefined)) s.saveStateFile();
@@ -127,7 +134,7 @@ export class Server {
     if (opts.config.admin !== null) {
       const admin = new AdminServer(opts.config.admin, s, s.registry);
       try {
-        await admin.listen();
+        await admin.listen(opts.inherited?.adminFd ?? undefined);
       } catch (err) {
         await s.dataPlane.stopAccepting();
         s.stopControlPlane();
@@ -320,6 +327,23 @@ export class Server {
       if (restartRequired.length > 0) this.log.warn({ restart_required: restartRequired }, 'restart required');
       void this.notifier.ready();
       return { ok: true, generation: this.generation };
+    };
+    const p = this.reloadChain.then(run, run);
+    this.reloadChain = p;
+    return p;
+  }
+
+  /**
+   * Upgrade (SIGUSR2, admin API, SPEC §8.5): hands every listener,
+   * connection and UDP session to a new process started from the program
+   * on disk; on success this process exits 0 (see src/upgrade/). Waits for
+   * a reload in progress.
+   */
+  upgrade(): Promise<UpgradeResult> {
+    const run = async (): Promise<UpgradeResult> => {
+      const r = await runUpgrade(this);
+      if (r.ok) leaveAfterUpgrade(this, r.left_behind);
+      return r;
     };
     const p = this.reloadChain.then(run, run);
     this.reloadChain = p;

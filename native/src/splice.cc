@@ -20,6 +20,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
@@ -93,9 +95,16 @@ struct Report {
   uint64_t bytes0, bytes1;
 };
 
+struct DetachJob;  // upgrade: detach.h
+
 struct Cmd {
   uint32_t id;  // abort this connection
+  // Upgrade (detach.h): hand the connection back instead of aborting it.
+  DetachJob* job = nullptr;
+  size_t index = 0;
 };
+
+void runDetach(Worker* w, Conn* c, const Cmd& cmd);  // detach.h
 
 // ---- process-wide state (one Node environment per process may use it) ----
 // g_workers, g_tsfn*, g_env, g_active: JS thread only (set in Init, read in
@@ -489,7 +498,8 @@ struct Worker {
     }
     for (const Cmd& cmd : local) {
       auto it = conns.find(cmd.id);
-      if (it != conns.end()) reset(it->second, R_ABORTED);
+      if (cmd.job != nullptr) runDetach(this, it != conns.end() ? it->second : nullptr, cmd);
+      else if (it != conns.end()) reset(it->second, R_ABORTED);
     }
   }
 
@@ -735,7 +745,10 @@ Napi::Value SocketError(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, e);
 }
 
+#include "detach.h"
+
 Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
+  exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
   exports.Set("socketError", Napi::Function::New(env, SocketError, "socketError"));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc, "tuneMalloc"));
   exports.Set("init", Napi::Function::New(env, Init, "init"));

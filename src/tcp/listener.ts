@@ -261,6 +261,36 @@ export class TcpListener {
     session.start();
   }
 
+  /** Upgrade: the listening socket, to hand to a new process (null before listen()). */
+  get netServer(): net.Server | null {
+    return this.server;
+  }
+
+  /** Upgrade: a session handed to a new process: it no longer counts here (no report, no totals). */
+  forgetSession(session: TcpSession): void {
+    if (!this.sessions.delete(session)) return;
+    this.stats.active--;
+    fdBudget.add(-2);
+    if (this.sourceCounted.delete(session)) this.releaseSource(session.clientAddr);
+    this.notifyIfEmpty();
+  }
+
+  /**
+   * Upgrade: a connection the previous process handed over: admitted as it
+   * was there (no ACL or limit refuses it now), then continued by a pump.
+   */
+  adoptSession(client: net.Socket, upstream: net.Socket, peer: PeerAddresses, pool: Pool, backend: Backend, startedAt: number, carried: Parameters<TcpSession['adopt']>[2]): TcpSession {
+    client.on('error', noop);
+    this.stats.active++;
+    fdBudget.add(2);
+    if (this.config.maxConnectionsPerSource > 0) this.perSource.set(peer.srcAddr, (this.perSource.get(peer.srcAddr) ?? 0) + 1);
+    const session = new TcpSession(this, client, pool, peer, startedAt);
+    this.sessions.add(session);
+    if (this.config.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
+    session.adopt(upstream, backend, carried);
+    return session;
+  }
+
   reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol' | 'resources'): void {
     this.stats.rejected[reason]++;
     if (reason !== 'resources') fdBudget.add(-1);
