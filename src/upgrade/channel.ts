@@ -27,7 +27,9 @@ export class Channel<In extends { t: string }, Out extends { t: string }> {
   constructor(ep: Endpoint) {
     this.ep = ep;
     ep.on('message', this.onRaw);
-    ep.on('disconnect', () => this.close('the IPC channel closed'));
+    // A process that exits closes its channel first: its exit, reported
+    // right after, says more than the closed channel.
+    ep.on('disconnect', () => setTimeout(() => this.close('the IPC channel closed'), 200).unref());
   }
 
   private readonly onRaw = (msg: unknown, handle: unknown): void => {

@@ -49,6 +49,7 @@ async function run(server: Server): Promise<UpgradeResult> {
   const exec = process.env[UPGRADE_EXEC_ENV] || process.execPath;
   const args = [...process.execArgv, ...process.argv.slice(1)];
   log.info({ pid: process.pid, program: exec, args }, 'upgrade started');
+  const t0 = Date.now();
   let child: ChildProcess;
   try {
     child = spawn(exec, args, {
@@ -113,6 +114,7 @@ async function run(server: Server): Promise<UpgradeResult> {
     return fail((err as Error).message);
   }
   const newPid = child.pid ?? 0;
+  const tReady = Date.now();
 
   // 2. The new process accepts on every listener: stop accepting here.
   for (const l of tcpListeners) void l.stopAccepting();
@@ -170,7 +172,8 @@ async function run(server: Server): Promise<UpgradeResult> {
   ch.detach();
   child.unref();
   child.disconnect?.();
-  log.info({ pid: newPid, listeners, connections, sessions, left_behind: leftBehind }, 'upgrade handed over');
+  const now = Date.now();
+  log.info({ pid: newPid, listeners, connections, sessions, left_behind: leftBehind, duration_ms: now - t0, handover_ms: now - tReady }, 'upgrade handed over');
   return { ok: true, pid: newPid, listeners, connections, sessions, left_behind: leftBehind };
 }
 

@@ -43,11 +43,15 @@ export class UpgradingL4lb {
     return this.proc.logs.filter((l) => l.msg === msg).length;
   }
 
-  /** SIGUSR2 to the serving process; resolves with the `upgrade handed over` line and the time it took. */
-  async upgrade(timeoutMs = 20000): Promise<{ line: LogLine; ms: number }> {
+  /**
+   * SIGUSR2 to the serving process (or `trigger`, e.g. the admin API);
+   * resolves with the `upgrade handed over` line and the time it took.
+   */
+  async upgrade(timeoutMs = 20000, trigger?: () => Promise<void>): Promise<{ line: LogLine; ms: number }> {
     const before = this.count('upgrade handed over');
     const t0 = Date.now();
-    process.kill(this.pid, 'SIGUSR2');
+    if (trigger !== undefined) await trigger();
+    else process.kill(this.pid, 'SIGUSR2');
     const line = await this.log((l) => l.msg === 'upgrade handed over', timeoutMs, 'upgrade handed over', before);
     this.pids.push(line.pid as number);
     await this.log((l) => l.msg === 'upgrade taken over', timeoutMs, 'upgrade taken over', before);

@@ -42,7 +42,7 @@ for (const splice of ['off', 'on'] as const) {
       const uecho = await udpEchoBackend();
       cleanup.push(() => uecho.close());
       const lb = new UpgradingL4lb(
-        `[global]\nsplice = "${splice}"\n[admin]\nbind = "127.0.0.1:0"\n` +
+        `[global]\nsplice = "${splice}"\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:0"\n` +
           listenerToml('tcp', 'echo') +
           `[[listeners]]\nname = "udp"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "uecho"\n` +
           poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]) +
@@ -122,7 +122,7 @@ for (const splice of ['off', 'on'] as const) {
       const maxGap = Math.max(...pingers.map((p) => p.maxGapMs));
       for (const p of pingers) assert.equal(p.error, null);
       await Promise.all(pingers.map((p) => p.stop()));
-      t.diagnostic(`splice=${splice}: upgrade ${ms} ms (SIGUSR2 to handed over), old pid gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind })}`);
+      t.diagnostic(`splice=${splice}: upgrade ${ms} ms (SIGUSR2 to handed over), old pid gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms })}`);
       assert.ok(maxGap < 1000, `a pinging connection waited ${maxGap} ms`);
       assert.equal(lb.count('upgrade failed'), 0);
     });

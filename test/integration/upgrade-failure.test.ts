@@ -1,0 +1,151 @@
+/**
+ * Upgrade (SPEC §8.5): a new process that cannot start leaves the old one
+ * serving (`upgrade failed`); three upgrades in a row under a steady rate
+ * of new connections lose none; `l4lb --upgrade` reports both outcomes.
+ */
+import { describe, test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type net from 'node:net';
+import { connect, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
+import { listenerToml, poolToml } from '../helpers/toml';
+import { runCli } from '../helpers/l4lb';
+import { UpgradingL4lb, alive } from '../helpers/upgrade';
+
+function config(echoPort: number, adminPort = 0, extra = ''): string {
+  return `[global]\ndrain_timeout = "1s"\n${extra}[admin]\nbind = "127.0.0.1:${adminPort}"\n` + listenerToml('tcp', 'echo') + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echoPort}" }`]);
+}
+
+/** One echo round trip on an open connection. */
+async function roundTrip(s: net.Socket, text: string): Promise<void> {
+  const got = new Promise<string>((resolve, reject) => {
+    let buf = '';
+    const onData = (d: Buffer): void => {
+      buf += d.toString();
+      if (buf.length >= text.length) {
+        s.removeListener('data', onData);
+        resolve(buf);
+      }
+    };
+    s.on('data', onData);
+    s.once('close', () => reject(new Error('closed')));
+  });
+  s.write(text);
+  assert.equal(await withTimeout(got, 5000, `echo of ${text.trim()}`), text);
+}
+
+/** A fresh connection: connect, one round trip, close. */
+async function oneShot(port: number, i: number): Promise<void> {
+  const s = await connect(port);
+  try {
+    await roundTrip(s, `shot ${i}\n`);
+  } finally {
+    s.destroy();
+  }
+}
+
+describe('upgrade failures and repeated upgrades', () => {
+  const cleanup: (() => Promise<void> | void)[] = [];
+  let echo: TestServer;
+  after(async () => {
+    for (const c of cleanup.reverse()) await c();
+  });
+
+  test('an invalid configuration file: `upgrade failed`, the old process keeps serving its connections and listeners', async () => {
+    echo = await startEchoServer();
+    cleanup.push(() => echo.close());
+    const lb = new UpgradingL4lb(config(echo.port));
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('tcp');
+    const s = await connect(port);
+    cleanup.push(() => void s.destroy());
+    await roundTrip(s, 'before\n');
+    const good = lb.proc.configPath;
+    writeFileSync(good, '[global]\nworkers = "many"\n');
+    process.kill(lb.pid, 'SIGUSR2');
+    const failed = await lb.log((l) => l.msg === 'upgrade failed', 20000, 'upgrade failed');
+    assert.match(String(failed.reason), /configuration invalid/);
+    assert.equal(lb.count('upgrade handed over'), 0);
+    assert.ok(alive(lb.pid), 'the old process still runs');
+    await roundTrip(s, 'after\n');
+    await oneShot(port, 1);
+  });
+
+  test('a program that exits at once (L4LB_UPGRADE_EXEC, test-only): `upgrade failed`, and `--upgrade` exits 1 with the reason', async () => {
+    const lb0 = new UpgradingL4lb(config(echo.port), {});
+    cleanup.push(() => lb0.stop());
+    await lb0.proc.port('tcp');
+    await lb0.proc.stop();
+    // A fixed admin port so that `--upgrade` can find the instance: take one the kernel just gave.
+    const adminPort = (await lb0.log((l) => l.msg === 'admin listening')).port as number;
+    const script = join(lb0.proc.dir + '-exit.sh');
+    writeFileSync(script, '#!/bin/sh\nexit 3\n');
+    chmodSync(script, 0o755);
+    const lb = new UpgradingL4lb(config(echo.port, adminPort), { L4LB_UPGRADE_EXEC: script });
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('tcp');
+    const s = await connect(port);
+    cleanup.push(() => void s.destroy());
+    await roundTrip(s, 'before\n');
+    const r = await runCli(['-c', lb.proc.configPath, '--upgrade'], {}, 30000);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /upgrade failed: new process exited with code 3/);
+    const failed = await lb.log((l) => l.msg === 'upgrade failed', 20000, 'upgrade failed');
+    assert.match(String(failed.reason), /exited with code 3/);
+    assert.ok(alive(lb.pid));
+    await roundTrip(s, 'after\n');
+    await oneShot(port, 2);
+  });
+
+  test('three upgrades in a row under a steady rate of new connections: none fails, long-lived ones go on', async (t) => {
+    const lb = new UpgradingL4lb(config(echo.port));
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('tcp');
+    const long = await Promise.all(Array.from({ length: 20 }, () => connect(port)));
+    cleanup.push(() => long.forEach((s) => s.destroy()));
+    let started = 0;
+    let failed = 0;
+    const errors: string[] = [];
+    let loading = true;
+    // About 100 new connections a second, at most 20 at a time.
+    const load = (async () => {
+      const inflight = new Set<Promise<void>>();
+      while (loading && started < 5000) {
+        const i = started++;
+        const p = oneShot(port, i).catch((e: unknown) => {
+          failed++;
+          if (errors.length < 5) errors.push(String((e as Error).message));
+        });
+        inflight.add(p);
+        void p.finally(() => inflight.delete(p));
+        if (inflight.size >= 20) await Promise.race(inflight);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await Promise.all(inflight);
+    })();
+    const pids = [lb.pid];
+    const admin = (await lb.log((l) => l.msg === 'admin listening')).port as number;
+    // The second upgrade is asked for through the admin API (what `l4lb --upgrade` does), which answers with the outcome.
+    const viaApi = async (): Promise<void> => {
+      const r = await fetch(`http://127.0.0.1:${admin}/api/v1/upgrade`, { method: 'POST' });
+      assert.equal(r.status, 200, await r.clone().text());
+      const body = (await r.json()) as { pid: number; connections: number };
+      assert.equal(body.connections, long.length);
+    };
+    for (let n = 0; n < 3; n++) {
+      await waitFor(() => started > (n + 1) * 30, 10000, 'load running');
+      const { line, ms } = await lb.upgrade(20000, n === 1 ? viaApi : undefined);
+      pids.push(line.pid as number);
+      t.diagnostic(`upgrade ${n + 1}: ${ms} ms, ${String(line.connections)} connection(s) handed over`);
+      await waitFor(() => !alive(pids[n] as number), 2000, `pid ${pids[n]} gone`);
+      await Promise.all(long.map((s, i) => roundTrip(s, `long ${i} ${n}\n`)));
+    }
+    loading = false;
+    await withTimeout(load, 20000, 'load end');
+    t.diagnostic(`${started} connections opened during three upgrades, ${failed} failed`);
+    assert.equal(failed, 0, errors.join('; '));
+    assert.ok(started > 90);
+    assert.equal(lb.count('upgrade failed'), 0);
+  });
+});
