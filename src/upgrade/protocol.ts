@@ -100,4 +100,4 @@ export const HELLO_TIMEOUT_MS = 15_000;
 export const READY_TIMEOUT_MS = 15_000;
 export const ACK_TIMEOUT_MS = 5_000;
 /** Connections handed over at the same time (each is paused only while it moves). */
-export const TCP_WINDOW = 16;
+export const TCP_WINDOW = 8;

@@ -3,9 +3,11 @@
  * serving (`upgrade failed`); three upgrades in a row under a steady rate
  * of new connections lose none; `l4lb --upgrade` reports both outcomes.
  */
-import { describe, test, after } from 'node:test';
+import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type net from 'node:net';
 import { connect, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
@@ -45,16 +47,42 @@ async function oneShot(port: number, i: number): Promise<void> {
   }
 }
 
+const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
+const hasNotify = spawnSync('systemd-notify', ['--version']).status === 0;
+
+/** A python3 child bound to an AF_UNIX datagram socket (a stand-in for systemd's $NOTIFY_SOCKET), collecting what arrives. */
+function notifySocket(path: string): { messages: string[]; ready: Promise<void>; stop(): void } {
+  const py = 'import socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("bound", flush=True)\nwhile True:\n    print(s.recv(65536).decode().replace("\\n", "|"), flush=True)\n';
+  const child = spawn('python3', ['-c', py, path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const messages: string[] = [];
+  let buf = '';
+  let onBound: () => void = () => {};
+  const ready = new Promise<void>((r) => (onBound = r));
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line === 'bound') onBound();
+      else messages.push(line);
+    }
+  });
+  return { messages, ready: withTimeout(ready, 5000, 'notify socket bound'), stop: () => child.kill() };
+}
+
 describe('upgrade failures and repeated upgrades', () => {
   const cleanup: (() => Promise<void> | void)[] = [];
   let echo: TestServer;
+  before(async () => {
+    echo = await startEchoServer();
+    cleanup.push(() => echo.close());
+  });
   after(async () => {
     for (const c of cleanup.reverse()) await c();
   });
 
   test('an invalid configuration file: `upgrade failed`, the old process keeps serving its connections and listeners', async () => {
-    echo = await startEchoServer();
-    cleanup.push(() => echo.close());
     const lb = new UpgradingL4lb(config(echo.port));
     cleanup.push(() => lb.stop());
     const port = await lb.proc.port('tcp');
@@ -147,5 +175,26 @@ describe('upgrade failures and repeated upgrades', () => {
     assert.equal(failed, 0, errors.join('; '));
     assert.ok(started > 90);
     assert.equal(lb.count('upgrade failed'), 0);
+  });
+
+  test('systemd: the new process sends MAINPID=<its pid> and READY=1; the old one sends nothing more', { skip: !hasPython ? 'python3 not installed' : !hasNotify ? 'systemd-notify not installed' : false }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'l4lb-upgrade-notify-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const sock = notifySocket(join(dir, 'notify.sock'));
+    cleanup.push(() => sock.stop());
+    await sock.ready;
+    const lb = new UpgradingL4lb(config(echo.port), { NOTIFY_SOCKET: join(dir, 'notify.sock') });
+    cleanup.push(() => lb.stop());
+    await lb.proc.port('tcp');
+    await waitFor(() => sock.messages.some((m) => m.includes('READY=1')), 5000, 'READY=1');
+    const oldPid = lb.pid;
+    const { line } = await lb.upgrade();
+    const pid = line.pid as number;
+    await waitFor(() => sock.messages.some((m) => m.includes(`MAINPID=${pid}`) && m.includes('READY=1')) || sock.messages.filter((m) => m.includes(`MAINPID=${pid}`)).length >= 2, 10000, `MAINPID=${pid} and READY=1; got ${sock.messages.join(' / ')}`);
+    const first = sock.messages.findIndex((m) => m.includes(`MAINPID=${pid}`));
+    assert.ok(sock.messages.slice(first).some((m) => m.includes('READY=1')), sock.messages.join(' / '));
+    await waitFor(() => !alive(oldPid), 2000, 'old pid gone');
+    assert.ok(!sock.messages.slice(first).some((m) => m.includes(`MAINPID=${oldPid}`)), `the old process notified after the new one: ${sock.messages.join(' / ')}`);
+    assert.ok(!sock.messages.some((m) => m.includes('STOPPING=1')), 'no STOPPING=1 for an upgrade');
   });
 });
