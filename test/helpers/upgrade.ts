@@ -16,8 +16,8 @@ export class UpgradingL4lb {
   /** Pids that served, oldest first. */
   readonly pids: number[] = [];
 
-  constructor(config: string, env: NodeJS.ProcessEnv = {}) {
-    this.proc = new L4lbProcess(config, { env });
+  constructor(config: string, env: NodeJS.ProcessEnv = {}, launcher?: (configPath: string) => [string, string[]]) {
+    this.proc = new L4lbProcess(config, launcher !== undefined ? { env, launcher } : { env });
     if (this.proc.child.pid !== undefined) this.pids.push(this.proc.child.pid);
   }
 

@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import type net from 'node:net';
 import { connect, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
-import { runCli } from '../helpers/l4lb';
+import { CLI, runCli } from '../helpers/l4lb';
+import { createHash } from 'node:crypto';
+import { startServer } from '../helpers/net';
 import { UpgradingL4lb, alive } from '../helpers/upgrade';
 
 function config(echoPort: number, adminPort = 0, extra = ''): string {
@@ -196,5 +198,79 @@ describe('upgrade failures and repeated upgrades', () => {
     await waitFor(() => !alive(oldPid), 2000, 'old pid gone');
     assert.ok(!sock.messages.slice(first).some((m) => m.includes(`MAINPID=${oldPid}`)), `the old process notified after the new one: ${sock.messages.join(' / ')}`);
     assert.ok(!sock.messages.some((m) => m.includes('STOPPING=1')), 'no STOPPING=1 for an upgrade');
+  });
+
+  test('socket activation: the inherited listening socket is handed over too', { skip: hasPython ? false : 'python3 not installed' }, async () => {
+    // The configured bind (port 1) cannot be bound: serving after the upgrade proves the inherited socket moved.
+    const cfg = listenerToml('web', 'echo').replace('127.0.0.1:0', '127.0.0.1:1') + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]);
+    const py = [
+      'import os, socket, sys',
+      's = socket.socket()',
+      's.bind(("127.0.0.1", 0))',
+      's.listen(64)',
+      'if s.fileno() != 3:',
+      '    os.dup2(s.fileno(), 3)',
+      'os.set_inheritable(3, True)',
+      'env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")',
+      'os.execve(sys.argv[1], [sys.argv[1], sys.argv[2], "-c", sys.argv[3]], env)',
+    ].join('\n');
+    const lb = new UpgradingL4lb(`[global]\ndrain_timeout = "1s"\n` + cfg, {}, (cfgPath) => ['python3', ['-c', py, process.execPath, CLI, cfgPath]]);
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('web');
+    assert.notEqual(port, 1);
+    const s = await connect(port);
+    cleanup.push(() => void s.destroy());
+    await roundTrip(s, 'before\n');
+    const { line } = await lb.upgrade();
+    assert.equal(line.listeners, 1);
+    assert.equal(line.connections, 1);
+    await roundTrip(s, 'after\n');
+    await oneShot(port, 3);
+    assert.equal(lb.count('upgrade failed'), 0);
+  });
+
+  test('JS pump: a connection whose client reads nothing is left behind, finishes in the old process with every byte, then it exits', async () => {
+    const total = 24 * 1024 * 1024;
+    const sentHash = createHash('sha256');
+    const blob = Buffer.alloc(total);
+    for (let i = 0; i < total; i++) blob[i] = (i * 7919) & 0xff;
+    sentHash.update(blob);
+    const gush = await startServer((sock) => sock.end(blob));
+    cleanup.push(() => gush.close());
+    const lb = new UpgradingL4lb(`[global]\nsplice = "off"\ndrain_timeout = "20s"\n` + listenerToml('g', 'gush') + poolToml('gush', 'round-robin', [`{ address = "127.0.0.1:${gush.port}" }`]));
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('g');
+    const s = await connect(port);
+    cleanup.push(() => void s.destroy());
+    s.pause();
+    // The kernel buffers fill up; l4lb holds the rest in its writable buffer.
+    await waitFor(() => gush.accepted === 1, 5000, 'backend connection');
+    // Stalled: the backend's own unsent bytes stop going down (sampled 50 ms apart, bounded).
+    let last = -1;
+    await waitFor(() => {
+      const w = [...gush.sockets][0]?.writableLength ?? 0;
+      const still = w > 0 && w === last;
+      last = w;
+      return still;
+    }, 10000, 'the stream stalled on the client that reads nothing', 50);
+    const oldPid = lb.pid;
+    const { line } = await lb.upgrade();
+    assert.equal(line.left_behind, 1);
+    assert.equal(line.connections, 0);
+    await lb.log((l) => l.msg === 'upgrade: finishing connections not handed over', 5000);
+    assert.ok(alive(oldPid), 'the old process finishes the connection left behind');
+    const got = createHash('sha256');
+    let n = 0;
+    const done = new Promise<void>((resolve) => s.on('end', resolve));
+    s.on('data', (d: Buffer) => {
+      n += d.length;
+      got.update(d);
+    });
+    s.resume();
+    await withTimeout(done, 20000, 'all bytes');
+    assert.equal(n, total);
+    assert.equal(got.digest('hex'), sentHash.digest('hex'));
+    s.end();
+    await waitFor(() => !alive(oldPid), 5000, 'old process exits once the connection left behind ended');
   });
 });
