@@ -47,10 +47,15 @@ export class Channel<In extends { t: string }, Out extends { t: string }> {
     else this.queue.push({ msg: m, handle: h });
   };
 
-  /** The other side is gone: every wait fails with `why`. */
+  /** Sends not yet written: Node drops their callbacks when the channel closes. */
+  private readonly sending = new Set<(err: Error) => void>();
+
+  /** The other side is gone: every wait and unfinished send fails with `why`. */
   close(why: string): void {
     if (this.closed !== null) return;
     this.closed = why;
+    for (const fail of [...this.sending]) fail(new Error(why));
+    this.sending.clear();
     const ws = this.waiters;
     this.waiters = [];
     for (const w of ws) {
@@ -87,13 +92,26 @@ export class Channel<In extends { t: string }, Out extends { t: string }> {
   send(msg: Out, handle?: RawHandle | object | null): Promise<void> {
     if (this.closed !== null) return Promise.reject(new Error(this.closed));
     return new Promise((resolve, reject) => {
-      const cb = (err: Error | null): void => (err ? reject(err) : resolve());
+      // Until written, a send keeps the process alive and fails if the channel closes.
+      const keep = setTimeout(() => undefined, 3600_000);
+      const fail = (err: Error): void => {
+        clearTimeout(keep);
+        this.sending.delete(fail);
+        reject(err);
+      };
+      this.sending.add(fail);
+      const cb = (err: Error | null): void => {
+        clearTimeout(keep);
+        this.sending.delete(fail);
+        if (err) reject(err);
+        else resolve();
+      };
       const send = this.ep.send as ((m: unknown, h: unknown, o: unknown, cb: (err: Error | null) => void) => boolean) | undefined;
-      if (send === undefined) return reject(new Error('no IPC channel'));
+      if (send === undefined) return fail(new Error('no IPC channel'));
       try {
         send.call(this.ep, msg, handle ?? undefined, {}, cb);
       } catch (err) {
-        reject(err as Error);
+        fail(err as Error);
       }
     });
   }

@@ -15,7 +15,7 @@ import { TcpListener } from '../tcp/listener';
 import { UdpListener } from '../udp/listener';
 import { Channel } from './channel';
 import { closeRaw, markConnected, socketFromHandle, type RawHandle } from './handles';
-import { HELLO_TIMEOUT_MS, UPGRADE_ENV, type Inherited, type TcpMeta, type ToNew, type ToOld, type UdpMeta } from './protocol';
+import { HELLO_TIMEOUT_MS, UPGRADE_ENV, UPGRADE_TEST_EXIT_ENV, type Inherited, type TcpMeta, type ToNew, type ToOld, type UdpMeta } from './protocol';
 
 /** Handles received and adopted by fd: kept referenced for the life of the process. */
 const kept: RawHandle[] = [];
@@ -88,6 +88,7 @@ export class UpgradeChild {
     let connections = 0;
     let sessions = 0;
     let refused = 0;
+    const exitAfter = Number(process.env[UPGRADE_TEST_EXIT_ENV] ?? '0');
     const clients = new Map<number, { meta: TcpMeta; handle: RawHandle }>();
     const done = new Promise<void>((resolve, reject) => {
       const onMessage = (m: ToNew, handle: RawHandle | null): void => {
@@ -105,6 +106,7 @@ export class UpgradeChild {
           clients.delete(m.id);
           if (c !== undefined && adoptTcp(dp, c.meta, c.handle, handle)) connections++;
           else refused++;
+          if (exitAfter > 0 && connections >= exitAfter) process.exit(1); // test-only (UPGRADE_TEST_EXIT_ENV)
           void this.ch.send({ t: 'tcp-ok', id: m.id }).catch(() => undefined);
         } else if (m.t === 'done') {
           resolve();

@@ -126,7 +126,7 @@ async function run(server: Server): Promise<UpgradeResult> {
   let sessions = 0;
   let connections = 0;
   let leftBehind = 0;
-  const taken: PumpHandover[] = [];
+  const taken: (PumpHandover & { session: TcpSession })[] = [];
   try {
     for (const l of [...udpListeners, ...[...dp.retired].filter((x): x is UdpListener => x instanceof UdpListener)]) {
       for (const s of l.openSessions()) {
@@ -139,8 +139,9 @@ async function run(server: Server): Promise<UpgradeResult> {
     const all: TcpSession[] = [];
     for (const l of [...dp.listeners.values(), ...dp.retired]) if (l instanceof TcpListener) all.push(...l.sessions);
     let next = 0;
+    let broken = false;
     const worker = async (): Promise<void> => {
-      while (next < all.length) {
+      while (next < all.length && !broken) {
         const s = all[next++] as TcpSession;
         const parts = await s.handover();
         if (parts === null) {
@@ -149,13 +150,21 @@ async function run(server: Server): Promise<UpgradeResult> {
           continue;
         }
         taken.push(parts);
+        if (broken) break;
         const id = nextId++;
-        await handTcp(ch, s, parts, id);
+        try {
+          await handTcp(ch, s, parts, id);
+        } catch (err) {
+          broken = true;
+          throw err;
+        }
         taken.splice(taken.indexOf(parts), 1);
         connections++;
       }
     };
-    await Promise.all(Array.from({ length: TCP_WINDOW }, worker));
+    // Every worker has stopped (and put what it holds in `taken`) before a failure is handled.
+    const outcomes = await Promise.allSettled(Array.from({ length: TCP_WINDOW }, worker));
+    for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
     await ch.send({ t: 'done', listeners, connections, sessions });
     await ch.wait((m) => m.t === 'confirmed', ACK_TIMEOUT_MS, 'confirmation from the new process');
   } catch (err) {
@@ -180,6 +189,7 @@ async function run(server: Server): Promise<UpgradeResult> {
 async function handUdp(ch: Channel<ToOld, ToNew>, l: UdpListener, s: UdpSession, id: number): Promise<void> {
   stopReceiving(s.upstream);
   const ack = ch.wait((m) => m.t === 'udp-ok' && m.id === id, ACK_TIMEOUT_MS, 'UDP session acknowledgement');
+  ack.catch(() => undefined); // awaited below; a failed send must not leave it unhandled
   await ch.send(
     { t: 'udp', id, listener: l.name, pool: s.pool, backend: s.backend.address, clientAddr: s.clientAddr, clientPort: s.clientPort, startedAt: s.startedAt, bytesIn: s.bytesIn, bytesOut: s.bytesOut },
     s.upstream,
@@ -199,6 +209,7 @@ async function handTcp(ch: Channel<ToOld, ToNew>, s: TcpSession, p: PumpHandover
   const ch2 = netHandle(p.backend);
   if (ch1 === null || ch2 === null) throw new Failed('a connection lost its socket');
   const ack = ch.wait((m) => m.t === 'tcp-ok' && m.id === id, ACK_TIMEOUT_MS, 'connection acknowledgement');
+  ack.catch(() => undefined); // awaited below; a failed send must not leave it unhandled
   await ch.send(
     {
       t: 'tcp',

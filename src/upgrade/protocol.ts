@@ -95,6 +95,12 @@ export interface Inherited {
   adminFd: number | null;
 }
 
+/**
+ * Test-only: the new process exits (status 1) once it has taken this many
+ * TCP connections, to see how a handover that fails half-way is handled.
+ */
+export const UPGRADE_TEST_EXIT_ENV = 'L4LB_UPGRADE_TEST_EXIT_AFTER';
+
 /** Bounds of the handover steps (ms). */
 export const HELLO_TIMEOUT_MS = 15_000;
 export const READY_TIMEOUT_MS = 15_000;

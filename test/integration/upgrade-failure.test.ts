@@ -14,7 +14,7 @@ import { connect, startEchoServer, waitFor, withTimeout, type TestServer } from 
 import { listenerToml, poolToml } from '../helpers/toml';
 import { CLI, runCli } from '../helpers/l4lb';
 import { createHash } from 'node:crypto';
-import { startServer } from '../helpers/net';
+import { deadPort, startServer } from '../helpers/net';
 import { UpgradingL4lb, alive } from '../helpers/upgrade';
 
 function config(echoPort: number, adminPort = 0, extra = ''): string {
@@ -34,6 +34,7 @@ async function roundTrip(s: net.Socket, text: string): Promise<void> {
     };
     s.on('data', onData);
     s.once('close', () => reject(new Error('closed')));
+    s.once('end', () => reject(new Error('ended')));
   });
   s.write(text);
   assert.equal(await withTimeout(got, 5000, `echo of ${text.trim()}`), text);
@@ -272,5 +273,29 @@ describe('upgrade failures and repeated upgrades', () => {
     assert.equal(got.digest('hex'), sentHash.digest('hex'));
     s.end();
     await waitFor(() => !alive(oldPid), 5000, 'old process exits once the connection left behind ended');
+  });
+
+  test('a new process that dies half-way through the handover (test-only knob): the old one takes the rest back, binds again and keeps serving', async () => {
+    const fixed = await deadPort();
+    const lb = new UpgradingL4lb(
+      `[global]\ndrain_timeout = "1s"\n` + listenerToml('tcp', 'echo').replace('127.0.0.1:0', `127.0.0.1:${fixed}`) + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]),
+      { L4LB_UPGRADE_TEST_EXIT_AFTER: '3' },
+    );
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('tcp');
+    assert.equal(port, fixed);
+    const conns = await Promise.all(Array.from({ length: 30 }, () => connect(port)));
+    for (const s of conns) s.on('error', () => {});
+    cleanup.push(() => conns.forEach((s) => s.destroy()));
+    await Promise.all(conns.map((s, i) => roundTrip(s, `before ${i}\n`)));
+    process.kill(lb.pid, 'SIGUSR2');
+    const failed = await lb.log((l) => l.msg === 'upgrade failed', 20000, 'upgrade failed');
+    assert.match(String(failed.reason), /after the handover began/);
+    assert.ok(alive(lb.pid));
+    // Those the dead process had taken are gone with it; every other one goes on here.
+    const outcomes = await Promise.all(conns.map((s, i) => roundTrip(s, `after ${i}\n`).then(() => true, () => false)));
+    const kept = outcomes.filter((x) => x).length;
+    assert.ok(kept >= 27, `${kept} of 30 connections kept (at most the 3 the dead process had confirmed may be lost)`);
+    await waitFor(async () => oneShot(port, 4).then(() => true, () => false), 5000, 'the listener bound again');
   });
 });
