@@ -23,6 +23,7 @@ function config(echoPort: number, adminPort = 0, extra = ''): string {
 
 /** One echo round trip on an open connection. */
 async function roundTrip(s: net.Socket, text: string): Promise<void> {
+  if (s.readableEnded || s.destroyed) throw new Error('connection already ended');
   const got = new Promise<string>((resolve, reject) => {
     let buf = '';
     const onData = (d: Buffer): void => {
