@@ -17,7 +17,7 @@ import type { TcpSession } from '../tcp/session';
 import type { PumpHandover } from '../tcp/pump';
 import { Channel } from './channel';
 import { closeRaw, dgramHandle, netHandle, socketFromHandle, startReceiving, stopReceiving, type RawHandle } from './handles';
-import { ACK_TIMEOUT_MS, HELLO_TIMEOUT_MS, READY_TIMEOUT_MS, TCP_WINDOW, UPGRADE_ENV, UPGRADE_EXEC_ENV, type ToNew, type ToOld } from './protocol';
+import { ACK_TIMEOUT_MS, CONNECTING_WAIT_MS, HELLO_TIMEOUT_MS, READY_TIMEOUT_MS, TCP_WINDOW, UPGRADE_ENV, UPGRADE_EXEC_ENV, type ToNew, type ToOld } from './protocol';
 
 export type UpgradeResult =
   | { ok: true; pid: number; listeners: number; connections: number; sessions: number; left_behind: number }
@@ -136,35 +136,53 @@ async function run(server: Server): Promise<UpgradeResult> {
       }
     }
     await ch.send({ t: 'udp-done' });
-    const all: TcpSession[] = [];
-    for (const l of [...dp.listeners.values(), ...dp.retired]) if (l instanceof TcpListener) all.push(...l.sessions);
-    let next = 0;
+    // Connections still connecting to their backend (or reading a PROXY
+    // header or ClientHello) get their pump within a connect timeout: they
+    // are looked for again, for up to CONNECTING_WAIT_MS.
+    const kept = new Set<TcpSession>();
     let broken = false;
-    const worker = async (): Promise<void> => {
-      while (next < all.length && !broken) {
-        const s = all[next++] as TcpSession;
-        const parts = await s.handover();
-        if (parts === null) {
-          // Not connected yet, ending, or its peer did not read: it stays here.
-          if (s.backend !== null) leftBehind++;
-          continue;
+    const deadline = Date.now() + CONNECTING_WAIT_MS;
+    for (;;) {
+      const ready: TcpSession[] = [];
+      let connecting = 0;
+      for (const l of [...dp.listeners.values(), ...dp.retired]) {
+        if (!(l instanceof TcpListener)) continue;
+        for (const s of l.sessions) {
+          if (kept.has(s)) continue;
+          if (s.pumpKind === null) connecting++;
+          else ready.push(s);
         }
-        taken.push(parts);
-        if (broken) break;
-        const id = nextId++;
-        try {
-          await handTcp(ch, s, parts, id);
-        } catch (err) {
-          broken = true;
-          throw err;
-        }
-        taken.splice(taken.indexOf(parts), 1);
-        connections++;
       }
-    };
-    // Every worker has stopped (and put what it holds in `taken`) before a failure is handled.
-    const outcomes = await Promise.allSettled(Array.from({ length: TCP_WINDOW }, worker));
-    for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < ready.length && !broken) {
+          const s = ready[next++] as TcpSession;
+          const parts = await s.handover();
+          if (parts === null) {
+            // Ending, or its peer did not read: it stays here.
+            kept.add(s);
+            continue;
+          }
+          taken.push(parts);
+          if (broken) break;
+          const id = nextId++;
+          try {
+            await handTcp(ch, s, parts, id);
+          } catch (err) {
+            broken = true;
+            throw err;
+          }
+          taken.splice(taken.indexOf(parts), 1);
+          connections++;
+        }
+      };
+      // Every worker has stopped (and put what it holds in `taken`) before a failure is handled.
+      const outcomes = await Promise.allSettled(Array.from({ length: TCP_WINDOW }, worker));
+      for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
+      if ((ready.length === 0 && connecting === 0) || Date.now() >= deadline) break;
+      if (ready.length === 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    leftBehind = dp.activeConnections();
     await ch.send({ t: 'done', listeners, connections, sessions });
     await ch.wait((m) => m.t === 'confirmed', ACK_TIMEOUT_MS, 'confirmation from the new process');
   } catch (err) {

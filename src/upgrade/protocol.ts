@@ -105,5 +105,7 @@ export const UPGRADE_TEST_EXIT_ENV = 'L4LB_UPGRADE_TEST_EXIT_AFTER';
 export const HELLO_TIMEOUT_MS = 15_000;
 export const READY_TIMEOUT_MS = 15_000;
 export const ACK_TIMEOUT_MS = 5_000;
+/** How long connections still connecting to their backend are waited for, to hand them over too. */
+export const CONNECTING_WAIT_MS = 3_000;
 /** Connections handed over at the same time (each is paused only while it moves). */
 export const TCP_WINDOW = 8;
