@@ -119,7 +119,10 @@ async function run(server: Server): Promise<UpgradeResult> {
   // 2. The new process accepts on every listener: stop accepting here.
   for (const l of tcpListeners) void l.stopAccepting();
   for (const l of udpListeners) if (l.dgramSocket !== null) stopReceiving(l.dgramSocket);
-  if (server.admin !== null) void server.admin.close();
+  // Only the admin listening socket closes: the request that asked for this
+  // upgrade (POST /api/v1/upgrade) is answered when it is done.
+  const adminNet = server.admin?.netServer;
+  if (adminNet !== undefined && adminNet.listening) adminNet.close();
 
   // 3. UDP sessions, then TCP connections.
   let nextId = 1;
@@ -194,6 +197,7 @@ async function run(server: Server): Promise<UpgradeResult> {
     for (const l of tcpListeners) {
       l.listen().catch((e: unknown) => log.error({ listener: l.name, err: (e as Error).message }, 'upgrade: listener could not bind again'));
     }
+    server.admin?.listen().catch((e: unknown) => log.error({ listener: 'admin', err: (e as Error).message }, 'upgrade: listener could not bind again'));
     return fail(`${(err as Error).message} (after the handover began: ${connections} connection(s) and ${sessions} UDP session(s) were already handed over)`);
   }
   ch.detach();

@@ -278,8 +278,9 @@ describe('upgrade failures and repeated upgrades', () => {
 
   test('a new process that dies half-way through the handover (test-only knob): the old one takes the rest back, binds again and keeps serving', async () => {
     const fixed = await deadPort();
+    const adminPort = await deadPort();
     const lb = new UpgradingL4lb(
-      `[global]\ndrain_timeout = "1s"\n` + listenerToml('tcp', 'echo').replace('127.0.0.1:0', `127.0.0.1:${fixed}`) + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]),
+      `[global]\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:${adminPort}"\n` + listenerToml('tcp', 'echo').replace('127.0.0.1:0', `127.0.0.1:${fixed}`) + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]),
       { L4LB_UPGRADE_TEST_EXIT_AFTER: '3' },
     );
     cleanup.push(() => lb.stop());
@@ -298,5 +299,6 @@ describe('upgrade failures and repeated upgrades', () => {
     const kept = outcomes.filter((x) => x).length;
     assert.ok(kept >= 27, `${kept} of 30 connections kept (at most the 3 the dead process had confirmed may be lost)`);
     await waitFor(async () => oneShot(port, 4).then(() => true, () => false), 5000, 'the listener bound again');
+    await waitFor(async () => fetch(`http://127.0.0.1:${adminPort}/healthz`).then((r) => r.status === 200, () => false), 5000, 'the admin endpoint bound again');
   });
 });

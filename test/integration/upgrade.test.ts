@@ -96,7 +96,14 @@ for (const splice of ['off', 'on'] as const) {
       assert.equal(before.filter((c) => c.protocol === 'tcp').length, LONG + BULK);
 
       const oldPid = lb.pid;
-      const { line, ms } = await lb.upgrade();
+      // With the JS pump the upgrade is asked for through the admin API (as `l4lb --upgrade`), which answers once it is done.
+      const viaApi = async (): Promise<void> => {
+        const r = await fetch(`http://127.0.0.1:${admin}/api/v1/upgrade`, { method: 'POST' });
+        const text = await r.text();
+        assert.equal(r.status, 200, text);
+        assert.equal((JSON.parse(text) as { connections: number }).connections, LONG + BULK);
+      };
+      const { line, ms } = await lb.upgrade(20000, splice === 'off' ? viaApi : undefined);
       const handedAt = Date.now();
       assert.equal(line.listeners, 2);
       assert.equal(line.sessions, UDP_SESSIONS);
@@ -122,7 +129,7 @@ for (const splice of ['off', 'on'] as const) {
       const maxGap = Math.max(...pingers.map((p) => p.maxGapMs));
       for (const p of pingers) assert.equal(p.error, null);
       await Promise.all(pingers.map((p) => p.stop()));
-      t.diagnostic(`splice=${splice}: upgrade ${ms} ms (SIGUSR2 to handed over), old pid gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms })}`);
+      t.diagnostic(`splice=${splice}: upgrade ${ms} ms (request to handed over), old pid gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms })}`);
       assert.ok(maxGap < 1000, `a pinging connection waited ${maxGap} ms`);
       assert.equal(lb.count('upgrade failed'), 0);
     });
