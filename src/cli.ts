@@ -15,6 +15,8 @@ import { inheritedSockets } from './systemd/activation';
 import type { ListenerConfig } from './config/schema';
 import { createLogger } from './log';
 import { requestReload } from './admin/reload-client';
+import { requestUpgrade } from './upgrade/client';
+import { UpgradeChild } from './upgrade/new';
 
 const DEFAULT_CONFIG = '/etc/l4lb/lb.toml';
 
@@ -22,6 +24,7 @@ interface Options {
   config?: string;
   check?: boolean;
   reload?: boolean;
+  upgrade?: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -30,6 +33,7 @@ function parseArgs(argv: string[]): Options {
     .option('-c, --config <file>', `configuration file (default: $L4LB_CONFIG, then ${DEFAULT_CONFIG})`)
     .option('--check', 'validate the configuration, print one line per listener, exit')
     .option('--reload', "ask the running instance (through the file's [admin]) to reload; exit 0 done, 78 invalid file, 1 no answer")
+    .option('--upgrade', "ask the running instance (through the file's [admin]) to hand everything to a new process; exit 0 done, 78 invalid file, 1 failed or no answer")
     .version(VERSION, '-V, --version', 'print the version')
     .helpOption('-h, --help', 'show this help')
     .allowExcessArguments(false)
@@ -54,13 +58,28 @@ function fail(code: number, message: string): never {
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv);
   const path = opts.config ?? process.env.L4LB_CONFIG ?? DEFAULT_CONFIG;
+  // Started by an upgrade (SPEC §8.5): the old process waits on this channel.
+  const upgrading = UpgradeChild.detect();
 
   let config;
   try {
     config = loadConfigFile(path);
   } catch (err) {
-    if (err instanceof ConfigError) fail(EXIT.CONFIG, err.issues.map(formatConfigIssue).join('\n'));
-    fail(EXIT.CONFIG, `l4lb: ${path}: ${(err as Error).message}`);
+    const msg = err instanceof ConfigError ? err.issues.map(formatConfigIssue).join('\n') : `l4lb: ${path}: ${(err as Error).message}`;
+    if (upgrading !== null) await upgrading.fail(`configuration invalid: ${msg}`);
+    fail(EXIT.CONFIG, msg);
+  }
+
+  if (upgrading !== null && config.global.workers > 1) {
+    await upgrading.fail('workers > 1: upgrade is not supported with worker processes yet (restart instead)');
+    fail(EXIT.FAILURE, 'l4lb: upgrade: workers > 1 is not supported');
+  }
+
+  if (opts.upgrade) {
+    const r = await requestUpgrade(config.admin, path);
+    process.stdout.write(r.stdout);
+    process.stderr.write(r.stderr);
+    process.exit(r.code);
   }
 
   if (opts.reload) {
@@ -105,15 +124,31 @@ async function main(): Promise<void> {
   process.on('SIGHUP', () => {
     if (server !== null) void server.reload();
   });
+  // SPEC §8.5: hand everything to a new process started from the program on disk.
+  process.on('SIGUSR2', () => {
+    if (server !== null) void server.upgrade();
+  });
 
   const log = createLogger(config.global.logLevel);
   try {
-    server = await Server.start({ configPath: path, config, fds: inheritedSockets(), log });
+    const fds = inheritedSockets();
+    if (upgrading !== null) {
+      const inherited = await upgrading.receive(config);
+      for (const [name, fd] of inherited.fds) fds.set(name, fd);
+      server = await Server.start({ configPath: path, config, fds, log, inherited });
+    } else server = await Server.start({ configPath: path, config, fds, log });
   } catch (err) {
     const msg = err instanceof L4lbError ? err.message : String((err as Error)?.message ?? err);
     const e = err as { listener?: string; address?: string; port?: number; code?: string };
     log.error({ listener: e.listener ?? null, address: e.address, port: e.port, code: e.code, err: msg }, 'start failed');
+    if (upgrading !== null) await upgrading.fail(`start failed: ${msg}`);
     fail(EXIT.FAILURE, `l4lb: ${msg}`);
+  }
+  if (upgrading !== null) {
+    const r = await upgrading.takeOver(server);
+    log.info({ from_pid: upgrading.oldPid, connections: r.connections, sessions: r.sessions }, 'upgrade taken over');
+    // Under systemd this process is the service's main process from now on.
+    void server.notifier.send(`MAINPID=${process.pid}`);
   }
   void server.notifier.ready();
   if (stopRequested !== null) {

@@ -29,6 +29,9 @@ import { statusDocument, backendOf } from './control/status';
 import { moveAdmin } from './control/admin-endpoint';
 import { drainDataPlane } from './control/drain';
 import { readStateFile, writeStateFile } from './control/state-file';
+import type { Inherited } from './upgrade/protocol';
+import { upgrade as runUpgrade, type UpgradeResult } from './upgrade/old';
+import { inheritRuntime, leaveAfterUpgrade } from './upgrade/hooks';
 
 export interface ServerOptions {
   configPath: string;
@@ -39,6 +42,8 @@ export interface ServerOptions {
   fds?: ReadonlyMap<string, number>;
   /** Name resolution for backends given by name; defaults to the system resolver (dns.lookup). */
   lookup?: LookupFn;
+  /** Upgrade (SPEC §8.5): what the previous process handed over (listening sockets are in `fds`). */
+  inherited?: Inherited;
 }
 
 export type ReloadResult =
@@ -98,6 +103,7 @@ export class Server implements AdminTarget {
   static async start(opts: ServerOptions): Promise<Server> {
     const s = new Server(opts);
     s.runtime = readStateFile(opts.config, s.log);
+    if (opts.inherited !== undefined) inheritRuntime(s, opts.inherited);
     const { resolvers, backends } = await s.membership.resolveAll(opts.config, null);
     try {
       s.bindings = await s.dataPlane.apply(opts.config, backends, opts.fds);
@@ -106,6 +112,7 @@ export class Server implements AdminTarget {
       throw bindError(err);
     }
     s.health.sync(opts.config, backends, true);
+    if (opts.inherited !== undefined) s.health.importStates(opts.inherited.health);
     s.membership.install(resolvers);
     // Drains from the state file; entries of backends no longer configured are dropped.
     s.forgetDeparted();
@@ -114,7 +121,7 @@ export class Server implements AdminTarget {
     if (opts.config.admin !== null) {
       const admin = new AdminServer(opts.config.admin, s, s.registry);
       try {
-        await admin.listen();
+        await admin.listen(opts.inherited?.adminFd ?? undefined);
       } catch (err) {
         await s.dataPlane.stopAccepting();
         s.stopControlPlane();
@@ -196,6 +203,23 @@ export class Server implements AdminTarget {
       if (restartRequired.length > 0) this.log.warn({ restart_required: restartRequired }, 'restart required');
       void this.notifier.ready();
       return { ok: true, generation: this.generation };
+    };
+    const p = this.reloadChain.then(run, run);
+    this.reloadChain = p;
+    return p;
+  }
+
+  /**
+   * Upgrade (SIGUSR2, admin API, SPEC §8.5): hands every listener,
+   * connection and UDP session to a new process started from the program
+   * on disk; on success this process exits 0 (see src/upgrade/). Waits for
+   * a reload in progress.
+   */
+  upgrade(): Promise<UpgradeResult> {
+    const run = async (): Promise<UpgradeResult> => {
+      const r = await runUpgrade(this);
+      if (r.ok) leaveAfterUpgrade(this, r.left_behind);
+      return r;
     };
     const p = this.reloadChain.then(run, run);
     this.reloadChain = p;

@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <time.h>
 
+#include "detach.h"
 #include "pipes.h"
 
 namespace l4lb {
@@ -307,6 +308,11 @@ void Worker::drainCommands() {
   for (Cmd& cmd : local) {
     if (cmd.kind == C_UNLISTEN) {
       unlisten(cmd.listener);
+      continue;
+    }
+    if (cmd.kind == C_DETACH) {
+      auto d = conns.find(cmd.id);
+      runDetach(this, d == conns.end() ? nullptr : d->second, cmd);
       continue;
     }
     auto it = conns.find(cmd.id);

@@ -99,7 +99,9 @@ struct Event {
   char dst[46];                  // EV_ACCEPT: local address text ("" = the listener's)
 };
 
-enum CmdKind : uint8_t { C_ABORT = 0, C_CONNECT = 1, C_REFUSE = 2, C_UNLISTEN = 3 };
+struct DetachJob;  // detach.h
+
+enum CmdKind : uint8_t { C_ABORT = 0, C_CONNECT = 1, C_REFUSE = 2, C_UNLISTEN = 3, C_DETACH = 4 };
 struct Cmd {
   CmdKind kind = C_ABORT;
   uint64_t id = 0;
@@ -109,6 +111,8 @@ struct Cmd {
   uint32_t timeoutMs = 0;
   uint32_t slot = kNoSlot;
   std::vector<char> head;
+  DetachJob* job = nullptr;      // C_DETACH (upgrade): where the parts go
+  size_t index = 0;              // C_DETACH: this connection's entry in job->results
 };
 
 // A connect deadline (T_CONNECT), the moment a backend socket gets its

@@ -6,10 +6,13 @@
 #include <napi.h>
 
 #include "udp_engine.h"
+#include "detach.h"
 #include <fcntl.h>
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 
 #include "engine_tcp.h"
@@ -304,7 +307,63 @@ Napi::Value SocketError(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, e);
 }
 
+// Upgrade: detach(ids: number[]) -> [{ ok, clientFd, backendFd, toBackend,
+// toClient, clientEof, backendEof, firstFin, bytesIn, bytesOut }] in the
+// order of `ids` (splice-pump and engine connections alike; see detach.h).
+// JS thread; waits (bounded, 5 s) for the workers, which never block. No
+// completion report follows for a connection detached (`ok`).
+Napi::Value Detach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_env == nullptr || g_workers.empty()) return Throw(env, "l4lb_splice: not initialised");
+  if (info.Length() < 1 || !info[0].IsArray()) return Throw(env, "l4lb_splice: detach(ids)");
+  Napi::Array ids = info[0].As<Napi::Array>();
+  const size_t n = ids.Length();
+  DetachJob* job = new DetachJob();
+  job->results.resize(n);
+  job->pending = n;
+  for (size_t i = 0; i < n; i++) {
+    Napi::Value v = ids.Get(static_cast<uint32_t>(i));
+    Cmd c;
+    c.kind = C_DETACH;
+    c.id = v.IsNumber() ? static_cast<uint64_t>(v.As<Napi::Number>().Int64Value()) : 0;
+    c.job = job;
+    c.index = i;
+    g_workers[c.id % g_workers.size()]->post(std::move(c));
+  }
+  bool done;
+  {
+    std::unique_lock<std::mutex> lk(job->mu);
+    done = job->cv.wait_for(lk, std::chrono::seconds(5), [job] { return job->pending == 0; });
+  }
+  // Not done in time (a stalled worker): the job stays allocated, since a
+  // worker may still write to it; nothing was handed back.
+  if (!done) return Throw(env, "l4lb_splice: detach timed out");
+  Napi::Array out = Napi::Array::New(env, n);
+  for (size_t i = 0; i < n; i++) {
+    DetachResult& r = job->results[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("ok", Napi::Boolean::New(env, r.ok));
+    if (r.ok) {
+      g_active--;
+      o.Set("clientFd", Napi::Number::New(env, r.fd[0]));
+      o.Set("backendFd", Napi::Number::New(env, r.fd[1]));
+      o.Set("toBackend", Napi::Buffer<char>::Copy(env, r.data[0].data(), r.data[0].size()));
+      o.Set("toClient", Napi::Buffer<char>::Copy(env, r.data[1].data(), r.data[1].size()));
+      o.Set("clientEof", Napi::Boolean::New(env, r.eof[0]));
+      o.Set("backendEof", Napi::Boolean::New(env, r.eof[1]));
+      o.Set("firstFin", r.first_eof == 0 ? Napi::String::New(env, "client") : r.first_eof == 1 ? Napi::String::New(env, "backend") : env.Null());
+      o.Set("bytesIn", Napi::Number::New(env, static_cast<double>(r.bytes[0])));
+      o.Set("bytesOut", Napi::Number::New(env, static_cast<double>(r.bytes[1])));
+    }
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  delete job;
+  RefreshRef(env);
+  return out;
+}
+
 void RegisterSplice(Napi::Env env, Napi::Object exports) {
+  exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
   exports.Set("socketError", Napi::Function::New(env, SocketError, "socketError"));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc, "tuneMalloc"));
   exports.Set("init", Napi::Function::New(env, Init, "init"));

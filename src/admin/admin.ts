@@ -37,6 +37,8 @@ export interface AdminTarget {
   status(): Record<string, unknown>;
   setDrain(pool: string, address: string, drain: boolean): Record<string, unknown> | null;
   reload(): Promise<{ ok: true; generation: number } | { ok: false; errors: string[] }>;
+  /** SPEC §8.5: hands everything to a new process; resolves with the outcome (this process exits after a success). */
+  upgrade(): Promise<{ ok: true; pid: number; listeners: number; connections: number; sessions: number } | { ok: false; reason: string }>;
   setWeight(pool: string, address: string, weight: number): Record<string, unknown> | null;
   shutdownConnections(pool: string, address: string): Promise<number | null>;
   connections(q: ConnectionQuery): Promise<ConnectionInfo[]>;
@@ -78,6 +80,15 @@ export const ROUTES: readonly Route[] = [
       const r = await target.reload();
       if (r.ok) json(res, 200, { config_generation: r.generation });
       else json(res, 422, { errors: r.errors });
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/upgrade',
+    handle: async ({ res, target }) => {
+      const r = await target.upgrade();
+      if (r.ok) json(res, 200, { pid: r.pid, listeners: r.listeners, connections: r.connections, sessions: r.sessions });
+      else json(res, 500, { error: `upgrade failed: ${r.reason}` });
     },
   },
   { method: 'POST', path: '/api/v1/pools/{pool}/backends/{address}/drain', handle: (x) => drainOrEnable(x, true) },
@@ -203,12 +214,17 @@ export class AdminServer {
     this.server.requestTimeout = 30000;
   }
 
-  /** Binds `admin.bind`; rejects on a bind error. */
-  listen(): Promise<void> {
+  /** Upgrade: the listening socket, to hand to a new process. */
+  get netServer(): http.Server {
+    return this.server;
+  }
+
+  /** Binds `admin.bind` (or adopts `fd`, a socket an upgrade handed over); rejects on a bind error. */
+  listen(fd?: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once('error', onError);
-      this.server.listen({ host: this.config.bind.host, port: this.config.bind.port }, () => {
+      this.server.listen(fd !== undefined ? { fd } : { host: this.config.bind.host, port: this.config.bind.port }, () => {
         this.server.removeListener('error', onError);
         this.server.on('error', () => {});
         const a = this.server.address();

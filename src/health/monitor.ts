@@ -18,11 +18,22 @@ import { ProbeTimer } from './schedule';
 import type { ProbeFn, ProbeHandle, ProbeResult } from './probe';
 import type { BackendState } from '../backend/backend';
 import { createProbe, probesOverUdp } from './checks';
+import type { HealthCounter } from './hysteresis';
 import { rampStep, rampWeight } from './slow-start';
 import { isUdpOnlyPool, sameProbe, type CheckCount, type CheckRecord, type Failure, type HealthBackendSpec, type HealthMonitorOptions, type Target, type TransitionReason } from './monitor-types';
 
 export { isUdpOnlyPool, sameProbe } from './monitor-types';
 export type { CheckCount, CheckRecord, HealthBackendSpec, HealthMonitorOptions, TransitionReason } from './monitor-types';
+
+/** One backend's health as an upgrade carries it to the new process. */
+export interface HealthExport {
+  pool: string;
+  address: string;
+  counter: HealthCounter;
+  drain: boolean;
+  stateSince: number;
+  last: CheckRecord | null;
+}
 
 export class HealthMonitor {
   /** Probes not judged because this process was out of fds or buffers. */
@@ -132,6 +143,35 @@ export class HealthMonitor {
       if (seenPools.has(name)) continue;
       for (const t of records.values()) this.forget(t);
       this.pools.delete(name);
+    }
+  }
+
+  /** Upgrade (src/upgrade/): every backend's health record, for a new process to start where this one is. */
+  exportStates(): HealthExport[] {
+    const out: HealthExport[] = [];
+    for (const records of this.pools.values())
+      for (const t of records.values()) out.push({ pool: t.pool, address: t.address, counter: { ...t.counter }, drain: t.drain, stateSince: t.stateSince, last: t.last });
+    return out;
+  }
+
+  /**
+   * Upgrade: takes over the health a previous process exported, for the
+   * backends known here. The state it gives is pushed to the data plane
+   * without a `backend state changed` line: for the operator nothing changed.
+   */
+  importStates(list: readonly HealthExport[]): void {
+    for (const x of list) {
+      const t = this.pools.get(x.pool)?.get(x.address);
+      if (t === undefined) continue;
+      t.counter = x.counter;
+      t.drain = x.drain;
+      t.last = x.last;
+      t.stateSince = x.stateSince;
+      const to: BackendState = t.drain ? 'draining' : t.counter.health;
+      if (to === t.state) continue;
+      t.state = to;
+      if (to !== 'up') this.stopRamp(t);
+      this.opts.setState(t.pool, t.address, to);
     }
   }
 

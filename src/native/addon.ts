@@ -21,6 +21,12 @@ export interface SpliceBinding {
   add(clientFd: number, backendFd: number, slot: number, head?: Buffer): number;
   /** Resets both sides; the completion report follows. */
   abort(id: number): void;
+  /**
+   * Upgrade: stops these connections and hands back their fds (open, no
+   * longer the engine's) and the bytes in flight; no completion report
+   * follows for those detached (`ok`). See native/src/detach.h.
+   */
+  detach?(ids: number[]): DetachedConn[];
   /** Connections not yet reported, epoll threads, and empty pipes kept for reuse (2 fds each). */
   stats(): { active: number; threads: number; pooledPipes: number };
   /** The socket's pending error (errno; 0 for none), read and cleared with SO_ERROR; -errno when it cannot be asked. */
@@ -41,6 +47,21 @@ export interface SpliceBinding {
   /** Closes an accepted connection JS will not carry (no report follows). */
   engineRefuse?(id: number): void;
 }
+
+export type DetachedConn =
+  | { ok: false }
+  | {
+      ok: true;
+      clientFd: number;
+      backendFd: number;
+      toBackend: Buffer;
+      toClient: Buffer;
+      clientEof: boolean;
+      backendEof: boolean;
+      firstFin: 'client' | 'backend' | null;
+      bytesIn: number;
+      bytesOut: number;
+    };
 
 export interface AddonLoad {
   addon: SpliceBinding | null;

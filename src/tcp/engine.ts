@@ -21,14 +21,14 @@
  *   5 accept error    a = errno
  * JS answers with engineConnect(id, ...) or engineRefuse(id), and abort(id).
  */
-import type net from 'node:net';
+import { Socket, type Server } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { Backend } from '../backend/backend';
 import type { Pool } from '../backend/pool';
 import type { ListenerConfig } from '../config/schema';
 import { loadSpliceAddon, type SpliceBinding } from '../native/addon';
 import { fdBudget } from '../net/fd-budget';
-import type { PumpEndReason } from './pump';
+import type { PumpEndReason, PumpHandover } from './pump';
 import type { SessionEndReason } from '../listener/reasons';
 import type { ListenerContext } from '../listener/context';
 import type { ListenerStats } from '../stats/stats';
@@ -55,6 +55,8 @@ export interface EngineHost {
   onServerError(err: NodeJS.ErrnoException): void;
   flowFor(session: { clientAddr: string; clientPort: number; dstAddr: string; dstPort: number }): Flow;
   onSessionEnd(session: EngineSession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void;
+  /** Upgrade: the session went to a new process; it no longer counts here. */
+  forgetSession(session: EngineSession): void;
 }
 
 const EV_ACCEPT = 1;
@@ -149,7 +151,7 @@ interface HandleLike {
  * for stopAccepting(). Returns the engine's listener id, or null when the
  * engine cannot take it (node:net goes on accepting).
  */
-export function attachEngine(listener: EngineHost, server: net.Server): number | null {
+export function attachEngine(listener: EngineHost, server: Server): number | null {
   const e = getEngine();
   if (e === null) return null;
   const h = (server as unknown as { _handle?: HandleLike | null })._handle;
@@ -278,7 +280,8 @@ export class EngineSession {
   backend: Backend | null = null;
   private tried: Backend[] | null = null;
   private attempts = 0;
-  readonly pumpKind = 'splice' as const;
+  /** 'splice' once connected (the engine splices it); null while connecting. */
+  pumpKind: 'splice' | null = null;
   readonly sniRouted = false;
   readonly sni: string | null = null;
   idleBytes = 0;
@@ -352,6 +355,7 @@ export class EngineSession {
   onConnected(): void {
     if (this.finished) return;
     this.live = true;
+    this.pumpKind = 'splice';
     this.head = null;
     const now = performance.now();
     this.connectMs = now - this.startedHr;
@@ -415,6 +419,36 @@ export class EngineSession {
     if (this.endReason === null) this.endReason = reason;
     this.stopping = true;
     this.e.addon.abort(this.id);
+  }
+
+  /**
+   * Upgrade (src/upgrade/): the engine stops this connection on its thread
+   * and hands back both sockets and what its pipes held (native detach), so
+   * a new process can carry it on. The session ends here without a report.
+   * Null when it cannot be handed over now (not connected yet, ending).
+   */
+  handover(): Promise<(PumpHandover & { session: EngineSession }) | null> {
+    const detach = this.e.addon.detach;
+    if (!this.live || this.finished || this.stopping || typeof detach !== 'function') return Promise.resolve(null);
+    const r = detach.call(this.e.addon, [this.id])[0];
+    if (r === undefined || !r.ok) return Promise.resolve(null);
+    this.e.conns.delete(this.id);
+    this.e.freeSlots.push(this.slot);
+    this.live = false;
+    this.finished = true;
+    if (this.backend !== null) this.backend.active--;
+    this.listener.forgetSession(this);
+    const open = (fd: number): Socket => new Socket({ fd, readable: false, writable: false, allowHalfOpen: true });
+    return Promise.resolve({
+      client: open(r.clientFd),
+      backend: open(r.backendFd),
+      toBackend: r.toBackend,
+      toClient: r.toClient,
+      bytesIn: r.bytesIn,
+      bytesOut: r.bytesOut,
+      firstFin: r.firstFin,
+      session: this,
+    });
   }
 
   private finish(bytesIn: number, bytesOut: number): void {

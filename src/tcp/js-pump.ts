@@ -19,7 +19,7 @@
  *  - counts bytes in plain numbers; nothing is allocated per chunk.
  */
 import type { Socket } from 'node:net';
-import type { Pump, PumpDone, PumpEndReason, PumpHandle } from './pump';
+import type { Pump, PumpDone, PumpEndReason, PumpHandle, PumpHandover } from './pump';
 import { wasReset } from '../native/addon';
 
 const EMPTY = Buffer.alloc(0);
@@ -132,10 +132,71 @@ class JsPumpConn implements PumpHandle {
     this.done(this.reason ?? 'closed', this.bytesIn, this.bytesOut);
   }
 
+  /**
+   * Upgrade: stops reading both sockets, lets what was already read reach
+   * the kernel (bounded by `flushMs`), then lets both sockets go untouched.
+   * Null (and reading goes on) when the connection is ending or its bytes
+   * did not flush in time (a peer that does not read).
+   */
+  async handover(flushMs = HANDOVER_FLUSH_MS): Promise<PumpHandover | null> {
+    const { client, backend } = this;
+    const ending = (): boolean => this.reason !== null || this.closed > 0 || this.resetting !== null || client.destroyed || backend.destroyed;
+    if (ending() || !holdReading(client) || !holdReading(backend)) return null;
+    const flushed = (): boolean => client.readableLength === 0 && backend.readableLength === 0 && client.writableLength === 0 && backend.writableLength === 0;
+    const deadline = Date.now() + flushMs;
+    while (!flushed() && !ending() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    if (ending() || !flushed()) {
+      releaseReading(client);
+      releaseReading(backend);
+      return null;
+    }
+    for (const s of [client, backend]) {
+      for (const ev of ['data', 'end', 'drain', 'error', 'close']) s.removeAllListeners(ev);
+      s.on('error', noop);
+    }
+    this.reason = 'aborted';
+    return { client, backend, toBackend: EMPTY, toClient: EMPTY, bytesIn: this.bytesIn, bytesOut: this.bytesOut, firstFin: this.firstFin };
+  }
+
   abort(): void {
     if (this.reason === null) this.reason = 'aborted';
     if (!this.client.destroyed) this.client.resetAndDestroy();
     if (!this.backend.destroyed) this.backend.resetAndDestroy();
+  }
+}
+
+/** How long an upgrade waits for a JS-pumped connection's bytes to reach the kernel. */
+const HANDOVER_FLUSH_MS = 1000;
+
+function noop(): void {}
+
+interface ReadHandle {
+  reading?: boolean;
+  readStop?(): number;
+  readStart?(): number;
+}
+
+/**
+ * Stops libuv reading a socket and keeps Node from starting it again:
+ * `reading` stays true, so the stream's resume() (the pump's backpressure)
+ * moves only what was already read. False when the socket has no handle.
+ */
+function holdReading(s: Socket): boolean {
+  const h = (s as unknown as { _handle?: ReadHandle | null })._handle;
+  if (!h || typeof h.readStop !== 'function') return false;
+  if (h.reading === true) h.readStop();
+  h.reading = true;
+  return true;
+}
+
+/** Undoes holdReading(): reading resumes unless the stream is paused (backpressure resumes it). */
+function releaseReading(s: Socket): void {
+  const h = (s as unknown as { _handle?: ReadHandle | null })._handle;
+  if (!h || typeof h.readStart !== 'function') return;
+  h.reading = false;
+  if (s.readableFlowing === true && !s.destroyed) {
+    h.reading = true;
+    h.readStart();
   }
 }
 

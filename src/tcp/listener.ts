@@ -10,6 +10,7 @@
 import net from 'node:net';
 import type { ListenerConfig } from '../config/schema';
 import type { Pool } from '../backend/pool';
+import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
 import { compileAcl } from '../net/cidr';
 import { TcpSession, type SessionHost } from './session';
@@ -154,17 +155,21 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     if (server === null || !server.listening) return;
     const want = this.ctx.tcpEngine === true && engineCanTake(this.config);
     if (want && this.engineId === null) this.engineId = attachEngine(this, server);
-    else if (!want && this.engineId !== null) {
-      const fd = detachEngineToFd(this.engineId);
-      this.engineId = null;
-      if (fd === null) return;
-      // The old server's handle is closed already; it is dropped without
-      // close() so that a cluster primary keeps its shared socket.
-      const next = this.createServer();
-      next.on('error', this.onServerError);
-      next.listen({ fd, exclusive: true });
-      this.server = next;
-    }
+    else if (!want && this.engineId !== null) this.acceptWithNode();
+  }
+
+  /** The engine gives this listener's socket back and node:net accepts on it again. */
+  private acceptWithNode(): void {
+    if (this.engineId === null) return;
+    const fd = detachEngineToFd(this.engineId);
+    this.engineId = null;
+    if (fd === null) return;
+    // The old server's handle is closed already; it is dropped without
+    // close() so that a cluster primary keeps its shared socket.
+    const next = this.createServer();
+    next.on('error', this.onServerError);
+    next.listen({ fd, exclusive: true });
+    this.server = next;
   }
 
   /** Accept errors (EMFILE, ENFILE, ...) are counted and logged; they never crash. */
@@ -335,6 +340,39 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
   addSession(session: AnySession): void {
     this.sessions.add(session);
     if (this.config.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
+  }
+
+  /** Upgrade: the listening socket, to hand to a new process (null before listen()). */
+  get netServer(): net.Server | null {
+    // The native engine gives its socket back first: node:net accepts on it
+    // until the new process has it.
+    if (this.engineId !== null) this.acceptWithNode();
+    return this.server;
+  }
+
+  /** Upgrade: a session handed to a new process: it no longer counts here (no report, no totals). */
+  forgetSession(session: AnySession): void {
+    if (!this.sessions.delete(session)) return;
+    this.stats.active--;
+    fdBudget.add(-2);
+    if (this.sourceCounted.delete(session)) this.releaseSource(session.clientAddr);
+    this.notifyIfEmpty();
+  }
+
+  /**
+   * Upgrade: a connection the previous process handed over: admitted as it
+   * was there (no ACL or limit refuses it now), then continued by a pump.
+   */
+  adoptSession(client: net.Socket, upstream: net.Socket, peer: PeerAddresses, pool: Pool, backend: Backend, startedAt: number, carried: Parameters<TcpSession['adopt']>[2]): TcpSession {
+    client.on('error', noop);
+    this.stats.active++;
+    fdBudget.add(2);
+    if (this.config.maxConnectionsPerSource > 0) this.perSource.set(peer.srcAddr, (this.perSource.get(peer.srcAddr) ?? 0) + 1);
+    const session = new TcpSession(this, client, pool, peer, startedAt);
+    this.sessions.add(session);
+    if (this.config.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
+    session.adopt(upstream, backend, carried);
+    return session;
   }
 
   reject(socket: net.Socket, reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol' | 'resources'): void {

@@ -26,6 +26,25 @@ export interface PumpHandle {
   readonly firstFin?: 'client' | 'backend' | null;
   /** Reset both sides now. Idempotent; onDone still fires once. */
   abort(): void;
+  /**
+   * Upgrade (src/upgrade/): stops moving bytes and gives the connection up
+   * (onDone never fires then). Null when it cannot be taken out now (it is
+   * ending, or bytes could not be flushed in time): the pump goes on.
+   */
+  handover?(): Promise<PumpHandover | null>;
+}
+
+/** A connection taken out of its pump, both sockets open and no longer read or written here. */
+export interface PumpHandover {
+  client: Socket;
+  backend: Socket;
+  /** Bytes read from the client and not yet written to the backend (in order, before anything the client sends next). */
+  toBackend: Buffer;
+  /** Bytes read from the backend and not yet written to the client. */
+  toClient: Buffer;
+  bytesIn: number;
+  bytesOut: number;
+  firstFin: 'client' | 'backend' | null;
 }
 
 /**

@@ -11,7 +11,7 @@
 import net from 'node:net';
 import type { Backend } from '../backend/backend';
 import type { Pool } from '../backend/pool';
-import type { PumpHandle } from './pump';
+import type { PumpHandle, PumpHandover } from './pump';
 import type { PeerAddresses, PumpEndReason, SessionEndReason } from '../listener/reasons';
 import type { ListenerConfig } from '../config/schema';
 import type { Flow } from '../balancer/picker';
@@ -40,6 +40,8 @@ export interface SessionHost {
   flowFor(session: TcpSession): Flow;
   /** Called exactly once when the session is over. */
   onSessionEnd(session: TcpSession, reason: SessionEndReason, bytesIn: number, bytesOut: number): void;
+  /** Upgrade: the session went to a new process; it no longer counts here. */
+  forgetSession(session: TcpSession): void;
 }
 
 export class TcpSession {
@@ -111,7 +113,7 @@ export class TcpSession {
   }
 
   get bytesOut(): number {
-    return this.pump === null ? 0 : this.pump.bytesOut;
+    return (this.pump === null ? 0 : this.pump.bytesOut) + this.carriedOut;
   }
 
   /** Connect attempts after the first (other backends tried). */
@@ -121,7 +123,51 @@ export class TcpSession {
 
   /** Which side sent the first FIN, where the pump knows it. */
   get firstFin(): 'client' | 'backend' | null {
-    return this.pump?.firstFin ?? null;
+    return this.carriedFin ?? this.pump?.firstFin ?? null;
+  }
+
+  /** Upgrade: bytes backend → client and the first FIN from the process this session was handed over by. */
+  private carriedOut = 0;
+  private carriedFin: 'client' | 'backend' | null = null;
+
+  /**
+   * Upgrade (src/upgrade/): takes this connection out of its pump to hand it
+   * to a new process. The session ends here without a report (it goes on
+   * there). Null when it cannot be handed over now; it then goes on here.
+   */
+  async handover(): Promise<(PumpHandover & { session: TcpSession }) | null> {
+    const pump = this.pump;
+    if (pump === null || this.finished || pump.handover === undefined) return null;
+    const parts = await pump.handover();
+    if (parts === null) return null;
+    this.finished = true;
+    if (this.backend !== null) this.backend.active--;
+    this.listener.forgetSession(this);
+    return { ...parts, bytesIn: parts.bytesIn + this.earlyBytes, bytesOut: parts.bytesOut + this.carriedOut, firstFin: this.carriedFin ?? parts.firstFin, session: this };
+  }
+
+  /**
+   * Upgrade: this session continues a connection handed over by the
+   * previous process: `upstream` is its connected backend socket. The
+   * bytes in flight go first, then the pump carries on; byte counts and
+   * the first FIN carry on from the previous process's.
+   */
+  adopt(upstream: net.Socket, backend: Backend, c: { bytesIn: number; bytesOut: number; toBackend: Buffer; toClient: Buffer; firstFin: 'client' | 'backend' | null; connectMs: number | null; sni: string | null; sniRouted: boolean }): void {
+    const client = this.client as net.Socket;
+    this.backend = backend;
+    backend.active++;
+    this.attempts = 1;
+    this.connectMs = c.connectMs ?? 0;
+    this.earlyBytes = c.bytesIn;
+    this.carriedOut = c.bytesOut;
+    this.carriedFin = c.firstFin;
+    this.sniName = c.sni;
+    this.sniRouted = c.sniRouted;
+    if (c.toClient.length > 0) client.write(c.toClient);
+    const pump = this.listener.ctx.pumpFor(client, upstream);
+    this.pumpKind = pump.kind;
+    this.pump = pump.start(client, upstream, c.toBackend.length > 0 ? c.toBackend : null, this.onPumpDone);
+    this.client = null;
   }
 
   /** Starts the first connect attempt (after reading the ClientHello with route_by = "sni"). Returns false when no backend is available at all. */
@@ -291,7 +337,9 @@ export class TcpSession {
     this.head = null;
   };
 
-  private readonly onPumpDone = (reason: PumpEndReason, bytesIn: number, bytesOut: number): void => {
+  private readonly onPumpDone = (reason: PumpEndReason, bytesIn: number, pumpOut: number): void => {
+    const bytesOut = pumpOut + this.carriedOut;
+    this.carriedOut = 0;
     if (this.endReason === null) this.endReason = reason;
     if (this.backend !== null) this.backend.active--;
     const stats = this.listener.stats;

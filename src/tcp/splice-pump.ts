@@ -14,8 +14,8 @@
  * If the sockets cannot be handed over (no free slot, not spliceable), the
  * connection is carried by the JavaScript pump instead; the contract holds.
  */
-import type { Socket } from 'node:net';
-import type { Pump, PumpDone, PumpEndReason, PumpHandle } from './pump';
+import { Socket } from 'node:net';
+import type { Pump, PumpDone, PumpEndReason, PumpHandle, PumpHandover } from './pump';
 import { loadSpliceAddon, type SpliceBinding } from '../native/addon';
 import { jsPump } from './js-pump';
 
@@ -205,6 +205,34 @@ class SpliceHandle implements PumpHandle {
     if (this.finished) return;
     if (this.nativeId !== 0 && this.e !== null) this.e.addon.abort(this.nativeId);
     else if (this.jsHandle !== null) this.jsHandle.abort();
+  }
+
+  /**
+   * Upgrade: the engine stops this connection on its thread and hands back
+   * both sockets (its dups, open) and what its pipes held (native detach).
+   */
+  handover(): Promise<PumpHandover | null> {
+    if (this.jsHandle !== null) return this.jsHandle.handover ? this.jsHandle.handover() : Promise.resolve(null);
+    const e = this.e;
+    if (this.finished || this.nativeId === 0 || e === null || typeof e.addon.detach !== 'function') return Promise.resolve(null);
+    const r = e.addon.detach([this.nativeId])[0];
+    if (r === undefined || !r.ok) return Promise.resolve(null);
+    e.live.delete(this.nativeId);
+    e.freeSlots.push(this.slot);
+    this.finished = true;
+    this.nativeId = 0;
+    this.inBytes = r.bytesIn;
+    this.outBytes = r.bytesOut;
+    const open = (fd: number): Socket => new Socket({ fd, readable: false, writable: false, allowHalfOpen: true });
+    return Promise.resolve({
+      client: open(r.clientFd),
+      backend: open(r.backendFd),
+      toBackend: r.toBackend,
+      toClient: r.toClient,
+      bytesIn: r.bytesIn,
+      bytesOut: r.bytesOut,
+      firstFin: r.firstFin,
+    });
   }
 
   /** Called by the engine with the final totals (also via the JS fallback). */

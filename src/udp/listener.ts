@@ -35,7 +35,8 @@ const SOCKET_BUFFER = 4 * 1024 * 1024;
 
 export type { UdpEndReason };
 
-class UdpSession implements OpenConnection {
+/** One UDP flow (client address and port) and its connected upstream socket. */
+export class UdpSession implements OpenConnection {
   readonly clientAddr: string;
   readonly clientPort: number;
   readonly backend: Backend;
@@ -143,8 +144,103 @@ export class UdpListener extends ListenerBase<UdpSession> {
       this.toBackend(s, msg);
       return;
     }
+    if (UdpListener.holding) {
+      // Upgrade: the previous process may still hand this client's session over.
+      if (this.held.length < 4096) this.held.push([msg, rinfo]);
+      return;
+    }
     this.newSession(msg, rinfo.address, rinfo.port, byPort);
   };
+
+  /**
+   * Upgrade (src/upgrade/): while true, a datagram of a client without a
+   * session here is held (up to 4096 per listener) instead of opening one,
+   * until the previous process has handed its sessions over.
+   */
+  static holding = false;
+  private held: [Buffer, dgram.RemoteInfo][] = [];
+
+  /** Upgrade: the held datagrams go on (to the sessions handed over meanwhile, or new ones). */
+  releaseHeld(): void {
+    const held = this.held;
+    this.held = [];
+    for (const [msg, rinfo] of held) this.onMessage(msg, rinfo);
+  }
+
+  /** Upgrade: the listening socket, to hand to a new process. */
+  get dgramSocket(): dgram.Socket | null {
+    return this.socket;
+  }
+
+  /** Upgrade: the open sessions. */
+  openSessions(): UdpSession[] {
+    const out: UdpSession[] = [];
+    for (const byPort of this.flows.values()) for (const s of byPort.values()) if (!s.ended) out.push(s);
+    return out;
+  }
+
+  /** Upgrade: a session handed to a new process: forgotten here without a report; the caller closes its socket. */
+  forgetSession(s: UdpSession): void {
+    if (s.ended) return;
+    s.ended = true;
+    s.upstream.removeAllListeners('message');
+    this.unlink(s);
+    s.backend.active--;
+    if (this.sessionCount === 0) this.notifyEmpty();
+  }
+
+  /** Upgrade: a session the previous process handed over; `upstream` is its (connected) socket. */
+  adoptSession(upstream: dgram.Socket, clientAddr: string, clientPort: number, backend: Backend, startedAt: number, bytesIn: number, bytesOut: number, connected: boolean): void {
+    fdBudget.add(1);
+    const s = new UdpSession(clientAddr, clientPort, backend, this.pool.name, upstream, startedAt);
+    s.bytesIn = bytesIn;
+    s.bytesOut = bytesOut;
+    s.lastActive = Date.now();
+    this.link(s);
+    this.stats.active++;
+    this.stats.udpSessionsActive++;
+    backend.active++;
+    s.connected = connected;
+    this.wire(s, backend, !connected);
+  }
+
+  private link(s: UdpSession): void {
+    let byPort = this.flows.get(s.clientAddr);
+    if (byPort === undefined) {
+      byPort = new Map();
+      this.flows.set(s.clientAddr, byPort);
+    }
+    byPort.set(s.clientPort, s);
+    let set = this.byBackend.get(s.backend);
+    if (set === undefined) {
+      set = new Set();
+      this.byBackend.set(s.backend, set);
+    }
+    set.add(s);
+    this.sessionCount++;
+  }
+
+  private unlink(s: UdpSession): void {
+    const byPort = this.flows.get(s.clientAddr);
+    if (byPort !== undefined && byPort.get(s.clientPort) === s) {
+      byPort.delete(s.clientPort);
+      if (byPort.size === 0) this.flows.delete(s.clientAddr);
+    }
+    const set = this.byBackend.get(s.backend);
+    if (set !== undefined) {
+      set.delete(s);
+      if (set.size === 0) this.byBackend.delete(s.backend);
+    }
+    this.sessionCount--;
+    fdBudget.add(-1);
+    this.stats.active--;
+    this.stats.udpSessionsActive--;
+  }
+
+  private notifyEmpty(): void {
+    this.notifyIfEmpty();
+    if (!this.accepting && !this.current) this.closeSocket();
+  }
 
   private toBackend(s: UdpSession, msg: Buffer): void {
     s.lastActive = Date.now();
@@ -195,6 +291,13 @@ export class UdpListener extends ListenerBase<UdpSession> {
     backend.active++;
     backend.total++;
 
+    this.wire(s, backend);
+    this.toBackend(s, msg);
+  }
+
+  /** Replies to the client, errors, and the connect (until which datagrams wait in `pending`). */
+  private wire(s: UdpSession, backend: Backend, connect = true): void {
+    const upstream = s.upstream;
     upstream.on('message', (reply: Buffer) => this.toClient(s, reply));
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       if (isLocalError(err)) {
@@ -207,6 +310,7 @@ export class UdpListener extends ListenerBase<UdpSession> {
         this.ctx.onConnectFailure(this.pool, backend, 'refused');
       } else this.end(s, 'error');
     });
+    if (!connect) return;
     upstream.connect(backend.port, backend.host, () => {
       if (s.ended) return;
       s.connected = true;
@@ -214,7 +318,6 @@ export class UdpListener extends ListenerBase<UdpSession> {
       s.pending = null;
       if (q !== null) for (const m of q) this.forward(s, m);
     });
-    this.toBackend(s, msg);
   }
 
   private toClient(s: UdpSession, reply: Buffer): void {

@@ -1,0 +1,230 @@
+/**
+ * Upgrade tests (SPEC §8.5): l4lb started through the real CLI, whose
+ * process is replaced by upgrades. The new process inherits the first one's
+ * stdout, so every process's log lines arrive on the same pipe; the pid
+ * serving now is read from `upgrade handed over`.
+ */
+import net from 'node:net';
+import dgram from 'node:dgram';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { L4lbProcess, type LogLine } from './l4lb';
+import { waitFor, withTimeout } from './net';
+
+export class UpgradingL4lb {
+  readonly proc: L4lbProcess;
+  /** Pids that served, oldest first. */
+  readonly pids: number[] = [];
+
+  constructor(config: string, env: NodeJS.ProcessEnv = {}, launcher?: (configPath: string) => [string, string[]]) {
+    this.proc = new L4lbProcess(config, launcher !== undefined ? { env, launcher } : { env });
+    if (this.proc.child.pid !== undefined) this.pids.push(this.proc.child.pid);
+  }
+
+  get pid(): number {
+    return this.pids[this.pids.length - 1] ?? 0;
+  }
+
+  /** The `n`-th (0-based) log line matching `pred`, waited for (bounded) even after the first process exited. */
+  async log(pred: (l: LogLine) => boolean, timeoutMs = 15000, what = 'log line', n = 0): Promise<LogLine> {
+    let hit: LogLine | undefined;
+    await waitFor(
+      () => {
+        hit = this.proc.logs.filter(pred)[n];
+        return hit !== undefined;
+      },
+      timeoutMs,
+      `${what}; stderr: ${this.proc.stderr}`,
+    );
+    return hit as LogLine;
+  }
+
+  count(msg: string): number {
+    return this.proc.logs.filter((l) => l.msg === msg).length;
+  }
+
+  /**
+   * SIGUSR2 to the serving process (or `trigger`, e.g. the admin API);
+   * resolves with the `upgrade handed over` line and the time it took.
+   */
+  async upgrade(timeoutMs = 20000, trigger?: () => Promise<void>): Promise<{ line: LogLine; ms: number }> {
+    const before = this.count('upgrade handed over');
+    const t0 = Date.now();
+    if (trigger !== undefined) await trigger();
+    else process.kill(this.pid, 'SIGUSR2');
+    const line = await this.log((l) => l.msg === 'upgrade handed over', timeoutMs, 'upgrade handed over', before);
+    this.pids.push(line.pid as number);
+    await this.log((l) => l.msg === 'upgrade taken over', timeoutMs, 'upgrade taken over', before);
+    return { line, ms: Date.now() - t0 };
+  }
+
+  /** Stops every process this test started (the serving one by SIGTERM, SIGKILL if it lingers). */
+  async stop(): Promise<void> {
+    for (const pid of this.pids.slice(1)) {
+      if (!alive(pid)) continue;
+      try {
+        process.kill(pid, 'SIGTERM');
+        await waitFor(() => !alive(pid), 10000, `pid ${pid} exit`);
+      } catch {
+        if (alive(pid)) process.kill(pid, 'SIGKILL');
+      }
+    }
+    await this.proc.stop();
+  }
+}
+
+/** True while `pid` exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A connection that pings through an echo backend: one line per round trip,
+ * each echoed line checked; `maxGapMs` is the longest wait for an echo.
+ */
+export class Pinger {
+  readonly s: net.Socket;
+  rounds = 0;
+  maxGapMs = 0;
+  error: string | null = null;
+  private running = true;
+  private done: Promise<void>;
+
+  constructor(s: net.Socket, id: number, everyMs: number) {
+    this.s = s;
+    s.setNoDelay(true);
+    let buf = '';
+    let want = '';
+    let sentAt = 0;
+    let waiter: (() => void) | null = null;
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => {
+      buf += d;
+      if (buf.length >= want.length && waiter !== null) {
+        const w = waiter;
+        waiter = null;
+        w();
+      }
+    });
+    s.on('error', (e) => (this.error ??= `socket error ${e.message}`));
+    s.on('close', () => {
+      if (this.running) this.error ??= 'closed';
+      waiter?.();
+    });
+    this.done = (async () => {
+      while (this.running && this.error === null) {
+        want = `ping ${id} ${this.rounds}\n`;
+        buf = '';
+        sentAt = Date.now();
+        s.write(want);
+        await new Promise<void>((r) => {
+          waiter = r;
+          if (buf.length >= want.length) r();
+        });
+        if (this.error !== null) break;
+        if (buf !== want) {
+          this.error = `echo mismatch: ${JSON.stringify(buf)} != ${JSON.stringify(want)}`;
+          break;
+        }
+        this.maxGapMs = Math.max(this.maxGapMs, Date.now() - sentAt);
+        this.rounds++;
+        await new Promise((r) => setTimeout(r, everyMs));
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await withTimeout(this.done, 10000, 'pinger stop');
+    this.s.destroy();
+  }
+}
+
+/**
+ * A bulk stream through an echo backend: writes pseudo-random bytes in
+ * 16 KiB chunks every `everyMs` (with backpressure) until stop(), reads the
+ * echo, and compares sha256 of what was sent and what came back.
+ */
+export class BulkStream {
+  readonly s: net.Socket;
+  received = 0;
+  written = 0;
+  private stopping = false;
+  private readonly sent = createHash('sha256');
+  private readonly got = createHash('sha256');
+  readonly finished: Promise<{ sent: string; got: string; bytes: number; error: string | null }>;
+
+  constructor(s: net.Socket, seed: number, everyMs = 5) {
+    this.s = s;
+    let error: string | null = null;
+    s.on('error', (e) => (error ??= `socket error ${e.message}`));
+    s.on('data', (d: Buffer) => {
+      this.received += d.length;
+      this.got.update(d);
+    });
+    const ended = new Promise<void>((resolve) => {
+      s.on('end', () => resolve());
+      s.on('close', () => resolve());
+    });
+    this.finished = (async () => {
+      let x = seed >>> 0 || 1;
+      while (!this.stopping && error === null) {
+        const n = 16384;
+        const chunk = Buffer.allocUnsafe(n);
+        for (let i = 0; i < n; i++) {
+          x ^= x << 13;
+          x ^= x >>> 17;
+          x ^= x << 5;
+          chunk[i] = x & 0xff;
+        }
+        this.sent.update(chunk);
+        this.written += n;
+        if (!s.write(chunk)) await Promise.race([once(s, 'drain'), once(s, 'close')]);
+        await new Promise((r) => setTimeout(r, everyMs));
+      }
+      s.end();
+      await withTimeout(ended, 30000, 'bulk stream echo end');
+      return { sent: this.sent.digest('hex'), got: this.got.digest('hex'), bytes: this.written, error };
+    })();
+  }
+
+  /** Ends the stream (FIN) after the chunk being written. */
+  stop(): void {
+    this.stopping = true;
+  }
+}
+
+/** A UDP client bound to one port (one session through l4lb) asking and checking echoes. */
+export async function udpPinger(port: number): Promise<{ s: dgram.Socket; ask(msg: string): Promise<string>; close(): void }> {
+  const s = dgram.createSocket('udp4');
+  s.bind(0, '127.0.0.1');
+  await once(s, 'listening');
+  const waiting: ((b: string) => void)[] = [];
+  s.on('message', (m) => waiting.shift()?.(m.toString()));
+  return {
+    s,
+    ask: (msg) => withTimeout(new Promise<string>((resolve) => {
+      waiting.push(resolve);
+      s.send(msg, port, '127.0.0.1');
+    }), 3000, `udp echo of ${msg}`),
+    close: () => s.close(),
+  };
+}
+
+/** A UDP echo backend that records the source ports it sees (l4lb's upstream sockets). */
+export async function udpEchoBackend(): Promise<{ port: number; sources: Set<number>; close(): void }> {
+  const s = dgram.createSocket('udp4');
+  const sources = new Set<number>();
+  s.on('message', (m, r) => {
+    sources.add(r.port);
+    s.send(m, r.port, r.address);
+  });
+  s.bind(0, '127.0.0.1');
+  await once(s, 'listening');
+  return { port: s.address().port, sources, close: () => s.close() };
+}
