@@ -208,6 +208,7 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     this.pool = pool;
     this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
     this.reconfigure(config);
+    this.switchAcceptor();
   }
 
   /**
