@@ -12,9 +12,10 @@
  * - the end: TcpListener.onSessionEnd() (counters, connection log).
  *
  * No net.Socket exists for such a connection. The engine reports in
- * batches (one call per epoll-thread turn), 8 values per record:
- * [kind, id, listener, a, b, c, src, dst]:
- *   1 accept          a = peer port, b = local port, src/dst = addresses ('' = the listener's)
+ * batches (one call per epoll-thread turn): a Float64Array with 6 numbers
+ * per record, [kind, id, listener, a, b, c], and the addresses of the
+ * accept records, 2 strings each in order (src, dst; '' = the listener's):
+ *   1 accept          a = peer port, b = local port
  *   2 connected
  *   3 connect failed  a = errno
  *   4 done            a = reason (0 closed, 1 client_reset, 2 backend_reset, 3 aborted, 4 closed, backend's FIN first), b/c = bytes in/out
@@ -164,21 +165,25 @@ export function forgetEngineListener(listener: TcpListener): void {
   for (const [id, l] of e.listeners) if (l === listener) e.listeners.delete(id);
 }
 
-function onEvents(rec: (number | string)[]): void {
+function onEvents(rec: Float64Array, addresses: string[]): void {
   const e = engine;
   if (!e) return;
-  for (let i = 0; i + 7 < rec.length; i += 8) {
+  let si = 0;
+  for (let i = 0; i + 5 < rec.length; i += 6) {
     const kind = rec[i] as number;
     const id = rec[i + 1] as number;
     try {
       switch (kind) {
         case EV_ACCEPT: {
+          const src = addresses[si] ?? '';
+          const dst = addresses[si + 1] ?? '';
+          si += 2;
           const l = e.listeners.get(rec[i + 2] as number);
           if (l === undefined) {
             e.addon.engineRefuse(id);
             break;
           }
-          onAccept(e, l, id, rec[i + 6] as string, rec[i + 3] as number, (rec[i + 7] as string) || l.boundAddress, (rec[i + 4] as number) || l.boundPort);
+          onAccept(e, l, id, src, rec[i + 3] as number, dst || l.boundAddress, (rec[i + 4] as number) || l.boundPort);
           break;
         }
         case EV_CONNECTED:
