@@ -76,6 +76,10 @@ void deliver(Napi::Env env, Napi::Function onDone, const std::vector<Event>& evs
           y = static_cast<double>(e.b0);
           z = static_cast<double>(e.b1);
           break;
+        case EV_CONNECTED:
+          y = static_cast<double>(e.b0);  // µs from accept
+          z = static_cast<double>(e.b1);  // µs of this connect attempt
+          break;
         default:
           x = e.code;
           break;

@@ -16,7 +16,7 @@
  * per record, [kind, id, listener, a, b, c], and the addresses of the
  * accept records, 2 strings each in order (src, dst; '' = the listener's):
  *   1 accept          a = peer port, b = local port
- *   2 connected
+ *   2 connected       b = µs from accept, c = µs of this connect attempt (measured by the engine)
  *   3 connect failed  a = errno
  *   4 done            a = reason (0 closed, 1 client_reset, 2 backend_reset, 3 aborted, 4 closed, backend's FIN first), b/c = bytes in/out
  *   5 accept error    a = errno
@@ -187,7 +187,7 @@ function onEvents(rec: Float64Array, addresses: string[]): void {
           break;
         }
         case EV_CONNECTED:
-          e.conns.get(id)?.onConnected();
+          e.conns.get(id)?.onConnected(rec[i + 4] as number, rec[i + 5] as number);
           break;
         case EV_CONNECT_FAILED:
           e.conns.get(id)?.onConnectFailed(rec[i + 3] as number);
@@ -271,13 +271,11 @@ export class EngineSession {
   /** Aborted: no more retries; the engine's report ends it. */
   private stopping = false;
   private finished = false;
-  /** Connected: the slab holds its live byte counts. */
-  private live = false;
+  /** Until it ends, the slab holds its live byte counts (zeroed here, then written by the engine only). */
+  private live = true;
   private finalIn = 0;
   private finalOut = 0;
   private head: Buffer | null = null;
-  private readonly startedHr = performance.now();
-  private attemptAt = 0;
 
   constructor(e: Engine, listener: TcpListener, id: number, slot: number, srcAddr: string, srcPort: number, dstAddr: string, dstPort: number, now: number) {
     this.e = e;
@@ -291,6 +289,8 @@ export class EngineSession {
     this.pool = listener.pool;
     this.startedAt = now;
     this.idleSince = now;
+    e.slab[slot * 2] = 0;
+    e.slab[slot * 2 + 1] = 0;
   }
 
   get bytesIn(): number {
@@ -319,20 +319,18 @@ export class EngineSession {
       return;
     }
     this.attempts++;
-    this.attemptAt = performance.now();
     this.backend = backend;
     const r = this.e.addon.engineConnect(this.id, backend.host, backend.port, this.listener.config.connectTimeoutMs, this.slot, this.head ?? undefined);
     // Only a host that is not a numeric address fails here (resolution gives addresses).
     if (r < 0) this.onConnectFailed(-r);
   }
 
-  onConnected(): void {
+  /** Times in µs, measured by the engine: from accept, and of the connect attempt that succeeded. */
+  onConnected(sinceAcceptUs: number, attemptUs: number): void {
     if (this.finished) return;
-    this.live = true;
     this.head = null;
-    const now = performance.now();
-    this.connectMs = now - this.startedHr;
-    if (this.backend !== null) this.backend.connectTime.observe((now - this.attemptAt) / 1000);
+    this.connectMs = sinceAcceptUs / 1000;
+    if (this.backend !== null) this.backend.connectTime.observe(attemptUs / 1e6);
   }
 
   onConnectFailed(errno: number): void {
@@ -397,6 +395,7 @@ export class EngineSession {
   private finish(bytesIn: number, bytesOut: number): void {
     if (this.finished) return;
     this.finished = true;
+    this.live = false;
     this.e.freeSlots.push(this.slot);
     this.listener.onSessionEnd(this, this.endReason ?? 'closed', bytesIn, bytesOut);
   }
