@@ -17,6 +17,12 @@ std::vector<Worker*> g_workers;
 
 Worker* workerOf(uint64_t id) { return g_workers[id % g_workers.size()]; }
 
+int64_t nowUs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t nowMs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -62,6 +62,8 @@ struct Conn {
   bool engine = false;           // [worker] accepted by the engine (reports go to the engine callback)
   ConnState state = S_SPLICING;  // [worker]
   uint32_t attempt = 0;          // [worker] connect attempt number (a stale timer names an older one)
+  int64_t acceptedUs = 0;        // [worker] CLOCK_MONOTONIC µs at accept (engine connections)
+  int64_t attemptUs = 0;         // [worker] CLOCK_MONOTONIC µs at the current connect()
 };
 
 // An engine listening socket. Created by the JS thread (engineListen) before
@@ -184,6 +186,7 @@ struct Worker {
 extern std::vector<Worker*> g_workers;  // JS thread (Init/stopAll); workers only read their own
 Worker* workerOf(uint64_t id);          // JS thread
 int64_t nowMs();                        // CLOCK_MONOTONIC, any thread
+int64_t nowUs();                        // CLOCK_MONOTONIC µs, any thread
 // Hands a worker's reports to the JS thread (one NonBlockingCall). Worker thread.
 void sendEvents(std::vector<Event>* batch);
 

@@ -43,8 +43,10 @@ Napi::Value Throw(Napi::Env env, const char* msg) {
 }
 
 // Delivers one worker turn's reports: legacy completions to onDone (one
-// call each, as before), engine records to onEvents in one flat array,
-// 8 values per record: [kind, id, listener, a, b, c, src, dst].
+// call each, as before), engine records to onEvents in one call: a
+// Float64Array, 6 numbers per record [kind, id, listener, a, b, c], and
+// the accepted connections' addresses, 2 strings per accept record in
+// order (src, dst; "" = the listener's). Numbers cost no N-API call each.
 void deliver(Napi::Env env, Napi::Function onDone, const std::vector<Event>& evs) {
   size_t engine = 0;
   for (const Event& e : evs) {
@@ -57,9 +59,13 @@ void deliver(Napi::Env env, Napi::Function onDone, const std::vector<Event>& evs
                  Napi::Number::New(env, static_cast<double>(e.b0)), Napi::Number::New(env, static_cast<double>(e.b1))});
   }
   if (engine > 0 && !g_engine_cb.IsEmpty()) {
-    Napi::Array a = Napi::Array::New(env, engine * 8);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, engine * 6 * sizeof(double));
+    double* f = static_cast<double*>(ab.Data());
+    Napi::Float64Array nums = Napi::Float64Array::New(env, engine * 6, ab, 0);
+    Napi::Array strs = Napi::Array::New(env);
     Napi::String empty = Napi::String::New(env, "");
-    uint32_t k = 0;
+    size_t k = 0;
+    uint32_t si = 0;
     for (const Event& e : evs) {
       if (!e.engine) continue;
       double x = 0, y = 0, z = 0;
@@ -75,25 +81,26 @@ void deliver(Napi::Env env, Napi::Function onDone, const std::vector<Event>& evs
           y = static_cast<double>(e.b0);
           z = static_cast<double>(e.b1);
           break;
+        case EV_CONNECTED:
+          y = static_cast<double>(e.b0);  // µs from accept
+          z = static_cast<double>(e.b1);  // µs of this connect attempt
+          break;
         default:
           x = e.code;
           break;
       }
-      a.Set(k++, Napi::Number::New(env, e.kind));
-      a.Set(k++, Napi::Number::New(env, static_cast<double>(e.id)));
-      a.Set(k++, Napi::Number::New(env, e.listener));
-      a.Set(k++, Napi::Number::New(env, x));
-      a.Set(k++, Napi::Number::New(env, y));
-      a.Set(k++, Napi::Number::New(env, z));
+      f[k++] = e.kind;
+      f[k++] = static_cast<double>(e.id);
+      f[k++] = e.listener;
+      f[k++] = x;
+      f[k++] = y;
+      f[k++] = z;
       if (e.kind == EV_ACCEPT) {
-        a.Set(k++, Napi::String::New(env, e.src));
-        a.Set(k++, e.dst[0] != '\0' ? Napi::String::New(env, e.dst) : empty);
-      } else {
-        a.Set(k++, empty);
-        a.Set(k++, empty);
+        strs.Set(si++, Napi::String::New(env, e.src));
+        strs.Set(si++, e.dst[0] != '\0' ? Napi::String::New(env, e.dst) : empty);
       }
     }
-    g_engine_cb.Call({a});
+    g_engine_cb.Call({nums, strs});
   }
 }
 

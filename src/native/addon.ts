@@ -34,8 +34,8 @@ export interface SpliceBinding {
   /** glibc: a fixed 128 MiB trim threshold (see native/src/malloc_tune.cc); false when not applied. */
   tuneMalloc?(): boolean;
   readonly reasons: readonly string[];
-  /** Native TCP engine (native/src/engine_tcp.cc): where its reports go, 8 values per record (see src/tcp/engine.ts). */
-  engineStart?(onEvents: (records: (number | string)[]) => void): void;
+  /** Native TCP engine (native/src/engine_tcp.cc): where its reports go, 6 numbers per record and 2 address strings per accept (see src/tcp/engine.ts). */
+  engineStart?(onEvents: (records: Float64Array, addresses: string[]) => void): void;
   /** dup()s a bound, listening socket and accepts on it; returns a listener id (> 0) or -errno. */
   engineListen?(fd: number, address: string, port: number): number;
   /** Stops accepting on an engine listener (its accepted connections go on). */

@@ -12,10 +12,11 @@
  * - the end: TcpListener.onSessionEnd() (counters, connection log).
  *
  * No net.Socket exists for such a connection. The engine reports in
- * batches (one call per epoll-thread turn), 8 values per record:
- * [kind, id, listener, a, b, c, src, dst]:
- *   1 accept          a = peer port, b = local port, src/dst = addresses ('' = the listener's)
- *   2 connected
+ * batches (one call per epoll-thread turn): a Float64Array with 6 numbers
+ * per record, [kind, id, listener, a, b, c], and the addresses of the
+ * accept records, 2 strings each in order (src, dst; '' = the listener's):
+ *   1 accept          a = peer port, b = local port
+ *   2 connected       b = µs from accept, c = µs of this connect attempt (measured by the engine)
  *   3 connect failed  a = errno
  *   4 done            a = reason (0 closed, 1 client_reset, 2 backend_reset, 3 aborted, 4 closed, backend's FIN first), b/c = bytes in/out
  *   5 accept error    a = errno
@@ -189,25 +190,29 @@ export function forgetEngineListener(listener: EngineHost): void {
   for (const [id, l] of e.listeners) if (l === listener) e.listeners.delete(id);
 }
 
-function onEvents(rec: (number | string)[]): void {
+function onEvents(rec: Float64Array, addresses: string[]): void {
   const e = engine;
   if (!e) return;
-  for (let i = 0; i + 7 < rec.length; i += 8) {
+  let si = 0;
+  for (let i = 0; i + 5 < rec.length; i += 6) {
     const kind = rec[i] as number;
     const id = rec[i + 1] as number;
     try {
       switch (kind) {
         case EV_ACCEPT: {
+          const src = addresses[si] ?? '';
+          const dst = addresses[si + 1] ?? '';
+          si += 2;
           const l = e.listeners.get(rec[i + 2] as number);
           if (l === undefined) {
             e.addon.engineRefuse(id);
             break;
           }
-          onAccept(e, l, id, rec[i + 6] as string, rec[i + 3] as number, (rec[i + 7] as string) || l.boundAddress, (rec[i + 4] as number) || l.boundPort);
+          onAccept(e, l, id, src, rec[i + 3] as number, dst || l.boundAddress, (rec[i + 4] as number) || l.boundPort);
           break;
         }
         case EV_CONNECTED:
-          e.conns.get(id)?.onConnected();
+          e.conns.get(id)?.onConnected(rec[i + 4] as number, rec[i + 5] as number);
           break;
         case EV_CONNECT_FAILED:
           e.conns.get(id)?.onConnectFailed(rec[i + 3] as number);
@@ -292,13 +297,11 @@ export class EngineSession {
   /** Aborted: no more retries; the engine's report ends it. */
   private stopping = false;
   private finished = false;
-  /** Connected: the slab holds its live byte counts. */
-  private live = false;
+  /** Until it ends, the slab holds its live byte counts (zeroed here, then written by the engine only). */
+  private live = true;
   private finalIn = 0;
   private finalOut = 0;
   private head: Buffer | null = null;
-  private readonly startedHr = performance.now();
-  private attemptAt = 0;
 
   constructor(e: Engine, listener: EngineHost, id: number, slot: number, srcAddr: string, srcPort: number, dstAddr: string, dstPort: number, now: number) {
     this.e = e;
@@ -312,6 +315,8 @@ export class EngineSession {
     this.pool = listener.pool;
     this.startedAt = now;
     this.idleSince = now;
+    e.slab[slot * 2] = 0;
+    e.slab[slot * 2 + 1] = 0;
   }
 
   get bytesIn(): number {
@@ -345,21 +350,19 @@ export class EngineSession {
       return;
     }
     this.attempts++;
-    this.attemptAt = performance.now();
     this.backend = backend;
     const r = this.e.addon.engineConnect(this.id, backend.host, backend.port, this.listener.config.connectTimeoutMs, this.slot, this.head ?? undefined);
     // Only a host that is not a numeric address fails here (resolution gives addresses).
     if (r < 0) this.onConnectFailed(-r);
   }
 
-  onConnected(): void {
+  /** Times in µs, measured by the engine: from accept, and of the connect attempt that succeeded. */
+  onConnected(sinceAcceptUs: number, attemptUs: number): void {
     if (this.finished) return;
-    this.live = true;
     this.pumpKind = 'splice';
     this.head = null;
-    const now = performance.now();
-    this.connectMs = now - this.startedHr;
-    if (this.backend !== null) this.backend.connectTime.observe((now - this.attemptAt) / 1000);
+    this.connectMs = sinceAcceptUs / 1000;
+    if (this.backend !== null) this.backend.connectTime.observe(attemptUs / 1e6);
   }
 
   onConnectFailed(errno: number): void {
@@ -429,7 +432,7 @@ export class EngineSession {
    */
   handover(): Promise<(PumpHandover & { session: EngineSession }) | null> {
     const detach = this.e.addon.detach;
-    if (!this.live || this.finished || this.stopping || typeof detach !== 'function') return Promise.resolve(null);
+    if (this.pumpKind === null || this.finished || this.stopping || typeof detach !== 'function') return Promise.resolve(null);
     const r = detach.call(this.e.addon, [this.id])[0];
     if (r === undefined || !r.ok) return Promise.resolve(null);
     this.e.conns.delete(this.id);
@@ -454,6 +457,7 @@ export class EngineSession {
   private finish(bytesIn: number, bytesOut: number): void {
     if (this.finished) return;
     this.finished = true;
+    this.live = false;
     this.e.freeSlots.push(this.slot);
     this.listener.onSessionEnd(this, this.endReason ?? 'closed', bytesIn, bytesOut);
   }

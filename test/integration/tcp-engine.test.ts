@@ -413,6 +413,48 @@ describe('native TCP engine: a reload that needs node:net for a kept listener', 
   });
 });
 
+describe('native TCP engine: out of file descriptors', { skip }, () => {
+  test('300 held connections against a 256-fd limit: refused as resources by the engine path, the admin answers, service resumes', async (t) => {
+    if (spawnSync('prlimit', ['--version']).status !== 0) {
+      t.skip('prlimit (util-linux) not installed');
+      return;
+    }
+    const echo = await startEchoServer();
+    const lb = new L4lbProcess(`[global]\nsplice = "on"\n[admin]\nbind = "127.0.0.1:0"\n` + listenerToml('e', 'p') + poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]));
+    const held: net.Socket[] = [];
+    try {
+      const port = await lb.port('e');
+      const admin = await adminPortOf(lb);
+      const r = spawnSync('prlimit', ['--pid', String(lb.child.pid), '--nofile=256:256'], { encoding: 'utf8' });
+      assert.equal(r.status, 0, `prlimit: ${r.stderr}`);
+      for (let i = 0; i < 300; i += 50) {
+        await Promise.all(
+          Array.from({ length: 50 }, async () => {
+            const s = net.connect({ port, host: '127.0.0.1' });
+            s.on('error', () => {});
+            held.push(s);
+            await withTimeout(new Promise((resolve) => (s.once('connect', resolve), s.once('close', resolve))), 5000, 'connect or close');
+          }),
+        );
+      }
+      await waitFor(async () => (sample(await metrics(admin), 'l4lb_connections_rejected_total', { listener: 'e', reason: 'resources' }) ?? 0) >= 50, 10000, 'resources refusals', 100);
+      const st = await adminHttp(admin, 'GET', '/api/v1/status');
+      assert.equal(st.status, 200, 'the admin endpoint answers during the flood');
+      for (const s of held) s.destroy();
+      held.length = 0;
+      await waitFor(async () => sample(await metrics(admin), 'l4lb_connections_active', { listener: 'e' }) === 0, 10000, 'connections gone', 100);
+      const c = await connect(port);
+      held.push(c);
+      c.write('after');
+      assert.equal((await readBytes(c, 5)).toString(), 'after');
+    } finally {
+      for (const s of held) s.destroy();
+      await lb.stop();
+      await echo.close();
+    }
+  });
+});
+
 describe('native TCP engine: workers = 2', { skip }, () => {
   test('a worker killed: the other worker\'s connections are unaffected', async () => {
     const echo = await startEchoServer();
