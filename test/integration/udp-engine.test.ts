@@ -237,7 +237,7 @@ describe('udp engine: many sessions', { skip: noEngine }, () => {
   });
 
   test(`${N} sessions expire on schedule, and the fds come back`, { skip: why, timeout: 90_000 }, async () => {
-    const idleMs = 2000;
+    const idleMs = 4000;
     const be = await backend(() => []);
     const lb = new L4lbProcess(
       G('engine', '[admin]\nbind = "127.0.0.1:0"') + udpListener('u', 'p', `idle_timeout = "${idleMs}ms"`) + poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${be.port}" }`]),
