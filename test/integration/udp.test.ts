@@ -73,7 +73,7 @@ const udpListener = (name: string, pool: string, extra = '', bind = '127.0.0.1:0
 
 /** UDP data path: the JavaScript listener (`splice = "off"`) or the native engine (`splice = "on"`). */
 type UdpPath = 'js' | 'engine';
-const G = (path: UdpPath, extra = ''): string => `[global]\nsplice = "${path === 'engine' ? 'on' : 'off'}"\n${extra}\n`;
+const G = (path: UdpPath, extra = ''): string => `[global]\nsplice = "${path === 'engine' ? 'on' : 'off'}"\ndrain_timeout = "1s"\n${extra}\n`;
 const native = spliceAvailable();
 
 // The whole UDP suite runs once per data path; the engine run is skipped
