@@ -13,6 +13,7 @@ import { Backend } from '../backend/backend';
 import { DataPlane } from '../dataplane/dataplane';
 import { TcpListener } from '../tcp/listener';
 import { UdpListener } from '../udp/listener';
+import { EngineUdpListener } from '../udp/engine';
 import { Channel } from './channel';
 import { closeRaw, markConnected, socketFromHandle, type RawHandle } from './handles';
 import { HELLO_TIMEOUT_MS, UPGRADE_ENV, UPGRADE_TEST_EXIT_ENV, type Inherited, type TcpMeta, type ToNew, type ToOld, type UdpMeta } from './protocol';
@@ -185,6 +186,8 @@ function adoptUdp(dp: UpgradeHost['dataPlane'], m: UdpMeta, sock: dgram.Socket):
     sock.close();
     return false;
   }
+  // The engine serves it on with the same upstream socket (it takes a dup; this one closes).
+  if (l instanceof EngineUdpListener) return l.adoptEngineSession(sock, m.clientAddr, m.clientPort, backend, m.startedAt, m.bytesIn, m.bytesOut);
   l.adoptSession(sock, m.clientAddr, m.clientPort, backend, m.startedAt, m.bytesIn, m.bytesOut, markConnected(sock));
   return true;
 }
