@@ -185,7 +185,7 @@ describe('upgrade with UDP on the native engine', () => {
     if (!spliceAvailable().ok) return t.skip(`native addon not available: ${spliceAvailable().reason}`);
     const backend = await portEcho();
     cleanup.push(() => backend.close());
-    const lb = new UpgradingL4lb(config(backend.port, '30s', 'off'));
+    const lb = new UpgradingL4lb(config(backend.port, '2s', 'off'));
     cleanup.push(() => lb.stop());
     const uport = await lb.proc.port('udp');
     const N = 3;
@@ -196,7 +196,7 @@ describe('upgrade with UDP on the native engine', () => {
     try {
       await waitFor(() => counts.every((n) => n >= 20), 10000, 'every client under way');
       for (const splice of ['on', 'off']) {
-        lb.proc.writeConfig(config(backend.port, '30s', splice));
+        lb.proc.writeConfig(config(backend.port, '2s', splice));
         const { line } = await lb.upgrade(20000);
         assert.equal(line.sessions, N, `to splice = "${splice}"`);
         const at = [...counts];
@@ -206,6 +206,14 @@ describe('upgrade with UDP on the native engine', () => {
       await st.stop();
     }
     for (const [i, p] of st.ports.entries()) assert.equal(p.size, 1, `client ${i} reached the backend from ${[...p].join(', ')}`);
+    // Idle, each ends on the JavaScript path with every byte it carried through the three processes.
+    await waitFor(() => lb.proc.logs.filter((l) => l.msg === 'connection closed').length >= N, 10000, 'the sessions end (idle)');
+    const closed = lb.proc.logs.filter((l) => l.msg === 'connection closed');
+    assert.equal(closed.length, N);
+    for (const c of clients) {
+      const mine = closed.filter((l) => l.bytes_in === c.sent && l.bytes_out === c.got && l.pump === 'js');
+      assert.equal(mine.length, 1, `a closed line with bytes_in ${c.sent}, bytes_out ${c.got}: ${JSON.stringify(closed)}`);
+    }
     assert.equal(lb.count('upgrade failed'), 0);
     t.diagnostic(`JS -> engine -> JS: longest wait for an echo ${st.maxGap()} ms; exchanges ${counts.join(', ')}`);
   });
