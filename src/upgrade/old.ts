@@ -16,6 +16,7 @@ import { UdpListener, type UdpSession } from '../udp/listener';
 import { EngineUdpListener, type EngineHandover } from '../udp/engine';
 import type { PumpHandover } from '../tcp/pump';
 import { Channel } from './channel';
+import { formatHostPort } from '../net/address';
 import { closeRaw, dgramHandle, netHandle, socketFromHandle, startReceiving, stopReceiving, type RawHandle } from './handles';
 import { ACK_TIMEOUT_MS, CONNECTING_WAIT_MS, HELLO_TIMEOUT_MS, READY_TIMEOUT_MS, TCP_WINDOW, UPGRADE_ENV, UPGRADE_EXEC_ENV, type ToNew, type ToOld } from './protocol';
 
@@ -212,7 +213,7 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
     // it if it died); the rest goes on here, and listeners bind again.
     abandon();
     for (const p of taken) takeBack(p);
-    for (const h of engineOut.splice(0)) if (!h.listener.takeBackExported(h)) log.warn({ listener: h.listener.name, client: `${h.clientAddr}:${h.clientPort}` }, 'upgrade: a UDP session could not be taken back');
+    for (const h of engineOut.splice(0)) if (!h.listener.takeBackExported(h)) log.warn({ listener: h.listener.name, client: formatHostPort(h.clientAddr, h.clientPort) }, 'upgrade: a UDP session could not be taken back');
     for (const l of udpListeners) if (l.dgramSocket !== null) startReceiving(l.dgramSocket);
     for (const l of udpListeners) if (l instanceof EngineUdpListener) l.pauseForUpgrade(false);
     for (const l of tcpListeners) {
