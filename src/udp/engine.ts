@@ -524,10 +524,14 @@ export class EngineUdpListener extends UdpListener {
       try {
         socket = await quietSocket(a[i + 7] === 6 ? 6 : 4, fd);
       } catch {
-        continue; // not a socket any more: nothing to hand over (its counts go with the listener)
+        // Not a socket any more: nothing to hand over; it ends here without a report.
+        this.countEnded(bid, e?.backend);
+        releaseId(bid, 1);
+        continue;
       }
       if (e === undefined) {
         socket.close();
+        this.countEnded(bid, undefined);
         continue;
       }
       out.push({ listener: this, clientAddr: a[i] as string, clientPort: a[i + 1] as number, pool: e.pool, backend: e.backend, bid, startedAt: a[i + 3] as number, bytesIn: a[i + 4] as number, bytesOut: a[i + 5] as number, socket });
