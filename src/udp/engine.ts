@@ -501,6 +501,22 @@ export class EngineUdpListener extends UdpListener {
     return quietSocket(this.config.bind.family === 6 ? 6 : 4, fd);
   }
 
+  /**
+   * Once every engine listener is paused: waits (up to `maxMs`) until no
+   * client waits for a decision, so that a client whose first datagrams
+   * came just before the pause has its session here, handed over with the
+   * others, instead of one left behind in this process.
+   */
+  static async settlePending(maxMs = 500): Promise<void> {
+    const b = binding;
+    if (b === null || b === undefined) return;
+    const end = Date.now() + maxMs;
+    while (b.udpInfo().pending > 0 && Date.now() < end) {
+      pump();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
   /** Stops (true) or resumes (false) reading the listening socket; open sessions go on. */
   pauseForUpgrade(paused: boolean): void {
     if (this.lid >= 0 && !this.eClosed) this.engine.udpPause(this.lid, paused);

@@ -137,6 +137,7 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
   let sessions = 0;
   let connections = 0;
   let leftBehind = 0;
+  if (udpListeners.some((l) => l instanceof EngineUdpListener)) await EngineUdpListener.settlePending();
   const taken: (PumpHandover & { session: AnySession })[] = [];
   // Engine sessions out of their engine and not yet acknowledged: taken back on a failure.
   const engineOut: EngineHandover[] = [];

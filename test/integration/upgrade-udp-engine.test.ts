@@ -24,13 +24,14 @@ async function portEcho(): Promise<{ port: number; close(): void }> {
 }
 
 /** One client (one session): ask() sends a datagram and resolves with the echo's text and the backend-side source port. */
-async function client(port: number): Promise<{ ask(msg: string): Promise<number>; sent: number; got: number; close(): void }> {
+async function client(port: number): Promise<{ ask(msg: string): Promise<number>; sent: number; got: number; local: string; close(): void }> {
   const s = dgram.createSocket('udp4');
   s.bind(0, '127.0.0.1');
   await once(s, 'listening');
   const waiting: ((b: string) => void)[] = [];
   s.on('message', (m) => waiting.shift()?.(m.toString()));
   const c = {
+    local: `127.0.0.1:${s.address().port}`,
     sent: 0,
     got: 0,
     async ask(msg: string): Promise<number> {
@@ -145,8 +146,9 @@ describe('upgrade with UDP on the native engine', () => {
     ).then(() => lb.proc.logs.filter((l) => l.msg === 'connection closed' && l.pump === 'engine'));
     assert.equal(closed.length, N, 'no session ended in the old process');
     for (const c of clients) {
-      const mine = closed.filter((l) => l.bytes_in === c.sent);
-      assert.equal(mine.length, 1, `a closed line with bytes_in ${c.sent}: ${JSON.stringify(closed)}`);
+      const mine = closed.filter((l) => l.client === c.local);
+      assert.equal(mine.length, 1, `a closed line for ${c.local}: ${JSON.stringify(closed)}`);
+      assert.equal(mine[0]?.bytes_in, c.sent);
       assert.equal(mine[0]?.bytes_out, c.got);
       assert.equal(mine[0]?.reason, 'idle_timeout');
     }
@@ -211,8 +213,8 @@ describe('upgrade with UDP on the native engine', () => {
     const closed = lb.proc.logs.filter((l) => l.msg === 'connection closed');
     assert.equal(closed.length, N);
     for (const c of clients) {
-      const mine = closed.filter((l) => l.bytes_in === c.sent && l.bytes_out === c.got && l.pump === 'js');
-      assert.equal(mine.length, 1, `a closed line with bytes_in ${c.sent}, bytes_out ${c.got}: ${JSON.stringify(closed)}`);
+      const mine = closed.filter((l) => l.client === c.local && l.bytes_in === c.sent && l.bytes_out === c.got && l.pump === 'js');
+      assert.equal(mine.length, 1, `a closed line for ${c.local} with bytes_in ${c.sent}, bytes_out ${c.got}: ${JSON.stringify(closed)}`);
     }
     assert.equal(lb.count('upgrade failed'), 0);
     t.diagnostic(`JS -> engine -> JS: longest wait for an echo ${st.maxGap()} ms; exchanges ${counts.join(', ')}`);
