@@ -27,6 +27,8 @@ import type { Flow } from '../balancer/picker';
 import { constants as osConstants } from 'node:os';
 import cluster from 'node:cluster';
 import dgram from 'node:dgram';
+import { closeSync } from 'node:fs';
+import { stopReceiving } from '../upgrade/handles';
 
 /** The engine's functions on the addon (native/README.md, "UDP engine"). */
 export interface UdpEngineBinding {
@@ -44,6 +46,24 @@ export interface UdpEngineBinding {
   udpClose(listener: number): boolean;
   udpInfo(): { sessionBytes: number; open: number; pending: number; slots: number; listeners: number; heldBytes: number };
   readonly udpReasons: readonly string[];
+  udpListenerFd(listener: number): number;
+  udpPause(listener: number, paused: boolean): boolean;
+  udpExport(listener: number): unknown[];
+  udpImport(listener: number, family: 4 | 6, clientAddr: string, clientPort: number, backend: number, fd: number, startedMs: number, bytesIn: number, bytesOut: number): number;
+}
+
+/** Upgrade: an engine session taken out of the engine (udpExport) for a new process; `socket` wraps the dup of its upstream socket. */
+export interface EngineHandover {
+  listener: EngineUdpListener;
+  clientAddr: string;
+  clientPort: number;
+  pool: string;
+  backend: Backend;
+  bid: number;
+  startedAt: number;
+  bytesIn: number;
+  bytesOut: number;
+  socket: dgram.Socket;
 }
 
 const SOCKET_BUFFER = 4 * 1024 * 1024;
@@ -211,6 +231,12 @@ export class EngineUdpListener extends UdpListener {
   /** A client without a session: decide as the JavaScript path does; the engine then opens the session or drops what it held. */
   onNewClient(id: number, addr: string, port: number, local: string): void {
     const stats = this.stats;
+    if (UdpListener.holding && this.eAccepting) {
+      // Upgrade: the previous process may still hand this client's session
+      // over; the engine holds its datagrams (up to 64) until releaseHeld().
+      this.deferred.set(`${addr}|${port}`, [id, addr, port, local]);
+      return;
+    }
     if (!this.eAccepting) {
       this.engine.udpReject(id);
       return;
@@ -456,12 +482,169 @@ export class EngineUdpListener extends UdpListener {
     };
   }
 
+  // ---- Upgrade (src/upgrade/, docs/upgrade.md)
+
+  /** New clients that came while UdpListener.holding: decided by releaseHeld(). */
+  private deferred = new Map<string, [number, string, number, string]>();
+
+  override releaseHeld(): void {
+    const d = [...this.deferred.values()];
+    this.deferred.clear();
+    for (const [id, addr, port, local] of d) this.onNewClient(id, addr, port, local);
+  }
+
+  /** A dgram socket over a dup of the engine's listening socket, not read here (for the channel to send; the caller closes it). */
+  async handoverSocket(): Promise<dgram.Socket | null> {
+    if (this.lid < 0 || this.eClosed) return null;
+    const fd = this.engine.udpListenerFd(this.lid);
+    if (fd < 0) return null;
+    return quietSocket(this.config.bind.family === 6 ? 6 : 4, fd);
+  }
+
+  /**
+   * Once every engine listener is paused: waits (up to `maxMs`) until no
+   * client waits for a decision, so that a client whose first datagrams
+   * came just before the pause has its session here, handed over with the
+   * others, instead of one left behind in this process.
+   */
+  static async settlePending(maxMs = 500): Promise<void> {
+    const b = binding;
+    if (b === null || b === undefined) return;
+    const end = Date.now() + maxMs;
+    while (b.udpInfo().pending > 0 && Date.now() < end) {
+      pump();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** Stops (true) or resumes (false) reading the listening socket; open sessions go on. */
+  pauseForUpgrade(paused: boolean): void {
+    if (this.lid >= 0 && !this.eClosed) this.engine.udpPause(this.lid, paused);
+  }
+
+  /**
+   * Takes the open sessions out of the engine for a new process: each with
+   * a socket over a dup of its connected upstream socket. Until
+   * forgetExported() they still count here; takeBackExported() puts one
+   * back into the engine.
+   */
+  async exportSessions(): Promise<EngineHandover[]> {
+    if (this.lid < 0 || this.eClosed) return [];
+    const a = this.engine.udpExport(this.lid);
+    const out: EngineHandover[] = [];
+    for (let i = 0; i < a.length; i += 8) {
+      const bid = a[i + 2] as number;
+      const fd = a[i + 6] as number;
+      const e = backendsById.get(bid);
+      let socket: dgram.Socket;
+      try {
+        socket = await quietSocket(a[i + 7] === 6 ? 6 : 4, fd);
+      } catch {
+        // Not a socket any more: nothing to hand over; it ends here without a report.
+        this.countEnded(bid, e?.backend);
+        releaseId(bid, 1);
+        continue;
+      }
+      if (e === undefined) {
+        socket.close();
+        this.countEnded(bid, undefined);
+        continue;
+      }
+      out.push({ listener: this, clientAddr: a[i] as string, clientPort: a[i + 1] as number, pool: e.pool, backend: e.backend, bid, startedAt: a[i + 3] as number, bytesIn: a[i + 4] as number, bytesOut: a[i + 5] as number, socket });
+    }
+    return out;
+  }
+
+  /** A session the new process acknowledged: no longer counted here (no end report); its socket closes. */
+  forgetExported(h: EngineHandover): void {
+    h.socket.close();
+    this.countEnded(h.bid, h.backend);
+    releaseId(h.bid, 1);
+    if (this.eSessions === 0) {
+      const w = this.eWaiters;
+      this.eWaiters = [];
+      for (const fn of w) fn();
+    }
+  }
+
+  /** A session whose handover failed goes on in this engine. False (and it ends) when the engine refuses it. */
+  takeBackExported(h: EngineHandover): boolean {
+    const fd = handleFd(h.socket);
+    const rc = this.lid < 0 || this.eClosed || fd < 0 ? -1 : this.engine.udpImport(this.lid, h.clientAddr.includes(':') ? 6 : 4, h.clientAddr, h.clientPort, h.bid, fd, h.startedAt, h.bytesIn, h.bytesOut);
+    h.socket.close();
+    if (rc === 0) return true;
+    this.forgetExported(h);
+    return false;
+  }
+
+  /** A session the previous process handed over: the engine serves it on with the same (connected) upstream socket. */
+  adoptEngineSession(sock: dgram.Socket, clientAddr: string, clientPort: number, backend: Backend, startedAt: number, bytesIn: number, bytesOut: number): boolean {
+    const fd = handleFd(sock);
+    if (this.lid < 0 || this.eClosed || fd < 0) {
+      sock.close();
+      return false;
+    }
+    const bid = idOf(backend, this.pool.name);
+    const rc = this.engine.udpImport(this.lid, clientAddr.includes(':') ? 6 : 4, clientAddr, clientPort, bid, fd, startedAt, bytesIn, bytesOut);
+    sock.close();
+    if (rc !== 0) {
+      releaseId(bid, 0);
+      return false;
+    }
+    this.deferred.delete(`${clientAddr}|${clientPort}`);
+    fdBudget.add(1);
+    const e = backendsById.get(bid);
+    if (e !== undefined) e.sessions++;
+    this.perBackend.set(bid, (this.perBackend.get(bid) ?? 0) + 1);
+    this.eSessions++;
+    this.stats.active++;
+    this.stats.udpSessionsActive++;
+    backend.active++;
+    return true;
+  }
+
+  private countEnded(bid: number, backend: Backend | undefined): void {
+    this.eSessions--;
+    const left = (this.perBackend.get(bid) ?? 1) - 1;
+    if (left > 0) this.perBackend.set(bid, left);
+    else this.perBackend.delete(bid);
+    fdBudget.add(-1);
+    this.stats.active--;
+    this.stats.udpSessionsActive--;
+    if (backend !== undefined) backend.active--;
+  }
+
   /** Datagrams the engine dropped: beyond 64 held for a new client, and sends the kernel refused (buffers full). */
   dropped(): { held: number; send: number } {
     if (this.lid < 0 || this.eClosed) return { held: 0, send: 0 };
     const c = this.engine.udpCounters(this.lid);
     return { held: c[4] as number, send: c[5] as number };
   }
+}
+
+/**
+ * A dgram socket over `fd` (which it owns from then on) that does not read:
+ * dgram starts reading when it binds, it is stopped in the same turn.
+ */
+async function quietSocket(family: 4 | 6, fd: number): Promise<dgram.Socket> {
+  const s = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4' });
+  const bound = new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.once('listening', () => {
+      stopReceiving(s);
+      resolve();
+    });
+  });
+  try {
+    s.bind({ fd });
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  stopReceiving(s);
+  await bound;
+  s.on('error', () => {});
+  return s;
 }
 
 /** The fd of a bound dgram socket (libuv's handle; -1 when it has none). */

@@ -13,9 +13,10 @@ import { Backend } from '../backend/backend';
 import { DataPlane } from '../dataplane/dataplane';
 import { TcpListener } from '../tcp/listener';
 import { UdpListener } from '../udp/listener';
+import { EngineUdpListener } from '../udp/engine';
 import { Channel } from './channel';
 import { closeRaw, markConnected, socketFromHandle, type RawHandle } from './handles';
-import { HELLO_TIMEOUT_MS, UPGRADE_ENV, UPGRADE_TEST_EXIT_ENV, type Inherited, type TcpMeta, type ToNew, type ToOld, type UdpMeta } from './protocol';
+import { HELLO_TIMEOUT_MS, UPGRADE_ENV, UPGRADE_TEST_EXIT_ENV, UPGRADE_TEST_EXIT_UDP_ENV, type Inherited, type TcpMeta, type ToNew, type ToOld, type UdpMeta } from './protocol';
 
 /** Handles received and adopted by fd: kept referenced for the life of the process. */
 const kept: RawHandle[] = [];
@@ -89,12 +90,14 @@ export class UpgradeChild {
     let sessions = 0;
     let refused = 0;
     const exitAfter = Number(process.env[UPGRADE_TEST_EXIT_ENV] ?? '0');
+    const exitAfterUdp = Number(process.env[UPGRADE_TEST_EXIT_UDP_ENV] ?? '0');
     const clients = new Map<number, { meta: TcpMeta; handle: RawHandle }>();
     const done = new Promise<void>((resolve, reject) => {
       const onMessage = (m: ToNew, handle: RawHandle | null): void => {
         if (m.t === 'udp' && handle !== null) {
           if (adoptUdp(dp, m, handle as unknown as dgram.Socket)) sessions++;
           else refused++;
+          if (exitAfterUdp > 0 && sessions >= exitAfterUdp) process.exit(1); // test-only (UPGRADE_TEST_EXIT_UDP_ENV)
           void this.ch.send({ t: 'udp-ok', id: m.id }).catch(() => undefined);
         } else if (m.t === 'udp-done') {
           UdpListener.holding = false;
@@ -185,6 +188,8 @@ function adoptUdp(dp: UpgradeHost['dataPlane'], m: UdpMeta, sock: dgram.Socket):
     sock.close();
     return false;
   }
+  // The engine serves it on with the same upstream socket (it takes a dup; this one closes).
+  if (l instanceof EngineUdpListener) return l.adoptEngineSession(sock, m.clientAddr, m.clientPort, backend, m.startedAt, m.bytesIn, m.bytesOut);
   l.adoptSession(sock, m.clientAddr, m.clientPort, backend, m.startedAt, m.bytesIn, m.bytesOut, markConnected(sock));
   return true;
 }

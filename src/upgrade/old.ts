@@ -13,8 +13,10 @@ import type { UpgradeHost } from './host';
 import { DataPlane } from '../dataplane/dataplane';
 import { TcpListener, type AnySession } from '../tcp/listener';
 import { UdpListener, type UdpSession } from '../udp/listener';
+import { EngineUdpListener, type EngineHandover } from '../udp/engine';
 import type { PumpHandover } from '../tcp/pump';
 import { Channel } from './channel';
+import { formatHostPort } from '../net/address';
 import { closeRaw, dgramHandle, netHandle, socketFromHandle, startReceiving, stopReceiving, type RawHandle } from './handles';
 import { ACK_TIMEOUT_MS, CONNECTING_WAIT_MS, HELLO_TIMEOUT_MS, READY_TIMEOUT_MS, TCP_WINDOW, UPGRADE_ENV, UPGRADE_EXEC_ENV, type ToNew, type ToOld } from './protocol';
 
@@ -95,10 +97,16 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
       listeners++;
     }
     for (const l of udpListeners) {
-      const s = l.dgramSocket;
+      // The engine's listening socket goes as a dup (the engine keeps its own until this process exits).
+      const dup = l instanceof EngineUdpListener ? await l.handoverSocket() : null;
+      const s = dup ?? l.dgramSocket;
       const h = s === null ? null : dgramHandle(s);
       if (h === null) continue;
-      await ch.send({ t: 'listener', name: l.name, kind: 'udp', bind: `${l.config.protocol} ${l.config.bindText}` }, h);
+      try {
+        await ch.send({ t: 'listener', name: l.name, kind: 'udp', bind: `${l.config.protocol} ${l.config.bindText}` }, h);
+      } finally {
+        dup?.close();
+      }
       listeners++;
     }
     const adminSrv = server.admin?.netServer;
@@ -118,6 +126,7 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
   // 2. The new process accepts on every listener: stop accepting here.
   for (const l of tcpListeners) void l.stopAccepting();
   for (const l of udpListeners) if (l.dgramSocket !== null) stopReceiving(l.dgramSocket);
+  for (const l of udpListeners) if (l instanceof EngineUdpListener) l.pauseForUpgrade(true);
   // Only the admin listening socket closes: the request that asked for this
   // upgrade (POST /api/v1/upgrade) is answered when it is done.
   const adminNet = server.admin?.netServer;
@@ -128,9 +137,22 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
   let sessions = 0;
   let connections = 0;
   let leftBehind = 0;
+  if (udpListeners.some((l) => l instanceof EngineUdpListener)) await EngineUdpListener.settlePending();
   const taken: (PumpHandover & { session: AnySession })[] = [];
+  // Engine sessions out of their engine and not yet acknowledged: taken back on a failure.
+  const engineOut: EngineHandover[] = [];
   try {
     for (const l of [...udpListeners, ...[...dp.retired].filter((x): x is UdpListener => x instanceof UdpListener)]) {
+      if (l instanceof EngineUdpListener) {
+        engineOut.push(...(await l.exportSessions()));
+        while (engineOut.length > 0) {
+          const h = engineOut[0] as EngineHandover;
+          await handEngineUdp(ch, h, nextId++);
+          engineOut.shift();
+          sessions++;
+        }
+        continue;
+      }
       for (const s of l.openSessions()) {
         const id = nextId++;
         await handUdp(ch, l, s, id);
@@ -192,7 +214,9 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
     // it if it died); the rest goes on here, and listeners bind again.
     abandon();
     for (const p of taken) takeBack(p);
+    for (const h of engineOut.splice(0)) if (!h.listener.takeBackExported(h)) log.warn({ listener: h.listener.name, client: formatHostPort(h.clientAddr, h.clientPort) }, 'upgrade: a UDP session could not be taken back');
     for (const l of udpListeners) if (l.dgramSocket !== null) startReceiving(l.dgramSocket);
+    for (const l of udpListeners) if (l instanceof EngineUdpListener) l.pauseForUpgrade(false);
     for (const l of tcpListeners) {
       l.listen().catch((e: unknown) => log.error({ listener: l.name, err: (e as Error).message }, 'upgrade: listener could not bind again'));
     }
@@ -223,6 +247,18 @@ async function handUdp(ch: Channel<ToOld, ToNew>, l: UdpListener, s: UdpSession,
   }
   l.forgetSession(s);
   s.upstream.close();
+}
+
+/** An engine session (out of its engine): sent with its upstream socket; forgotten here once acknowledged. */
+async function handEngineUdp(ch: Channel<ToOld, ToNew>, h: EngineHandover, id: number): Promise<void> {
+  const ack = ch.wait((m) => m.t === 'udp-ok' && m.id === id, ACK_TIMEOUT_MS, 'UDP session acknowledgement');
+  ack.catch(() => undefined); // awaited below; a failed send must not leave it unhandled
+  await ch.send(
+    { t: 'udp', id, listener: h.listener.name, pool: h.pool, backend: h.backend.address, clientAddr: h.clientAddr, clientPort: h.clientPort, startedAt: h.startedAt, bytesIn: h.bytesIn, bytesOut: h.bytesOut },
+    h.socket,
+  );
+  await ack;
+  h.listener.forgetExported(h);
 }
 
 async function handTcp(ch: Channel<ToOld, ToNew>, s: AnySession, p: PumpHandover, id: number): Promise<void> {

@@ -100,6 +100,8 @@ export interface Inherited {
  * TCP connections, to see how a handover that fails half-way is handled.
  */
 export const UPGRADE_TEST_EXIT_ENV = 'L4LB_UPGRADE_TEST_EXIT_AFTER';
+/** Test-only: the same once it has taken this many UDP sessions (before acknowledging the last). */
+export const UPGRADE_TEST_EXIT_UDP_ENV = 'L4LB_UPGRADE_TEST_EXIT_AFTER_UDP';
 
 /** Bounds of the handover steps (ms). */
 export const HELLO_TIMEOUT_MS = 15_000;
