@@ -25,10 +25,15 @@ export function adminUrl(admin: AdminConfig): string {
   return `http://${h}:${admin.bind.port}`;
 }
 
-export async function requestReload(admin: AdminConfig | null, file: string, timeoutMs = 60_000): Promise<ReloadOutcome> {
+/**
+ * POSTs to `path` on the running instance's admin endpoint and returns the
+ * status and the parsed JSON body (`{}` when it is not JSON), or an outcome
+ * of exit 1 when no instance can be asked or none answers.
+ */
+export async function postAdmin<T>(admin: AdminConfig | null, file: string, path: string, timeoutMs: number): Promise<{ url: string; status: number; text: string; body: Partial<T> } | ReloadOutcome> {
   if (admin === null) return { code: EXIT.FAILURE, stdout: '', stderr: `l4lb: ${file} has no [admin] section: cannot reach the running instance\n` };
   if (admin.bind.port === 0) return { code: EXIT.FAILURE, stdout: '', stderr: `l4lb: ${file}: admin.bind has port 0: cannot reach the running instance\n` };
-  const url = `${adminUrl(admin)}/api/v1/reload`;
+  const url = `${adminUrl(admin)}${path}`;
   let r: Response;
   try {
     r = await fetch(url, {
@@ -41,13 +46,20 @@ export async function requestReload(admin: AdminConfig | null, file: string, tim
     return { code: EXIT.FAILURE, stdout: '', stderr: `l4lb: no l4lb answers at ${url} (${cause})\n` };
   }
   const text = await r.text().catch(() => '');
-  let body: { config_generation?: number; errors?: string[]; error?: string } = {};
+  let body: Partial<T> = {};
   try {
-    body = JSON.parse(text) as typeof body;
+    body = JSON.parse(text) as Partial<T>;
   } catch {
-    /* not JSON: reported below */
+    /* not JSON: the caller reports the text */
   }
-  if (r.status === 200) return { code: EXIT.OK, stdout: `reloaded: configuration generation ${body.config_generation ?? '?'}\n`, stderr: '' };
-  if (r.status === 422) return { code: EXIT.CONFIG, stdout: '', stderr: `${(body.errors ?? [text]).join('\n')}\n` };
-  return { code: EXIT.FAILURE, stdout: '', stderr: `l4lb: ${url} answered ${r.status}: ${body.error ?? text}\n` };
+  return { url, status: r.status, text, body };
+}
+
+export async function requestReload(admin: AdminConfig | null, file: string, timeoutMs = 60_000): Promise<ReloadOutcome> {
+  const res = await postAdmin<{ config_generation: number; errors: string[]; error: string }>(admin, file, '/api/v1/reload', timeoutMs);
+  if ('code' in res) return res;
+  const { url, status, text, body } = res;
+  if (status === 200) return { code: EXIT.OK, stdout: `reloaded: configuration generation ${body.config_generation ?? '?'}\n`, stderr: '' };
+  if (status === 422) return { code: EXIT.CONFIG, stdout: '', stderr: `${(body.errors ?? [text]).join('\n')}\n` };
+  return { code: EXIT.FAILURE, stdout: '', stderr: `l4lb: ${url} answered ${status}: ${body.error ?? text}\n` };
 }

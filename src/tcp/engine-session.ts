@@ -4,7 +4,6 @@
  * PROXY header), its byte-counter slot and its end report — and what the
  * engine needs of its listener (EngineHost, implemented by TcpListener).
  */
-import { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { Backend } from '../backend/backend';
 import type { Pool } from '../backend/pool';
@@ -15,6 +14,7 @@ import type { SessionEndReason } from '../listener/reasons';
 import type { ListenerContext } from '../listener/context';
 import type { ListenerStats } from '../stats/stats';
 import type { Flow } from '../balancer/picker';
+import { detachedParts } from './splice-pump';
 import { classifyConnectFailure, countConnectFailure, mayRetry, proxyHeader, takeBackend } from './decide';
 
 /**
@@ -232,17 +232,7 @@ export class EngineSession {
     this.finished = true;
     if (this.backend !== null) this.backend.active--;
     this.listener.forgetSession(this);
-    const open = (fd: number): Socket => new Socket({ fd, readable: false, writable: false, allowHalfOpen: true });
-    return Promise.resolve({
-      client: open(r.clientFd),
-      backend: open(r.backendFd),
-      toBackend: r.toBackend,
-      toClient: r.toClient,
-      bytesIn: r.bytesIn,
-      bytesOut: r.bytesOut,
-      firstFin: r.firstFin,
-      session: this,
-    });
+    return Promise.resolve({ ...detachedParts(r), session: this });
   }
 
   private finish(bytesIn: number, bytesOut: number): void {

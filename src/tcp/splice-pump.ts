@@ -16,7 +16,7 @@
  */
 import { Socket } from 'node:net';
 import type { Pump, PumpDone, PumpEndReason, PumpHandle, PumpHandover } from './pump';
-import { loadSpliceAddon, type SpliceBinding } from '../native/addon';
+import { loadSpliceAddon, type DetachedConn, type SpliceBinding } from '../native/addon';
 import { jsPump } from './js-pump';
 
 const REASONS: readonly PumpEndReason[] = ['closed', 'client_reset', 'backend_reset', 'aborted'];
@@ -223,16 +223,7 @@ class SpliceHandle implements PumpHandle {
     this.nativeId = 0;
     this.inBytes = r.bytesIn;
     this.outBytes = r.bytesOut;
-    const open = (fd: number): Socket => new Socket({ fd, readable: false, writable: false, allowHalfOpen: true });
-    return Promise.resolve({
-      client: open(r.clientFd),
-      backend: open(r.backendFd),
-      toBackend: r.toBackend,
-      toClient: r.toClient,
-      bytesIn: r.bytesIn,
-      bytesOut: r.bytesOut,
-      firstFin: r.firstFin,
-    });
+    return Promise.resolve(detachedParts(r));
   }
 
   /** Called by the engine with the final totals (also via the JS fallback). */
@@ -252,3 +243,21 @@ export const splicePump: Pump = {
     return new SpliceHandle(client, backend, head, done);
   },
 };
+
+/**
+ * Upgrade: a connection the addon detached (native/src/detach.h) as the
+ * parts a pump hands over: its two sockets (the addon's dups, open, paused),
+ * the bytes its pipes held, and its counts.
+ */
+export function detachedParts(r: Extract<DetachedConn, { ok: true }>): PumpHandover {
+  const open = (fd: number): Socket => new Socket({ fd, readable: false, writable: false, allowHalfOpen: true });
+  return {
+    client: open(r.clientFd),
+    backend: open(r.backendFd),
+    toBackend: r.toBackend,
+    toClient: r.toClient,
+    bytesIn: r.bytesIn,
+    bytesOut: r.bytesOut,
+    firstFin: r.firstFin,
+  };
+}
