@@ -1,5 +1,5 @@
 /**
- * The UDP data path on the native engine (native/src/udp_engine.cc): the
+ * The UDP data path on the native engine (native/src/udp_*.cc): the
  * engine owns the listening socket and every session's upstream socket and
  * moves the datagrams itself; TypeScript decides who gets a session (the
  * same `decideUdp` as the JavaScript listener), counts, logs and answers
