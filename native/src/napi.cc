@@ -2,7 +2,7 @@
 // thread-safe function every report travels by), the splice pump's calls
 // (add/abort/stats/socketError), and module init. The TCP engine's calls
 // are registered by engine_tcp.cc (RegisterTcpEngine), the UDP engine's by
-// udp_engine.cc (RegisterUdpEngine).
+// udp_napi.cc (RegisterUdpEngine).
 #include <napi.h>
 
 #include "udp_engine.h"
