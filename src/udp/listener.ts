@@ -237,6 +237,7 @@ export class UdpListener extends ListenerBase<UdpSession> {
     this.stats.udpSessionsActive--;
   }
 
+  /** The last session is gone: drain waiters wake, and a removed listener's socket closes. */
   private notifyEmpty(): void {
     this.notifyIfEmpty();
     if (!this.accepting && !this.current) this.closeSocket();
@@ -338,29 +339,12 @@ export class UdpListener extends ListenerBase<UdpSession> {
     } catch {
       /* already closed */
     }
-    const byPort = this.flows.get(s.clientAddr);
-    if (byPort !== undefined && byPort.get(s.clientPort) === s) {
-      byPort.delete(s.clientPort);
-      if (byPort.size === 0) this.flows.delete(s.clientAddr);
-    }
-    const set = this.byBackend.get(s.backend);
-    if (set !== undefined) {
-      set.delete(s);
-      if (set.size === 0) this.byBackend.delete(s.backend);
-    }
-    this.sessionCount--;
-    fdBudget.add(-1);
-    const stats = this.stats;
-    stats.active--;
-    stats.udpSessionsActive--;
-    stats.bytesIn += s.bytesIn;
-    stats.bytesOut += s.bytesOut;
+    this.unlink(s);
+    this.stats.bytesIn += s.bytesIn;
+    this.stats.bytesOut += s.bytesOut;
     s.backend.active--;
     this.recordEnd(s, Date.now(), s.bytesIn, s.bytesOut, reason, udpTermination(reason));
-    if (this.sessionCount === 0) {
-      this.notifyIfEmpty();
-      if (!this.accepting && !this.current) this.closeSocket();
-    }
+    if (this.sessionCount === 0) this.notifyEmpty();
   }
 
   /**
