@@ -200,9 +200,26 @@ for (const san of SANITIZERS) {
       const code = await proc.waitExit(30000);
       const reports = proc.stderr
         .split('==================')
-        .filter((b) => san.marker.test(b) && (san.name === 'address' || /l4lb_splice|l4lb::|native\/src\//.test(b)));
+        .filter((b) => san.marker.test(b) && (san.name === 'address' || (/l4lb_splice|l4lb::|native\/src\//.test(b) && !racesOnlyInNode(b))));
       assert.equal(reports.join('\n').slice(0, 4000), '', `${san.name} sanitizer report`);
       assert.equal(code, 0, `exit code ${code}; stderr: ${proc.stderr.slice(0, 2000)}`);
     });
+  });
+}
+
+/**
+ * A TSan race report whose every racing access happens in Node or V8 code
+ * (its first frame outside the sanitizer runtime), such as V8's platform
+ * freeing a job while the addon is being loaded: Node is not instrumented,
+ * so these are the false reports the comment on SANITIZERS describes, even
+ * when a deeper frame passes through the addon's module init.
+ */
+function racesOnlyInNode(report: string): boolean {
+  const accesses = report.split(/\n(?= {2}(?:Previous )?(?:[Ww]rite|[Rr]ead|[Aa]tomic)[^\n]* by )/).slice(1);
+  if (accesses.length === 0) return false;
+  return accesses.every((a) => {
+    const frames = a.split('\n').filter((l) => /^\s+#\d+ /.test(l));
+    const top = frames.find((f) => !/libsanitizer|libtsan/.test(f));
+    return top !== undefined && /\b(v8::|node::|uv_)/.test(top) && !/l4lb|native\/src\//.test(top);
   });
 }
