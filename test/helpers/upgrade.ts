@@ -8,6 +8,7 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
 import { L4lbProcess, type LogLine } from './l4lb';
 import { waitFor, withTimeout } from './net';
 
@@ -58,6 +59,20 @@ export class UpgradingL4lb {
     return { line, ms: Date.now() - t0 };
   }
 
+  /**
+   * Waits (bounded) until `pid` is gone; on a timeout the error says what
+   * the process was doing: its state, its threads' kernel wait channels and
+   * its last log lines.
+   */
+  async waitGone(pid: number, timeoutMs: number, what = `pid ${pid} gone`): Promise<void> {
+    try {
+      await waitFor(() => !alive(pid), timeoutMs, what);
+    } catch (err) {
+      const lines = this.proc.logs.filter((l) => l.pid === pid).slice(-8).map((l) => JSON.stringify(l));
+      throw new Error(`${(err as Error).message}; state ${processState(pid)}; threads ${threadWaits(pid)}; last log lines:\n${lines.join('\n')}`);
+    }
+  }
+
   /** Stops every process this test started (the serving one by SIGTERM, SIGKILL if it lingers). */
   async stop(): Promise<void> {
     for (const pid of this.pids.slice(1)) {
@@ -73,13 +88,49 @@ export class UpgradingL4lb {
   }
 }
 
-/** True while `pid` exists (signal 0). */
+/**
+ * True while `pid` runs. A process that exited but was not reaped yet (a
+ * zombie: a process an upgrade started outlives its parent, the old
+ * process, and is then its reaper's, which on some machines never reaps)
+ * has exited: it counts as gone.
+ */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  return processState(pid) !== 'Z';
+}
+
+/** Each thread of `pid`: its name, state and kernel wait channel (for a diagnostic). */
+function threadWaits(pid: number): string {
+  try {
+    return readdirSync(`/proc/${pid}/task`)
+      .map((tid) => {
+        const read = (f: string): string => {
+          try {
+            return readFileSync(`/proc/${pid}/task/${tid}/${f}`, 'utf8').trim();
+          } catch {
+            return '?';
+          }
+        };
+        return `${read('comm')}:${processState(Number(tid))}:${read('wchan')}`;
+      })
+      .join(' ');
+  } catch {
+    return '?';
+  }
+}
+
+/** The state letter of /proc/<pid>/stat (R, S, D, Z...), or '?' when it cannot be read. */
+export function processState(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // pid (comm) state ...: comm may hold spaces and parentheses.
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) || '?';
+  } catch {
+    return '?';
   }
 }
 

@@ -123,7 +123,7 @@ describe('upgrade with UDP on the native engine', () => {
       assert.equal(line.left_behind, 0);
       const at = [...counts];
       await waitFor(() => counts.every((n, i) => n >= (at[i] as number) + 50), 10000, 'every client going on after the upgrade');
-      await waitFor(() => !alive(oldPid), 3000, 'old pid gone');
+      await lb.waitGone(oldPid, 3000, 'old pid gone');
       await waitFor(() => counts.every((n, i) => n >= (at[i] as number) + 100), 10000, 'every client going on after the old process left');
     } finally {
       await st.stop();

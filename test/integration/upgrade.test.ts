@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import type net from 'node:net';
 import { connect, startEchoServer, waitFor, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
-import { BulkStream, Pinger, UpgradingL4lb, alive, udpEchoBackend, udpPinger } from '../helpers/upgrade';
+import { BulkStream, Pinger, UpgradingL4lb, udpEchoBackend, udpPinger } from '../helpers/upgrade';
 import { spliceAvailable } from '../../src/native/addon';
 
 interface Conn {
@@ -107,7 +107,7 @@ for (const splice of ['off', 'on'] as const) {
       const handedAt = Date.now();
       assert.equal(line.listeners, 2);
       assert.equal(line.sessions, UDP_SESSIONS);
-      await waitFor(() => !alive(oldPid), 2000, 'old pid gone within 2 s of the handover');
+      await lb.waitGone(oldPid, 2000, 'old pid gone within 2 s of the handover');
       const goneMs = Date.now() - handedAt;
 
       // Everything goes on in the new process, unchanged, and it lists the same connections.

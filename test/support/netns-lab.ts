@@ -325,6 +325,22 @@ export class Lab {
     return r!;
   }
 
+  /**
+   * SYNs the client namespace's kernel retransmitted so far (TcpExt
+   * TCPSynRetrans of its /proc/net/netstat): a connection that waited for a
+   * SYN retransmission shows here, whatever the machine's load did to the
+   * time it took.
+   */
+  async synRetransmits(): Promise<number> {
+    const text = await this.exec('c', 'cat', '/proc/net/netstat');
+    const lines = text.split('\n').filter((l) => l.startsWith('TcpExt:'));
+    const names = (lines[0] ?? '').trim().split(/\s+/);
+    const values = (lines[1] ?? '').trim().split(/\s+/);
+    const i = names.indexOf('TCPSynRetrans');
+    if (i < 0 || values[i] === undefined) throw new Error(`no TCPSynRetrans in the client namespace's /proc/net/netstat: ${text.slice(0, 300)}`);
+    return Number(values[i]);
+  }
+
   /** Connections from ephemeral ports, one after the other, for `durationMs`. */
   loop(host: string, port: number, durationMs: number, timeoutMs = 250, gapMs = 20): Promise<ConnResult[]> {
     return this.ask({ op: 'loop', host, port, durationMs, timeoutMs, gapMs }, durationMs + 30_000);
