@@ -137,6 +137,8 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
   let sessions = 0;
   let connections = 0;
   let leftBehind = 0;
+  // The longest a TCP connection was held: from its pump's pause to the new process's acknowledgement.
+  let maxPause = 0;
   if (udpListeners.some((l) => l instanceof EngineUdpListener)) await EngineUdpListener.settlePending();
   const taken: (PumpHandover & { session: AnySession })[] = [];
   // Engine sessions out of their engine and not yet acknowledged: taken back on a failure.
@@ -181,6 +183,7 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
       const worker = async (): Promise<void> => {
         while (next < ready.length && !broken) {
           const s = ready[next++] as AnySession;
+          const paused = performance.now();
           const parts = await s.handover();
           if (parts === null) {
             // Ending, or its peer did not read: it stays here.
@@ -198,6 +201,7 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
           }
           taken.splice(taken.indexOf(parts), 1);
           connections++;
+          maxPause = Math.max(maxPause, performance.now() - paused);
         }
       };
       // Every worker has stopped (and put what it holds in `taken`) before a failure is handled.
@@ -227,7 +231,7 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
   child.unref();
   child.disconnect?.();
   const now = Date.now();
-  log.info({ pid: newPid, listeners, connections, sessions, left_behind: leftBehind, duration_ms: now - t0, handover_ms: now - tReady }, 'upgrade handed over');
+  log.info({ pid: newPid, listeners, connections, sessions, left_behind: leftBehind, duration_ms: now - t0, handover_ms: now - tReady, max_pause_ms: Math.round(maxPause) }, 'upgrade handed over');
   return { ok: true, pid: newPid, listeners, connections, sessions, left_behind: leftBehind };
 }
 

@@ -142,6 +142,8 @@ export class Pinger {
   readonly s: net.Socket;
   rounds = 0;
   maxGapMs = 0;
+  /** When (Date.now()) the longest wait began. */
+  maxGapAt = 0;
   error: string | null = null;
   private running = true;
   private done: Promise<void>;
@@ -182,7 +184,10 @@ export class Pinger {
           this.error = `echo mismatch: ${JSON.stringify(buf)} != ${JSON.stringify(want)}`;
           break;
         }
-        this.maxGapMs = Math.max(this.maxGapMs, Date.now() - sentAt);
+        if (Date.now() - sentAt > this.maxGapMs) {
+          this.maxGapMs = Date.now() - sentAt;
+          this.maxGapAt = sentAt;
+        }
         this.rounds++;
         await new Promise((r) => setTimeout(r, everyMs));
       }

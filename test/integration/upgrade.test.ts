@@ -127,9 +127,10 @@ for (const splice of ['off', 'on'] as const) {
       // The same upstream sockets: the backend saw no new source port.
       assert.deepEqual([...uecho.sources].sort(), [...udpSources].sort());
       const maxGap = Math.max(...pingers.map((p) => p.maxGapMs));
+      t.diagnostic(`ping waits: ${pingers.map((p) => `${p.maxGapMs} ms at ${p.maxGapAt - handedAt}`).join(', ')} (ms relative to handed over)`);
       for (const p of pingers) assert.equal(p.error, null);
       await Promise.all(pingers.map((p) => p.stop()));
-      t.diagnostic(`splice=${splice}: upgrade ${ms} ms (request to handed over), old pid gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms })}`);
+      t.diagnostic(`splice=${splice}: upgrade ${ms} ms (request to handed over), old pid gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms, max_pause_ms: line.max_pause_ms })}`);
       assert.ok(maxGap < 1000, `a pinging connection waited ${maxGap} ms`);
       assert.equal(lb.count('upgrade failed'), 0);
     });
