@@ -34,7 +34,8 @@ import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from '../dataplane/dataplane';
 import type { DataPlaneSnapshot } from '../stats/stats';
-import { DeadWorkerTotals, sumWorkerSnapshots } from './worker-sum';
+import { sumWorkerSnapshots } from './worker-sum';
+import { KeptTotals } from '../stats/kept-totals';
 import type { ToPrimary, ToWorker } from './protocol';
 import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from '../stats/connections';
 
@@ -71,7 +72,7 @@ export class ClusterDataPlane implements DataPlaneApi {
   private fds: ReadonlyMap<string, number> = new Map();
   workerRestarts = 0;
   /** Counter totals of workers that exited (counters never go down). */
-  private readonly dead = new DeadWorkerTotals();
+  private readonly dead = new KeptTotals();
 
   constructor(opts: ClusterOptions) {
     this.opts = opts;

@@ -112,6 +112,7 @@ export class UpgradeChild {
           if (exitAfter > 0 && connections >= exitAfter) process.exit(1); // test-only (UPGRADE_TEST_EXIT_ENV)
           void this.ch.send({ t: 'tcp-ok', id: m.id }).catch(() => undefined);
         } else if (m.t === 'done') {
+          if (dp instanceof DataPlane) dp.inheritTotals(m.totals);
           resolve();
         }
       };

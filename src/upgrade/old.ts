@@ -211,7 +211,8 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
       if (ready.length === 0) await new Promise((r) => setTimeout(r, 20));
     }
     leftBehind = dp.activeConnections();
-    await ch.send({ t: 'done', listeners, connections, sessions });
+    // Counters go on in the new process from these totals (connections left behind count up to now).
+    await ch.send({ t: 'done', listeners, connections, sessions, totals: dp.snapshot() });
     await ch.wait((m) => m.t === 'confirmed', ACK_TIMEOUT_MS, 'confirmation from the new process');
   } catch (err) {
     // The new process failed half-way: what it took is its own (and gone with
