@@ -35,6 +35,21 @@ const SOCKET_BUFFER = 4 * 1024 * 1024;
 
 export type { UdpEndReason };
 
+/**
+ * Upgrade: what a UDP session brings from the process that handed it over.
+ * `localAddr` (with `ifindex`) is the address its client sent to on a
+ * wildcard bind ("" when not known: the JavaScript path does not see it).
+ */
+export interface CarriedUdp {
+  startedAt: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Backend datagrams so far, towards `udp_responses`. */
+  responses: number;
+  localAddr: string;
+  ifindex: number;
+}
+
 /** One UDP flow (client address and port) and its connected upstream socket. */
 export class UdpSession implements OpenConnection {
   readonly clientAddr: string;
@@ -190,11 +205,12 @@ export class UdpListener extends ListenerBase<UdpSession> {
   }
 
   /** Upgrade: a session the previous process handed over; `upstream` is its (connected) socket. */
-  adoptSession(upstream: dgram.Socket, clientAddr: string, clientPort: number, backend: Backend, startedAt: number, bytesIn: number, bytesOut: number, connected: boolean): void {
+  adoptSession(upstream: dgram.Socket, clientAddr: string, clientPort: number, backend: Backend, carried: CarriedUdp, connected: boolean): void {
     fdBudget.add(1);
-    const s = new UdpSession(clientAddr, clientPort, backend, this.pool.name, upstream, startedAt);
-    s.bytesIn = bytesIn;
-    s.bytesOut = bytesOut;
+    const s = new UdpSession(clientAddr, clientPort, backend, this.pool.name, upstream, carried.startedAt);
+    s.bytesIn = carried.bytesIn;
+    s.bytesOut = carried.bytesOut;
+    s.responses = carried.responses;
     s.lastActive = Date.now();
     this.link(s);
     this.stats.active++;

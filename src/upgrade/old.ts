@@ -241,7 +241,7 @@ async function handUdp(ch: Channel<ToOld, ToNew>, l: UdpListener, s: UdpSession,
   const ack = ch.wait((m) => m.t === 'udp-ok' && m.id === id, ACK_TIMEOUT_MS, 'UDP session acknowledgement');
   ack.catch(() => undefined); // awaited below; a failed send must not leave it unhandled
   await ch.send(
-    { t: 'udp', id, listener: l.name, pool: s.poolName, backend: s.backend.address, clientAddr: s.clientAddr, clientPort: s.clientPort, startedAt: s.startedAt, bytesIn: s.bytesIn, bytesOut: s.bytesOut },
+    { t: 'udp', id, listener: l.name, pool: s.poolName, backend: s.backend.address, clientAddr: s.clientAddr, clientPort: s.clientPort, startedAt: s.startedAt, bytesIn: s.bytesIn, bytesOut: s.bytesOut, responses: s.responses, localAddr: '', ifindex: 0 },
     s.upstream,
   );
   try {
@@ -259,7 +259,21 @@ async function handEngineUdp(ch: Channel<ToOld, ToNew>, h: EngineHandover, id: n
   const ack = ch.wait((m) => m.t === 'udp-ok' && m.id === id, ACK_TIMEOUT_MS, 'UDP session acknowledgement');
   ack.catch(() => undefined); // awaited below; a failed send must not leave it unhandled
   await ch.send(
-    { t: 'udp', id, listener: h.listener.name, pool: h.pool, backend: h.backend.address, clientAddr: h.clientAddr, clientPort: h.clientPort, startedAt: h.startedAt, bytesIn: h.bytesIn, bytesOut: h.bytesOut },
+    {
+      t: 'udp',
+      id,
+      listener: h.listener.name,
+      pool: h.pool,
+      backend: h.backend.address,
+      clientAddr: h.clientAddr,
+      clientPort: h.clientPort,
+      startedAt: h.startedAt,
+      bytesIn: h.bytesIn,
+      bytesOut: h.bytesOut,
+      responses: h.responses,
+      localAddr: h.localAddr,
+      ifindex: h.ifindex,
+    },
     h.socket,
   );
   await ack;

@@ -66,6 +66,12 @@ export interface UdpMeta {
   startedAt: number;
   bytesIn: number;
   bytesOut: number;
+  // Absent when the old process is of an earlier version.
+  /** Backend datagrams so far (towards udp_responses). */
+  responses?: number;
+  /** The address the client sent to on a wildcard bind, "" when not known; with its interface. */
+  localAddr?: string;
+  ifindex?: number;
 }
 
 export type ToNew =
