@@ -33,8 +33,6 @@ import type { Inherited } from './upgrade/protocol';
 import { upgrade as runUpgrade, type UpgradeResult } from './upgrade/old';
 import { inheritRuntime, leaveAfterUpgrade } from './upgrade/hooks';
 
-export type { ReloadResult } from './control/reload';
-
 export interface ServerOptions {
   configPath: string;
   /** An already validated configuration (from the CLI's first load). */
