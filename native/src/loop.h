@@ -171,9 +171,9 @@ struct Worker {
   void flushOutbox();
   void run();
   // splice.cc: one connection's byte transfer
-  int pump(Conn* c, int d);
+  int pump(Conn* c, int d, bool shortReadDrains);
   void markDead(Conn* c, int side);
-  int pumpRounds(Conn* c, int d, int src, int dst);
+  int pumpRounds(Conn* c, int d, int src, int dst, bool shortReadDrains);
   int copyIn(Conn* c, int d, int src, int dst);
   bool takePipe(Conn* c, int d);
   void service(Conn* c);

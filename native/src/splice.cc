@@ -21,7 +21,7 @@ namespace l4lb {
 // Moves bytes fd[d] -> pipe -> fd[1-d] until neither step moves.
 // Returns 0 when idle (waits for an epoll edge), 1 when still busy after
 // kMaxRounds (requeue), -1 when the connection was finished.
-int Worker::pump(Conn* c, int d) {
+int Worker::pump(Conn* c, int d, bool shortReadDrains) {
   // Nothing can be delivered to a failed side: that direction is over.
   if (c->dead[1 - d]) return 0;
   // Client bytes follow the head: none before it is all written.
@@ -31,7 +31,7 @@ int Worker::pump(Conn* c, int d) {
     if (c->eof[d]) return 0;
     if (!takePipe(c, d)) return -1;
   }
-  int r = pumpRounds(c, d, src, dst);
+  int r = pumpRounds(c, d, src, dst, shortReadDrains);
   if (r == 0 && c->inpipe[d] == 0 && c->pr[d] >= 0) releasePipe(c->pr[d], c->pw[d], c->pipecap[d], true);
   return r;
 }
@@ -50,8 +50,9 @@ bool Worker::takePipe(Conn* c, int d) {
 // The copying step of direction d (nothing in its pipe): one recv into
 // copyBuf and one send of what it got. What the destination does not take
 // at once goes into the pipe, and the splice path carries it on, in order,
-// with everything read after it. Returns 1 when something happened (bytes,
-// EOF, an error), 0 on EAGAIN, -1 when the connection was reset.
+// with everything read after it. Returns 2 when a read shorter than the
+// buffer was all sent, 1 when something else happened (bytes, EOF, an
+// error), 0 on EAGAIN, -1 when the connection was reset.
 int Worker::copyIn(Conn* c, int d, int src, int dst) {
   ssize_t n = recv(src, copyBuf, kCopyBuf, MSG_DONTWAIT);
   if (n == 0) {
@@ -86,7 +87,7 @@ int Worker::copyIn(Conn* c, int d, int src, int dst) {
     break;  // full: the rest waits in the pipe for EPOLLOUT
   }
   c->bytes[d] += sent;
-  if (sent == len) return 1;
+  if (sent == len) return len < kCopyBuf ? 2 : 1;
   if (c->pr[d] < 0 && !takePipe(c, d)) return -1;
   // The pipe is empty and holds at least kCopyBuf bytes: one write takes the rest.
   size_t rest = len - sent;
@@ -114,12 +115,17 @@ void Worker::markDead(Conn* c, int side) {
   if (!c->eof[side]) c->again[side] = true;
 }
 
-int Worker::pumpRounds(Conn* c, int d, int src, int dst) {
+// `shortReadDrains`: no hang-up or error was reported with this event, so
+// a TCP read shorter than its buffer emptied the socket (recv takes all
+// that is queued) and anything arriving later raises a new edge: the
+// direction stops there instead of spending a read on EAGAIN.
+int Worker::pumpRounds(Conn* c, int d, int src, int dst, bool shortReadDrains) {
   for (int round = 0; round < kMaxRounds; round++) {
     bool moved = false;
     if (!c->eof[d] && !c->bulk[d] && c->inpipe[d] == 0) {
       int r = copyIn(c, d, src, dst);
       if (r < 0) return -1;
+      if (r == 2 && shortReadDrains && !c->dead[d]) return 0;
       moved = r > 0;
       if (c->dead[1 - d]) return 0;
       if (c->bulk[d] && c->pr[d] < 0 && c->inpipe[d] == 0 && !takePipe(c, d)) return -1;
@@ -187,9 +193,11 @@ void Worker::service(Conn* c) {
   constexpr uint32_t kOut = EPOLLOUT | EPOLLHUP | EPOLLERR;
   bool want[2];
   bool err[2];
+  bool hup[2];
   for (int d = 0; d < 2; d++) {
     want[d] = c->again[d] || (c->ev[d] & kIn) != 0 || ((c->ev[1 - d] & kOut) != 0 && c->inpipe[d] > 0);
     err[d] = (c->ev[d] & EPOLLERR) != 0;
+    hup[d] = (c->ev[d] & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
   }
   c->ev[0] = c->ev[1] = 0;
   if (c->headOff < c->head.size() && !c->dead[1]) {
@@ -200,7 +208,8 @@ void Worker::service(Conn* c) {
       if (!want[d]) continue;
       want[d] = false;
       c->again[d] = false;
-      int r = pump(c, d);
+      // A FIN or reset reported with the bytes must be read now: no later edge brings it.
+      int r = pump(c, d, pass == 0 && !hup[d]);
       if (r < 0) return;
       if (r > 0) c->again[d] = true;
     }

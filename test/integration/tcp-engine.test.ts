@@ -144,11 +144,12 @@ describe('native TCP engine', { skip }, () => {
   });
 
   test('small messages are copied, not spliced; a client that stops reading makes them wait in order (sha256 both ways)', async (t) => {
-    // Messages of 1 to 4,000 bytes (the engine copies what is under 16 KiB
-    // a read). The client reads nothing until its own writes stall: then
-    // every buffer on the way is full, so the engine's send to the client
-    // came back short and what it had read waits in the pipe, to go on in
-    // order with what is read after it.
+    // 80 MB in messages of 1 to 4,000 bytes (the engine copies what is
+    // under 16 KiB a read), more than every socket and pipe buffer on the
+    // way can hold. The client reads nothing until its own writes stall:
+    // then every buffer is full, so the engine's sends to the client came
+    // back short and what it had read waits in the pipe, to go on in order
+    // with what is read after it.
     const port = await lb.port('e');
     const s = await connect(port);
     s.pause();
@@ -157,7 +158,7 @@ describe('native TCP engine', { skip }, () => {
     let total = 0;
     let seed = 7;
     const rnd = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
-    for (let i = 0; i < 12_000; i++) {
+    for (let i = 0; i < 40_000; i++) {
       const m = Buffer.alloc(1 + (rnd() % 4000), i % 251);
       sent.update(m);
       total += m.length;
@@ -184,7 +185,7 @@ describe('native TCP engine', { skip }, () => {
     s.destroy();
     assert.equal(received, total);
     assert.equal(got.digest('hex'), sent.digest('hex'), 'the echo is the bytes sent, in order');
-    t.diagnostic(`${total} bytes in 12,000 messages; ${total - last} written before the writes stalled`);
+    t.diagnostic(`${total} bytes in 40,000 messages; ${total - last} written before the writes stalled`);
   });
 
   test('thousands of client resets racing the handoff: all counted, nothing leaks, service goes on', async () => {
