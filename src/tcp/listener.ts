@@ -7,6 +7,7 @@
  * session object itself and Node's socket; nothing is logged per connection
  * unless `connection_log` is on.
  */
+import cluster from 'node:cluster';
 import net from 'node:net';
 import type { ListenerConfig } from '../config/schema';
 import type { Pool } from '../backend/pool';
@@ -343,12 +344,22 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     if (this.config.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
   }
 
-  /** Upgrade: the listening socket, to hand to a new process (null before listen()). */
-  get netServer(): net.Server | null {
-    // The native engine gives its socket back first: node:net accepts on it
-    // until the new process has it.
+  /**
+   * Upgrade: what holds the listening socket, to hand to a new process (null
+   * before listen()), and whether the caller destroys it once sent. The
+   * native engine gives its socket back first: node:net accepts on it until
+   * the new process has it; but a cluster worker's listen on an fd asks its
+   * primary, so there the engine's socket goes, unread, in a net.Socket and
+   * this worker accepts no more (the others and the new process do).
+   */
+  upgradeSocket(): { socket: net.Server; own: false } | { socket: net.Socket; own: true } | null {
+    if (this.engineId !== null && cluster.isWorker) {
+      const fd = detachEngineToFd(this.engineId);
+      this.engineId = null;
+      return fd === null ? null : { socket: new net.Socket({ fd, readable: false, writable: false }), own: true };
+    }
     if (this.engineId !== null) this.acceptWithNode();
-    return this.server;
+    return this.server === null ? null : { socket: this.server, own: false };
   }
 
   /** Upgrade: a session handed to a new process: it no longer counts here (no report, no totals). */

@@ -27,6 +27,12 @@ export const UPGRADE_ENV = 'L4LB_UPGRADE_FROM';
  * arguments), to see how a new process that cannot start is handled.
  */
 export const UPGRADE_EXEC_ENV = 'L4LB_UPGRADE_EXEC';
+/**
+ * Set by the new process until every UDP session is in, so that workers it
+ * starts meanwhile hold the datagrams of clients whose sessions are still
+ * to come (as UdpListener.holding does in one process).
+ */
+export const UPGRADE_HOLD_UDP_ENV = 'L4LB_UPGRADE_HOLD_UDP';
 
 export interface InheritedListener {
   name: string;
@@ -53,6 +59,8 @@ export interface TcpMeta {
   connectMs: number | null;
   sni: string | null;
   sniRouted: boolean;
+  /** With workers: the index of the old worker that carried it (the new primary picks a worker by it). */
+  worker?: number;
 }
 
 export interface UdpMeta {
