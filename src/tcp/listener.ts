@@ -8,6 +8,7 @@
  * unless `connection_log` is on.
  */
 import cluster from 'node:cluster';
+import { closeSync } from 'node:fs';
 import net from 'node:net';
 import type { ListenerConfig } from '../config/schema';
 import type { Pool } from '../backend/pool';
@@ -440,9 +441,16 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     }
   }
 
-  /** Stops accepting; open connections go on. Idempotent. */
-  stopAccepting(): Promise<void> {
-    if (this.engineId !== null) detachEngine(this.engineId);
+  /**
+   * Stops accepting; open connections go on. Idempotent. `handedOver`: the
+   * socket lives on in a new process (upgrade), so the engine lets go of it
+   * without the shutdown that would stop it listening there too.
+   */
+  stopAccepting(handedOver = false): Promise<void> {
+    if (this.engineId !== null && handedOver) {
+      const fd = detachEngineToFd(this.engineId);
+      if (fd !== null) closeSync(fd);
+    } else if (this.engineId !== null) detachEngine(this.engineId);
     this.engineId = null;
     const server = this.server;
     // server.close()'s callback waits for every open connection; the

@@ -99,7 +99,7 @@ export async function sendListeners(dp: DataPlane, ch: OutChannel): Promise<numb
 
 /** The new process accepts on every listener: stop accepting here (UDP listeners stay open: replies leave through them). */
 export function pauseListeners(dp: DataPlane): void {
-  for (const l of tcpListeners(dp)) void l.stopAccepting();
+  for (const l of tcpListeners(dp)) void l.stopAccepting(true);
   for (const l of udpListeners(dp)) if (l.dgramSocket !== null) stopReceiving(l.dgramSocket);
   for (const l of udpListeners(dp)) if (l instanceof EngineUdpListener) l.pauseForUpgrade(true);
 }
