@@ -11,7 +11,7 @@ import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import type net from 'node:net';
-import { connect, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
+import { connect, deadPort, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
 import { BulkStream, Pinger, UpgradingL4lb, alive, udpEchoBackend, udpPinger } from '../helpers/upgrade';
 import { spliceAvailable } from '../../src/native/addon';
@@ -54,10 +54,10 @@ async function roundTrip(s: net.Socket, text: string): Promise<void> {
   assert.equal(await withTimeout(got, 5000, `echo of ${text.trim()}`), text);
 }
 
-function config(splice: string, echoPort: number, udpPort: number): string {
+function config(splice: string, echoPort: number, udpPort: number, workers = 2, tcpPort = 0): string {
   return (
-    `[global]\nworkers = 2\nsplice = "${splice}"\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:0"\n` +
-    listenerToml('tcp', 'echo') +
+    `[global]\nworkers = ${workers}\nsplice = "${splice}"\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:0"\n` +
+    listenerToml('tcp', 'echo').replace('127.0.0.1:0', `127.0.0.1:${tcpPort}`) +
     `[[listeners]]\nname = "udp"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "uecho"\n` +
     poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echoPort}" }`]) +
     poolToml('uecho', 'round-robin', [`{ address = "127.0.0.1:${udpPort}" }`])
@@ -239,5 +239,80 @@ describe('upgrade with workers = 2', () => {
     await roundTrip(c, 'new\n');
     c.destroy();
     assert.equal(await u.ask('u after'), 'u after');
+  });
+
+  test('a new process that dies half-way through the handover (test-only knob): the old workers take the rest back, bind again and keep serving', async () => {
+    const echo = await startEchoServer();
+    cleanup.push(() => echo.close());
+    const uecho = await udpEchoBackend();
+    cleanup.push(() => uecho.close());
+    const fixed = await deadPort();
+    const lb = new UpgradingL4lb(config('auto', echo.port, uecho.port, 2, fixed), { L4LB_UPGRADE_TEST_EXIT_AFTER: '3' });
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('tcp');
+    const uport = await lb.proc.port('udp');
+    const conns = await Promise.all(Array.from({ length: 30 }, () => connect(port)));
+    for (const s of conns) s.on('error', () => {});
+    cleanup.push(() => conns.forEach((s) => s.destroy()));
+    await Promise.all(conns.map((s, i) => roundTrip(s, `before ${i}\n`)));
+    const u = await udpPinger(uport);
+    cleanup.push(() => u.close());
+    assert.equal(await u.ask('u before'), 'u before');
+    const workers = children(lb.pid);
+    process.kill(lb.pid, 'SIGUSR2');
+    const failed = await lb.log((l) => l.msg === 'upgrade failed', 20000, 'upgrade failed');
+    assert.match(String(failed.reason), /after the handover began/);
+    assert.ok(alive(lb.pid));
+    await waitFor(() => children(lb.pid).length === 2, 5000, 'the new process gone');
+    assert.deepEqual(children(lb.pid).sort(), workers.sort(), 'the same workers');
+    // Those the dead process had taken are gone with it; every other one goes on here.
+    const outcomes = await Promise.all(conns.map((s, i) => roundTrip(s, `after ${i}\n`).then(() => true, () => false)));
+    const kept = outcomes.filter((x) => x).length;
+    assert.ok(kept >= 27, `${kept} of 30 connections kept (at most the 3 the dead process had confirmed may be lost)`);
+    const fresh = async (): Promise<boolean> => {
+      const c = await connect(port).catch(() => null);
+      if (c === null) return false;
+      try {
+        await roundTrip(c, 'fresh\n');
+        return true;
+      } catch {
+        return false;
+      } finally {
+        c.destroy();
+      }
+    };
+    await waitFor(fresh, 5000, 'the listener bound again');
+    assert.equal(await u.ask('u after'), 'u after');
+  });
+
+  test('the number of workers changes with the upgrade: 2 → 1 → 2 → 3, every connection goes on', async (t) => {
+    const echo = await startEchoServer();
+    cleanup.push(() => echo.close());
+    const uecho = await udpEchoBackend();
+    cleanup.push(() => uecho.close());
+    const lb = new UpgradingL4lb(config('auto', echo.port, uecho.port, 2));
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('tcp');
+    const uport = await lb.proc.port('udp');
+    const admin = (await lb.log((l) => l.msg === 'admin listening')).port as number;
+    const conns = await Promise.all(Array.from({ length: 20 }, () => connect(port)));
+    cleanup.push(() => conns.forEach((s) => s.destroy()));
+    const u = await udpPinger(uport);
+    cleanup.push(() => u.close());
+    for (const [n, workers] of [1, 2, 3].entries()) {
+      await Promise.all(conns.map((s, i) => roundTrip(s, `${n} ${i}\n`)));
+      assert.equal(await u.ask(`u ${n}`), `u ${n}`);
+      // The same binds (port 0): every listening socket, the admin's too, is handed over.
+      writeFileSync(lb.proc.configPath, config('auto', echo.port, uecho.port, workers));
+      const { line, ms } = await lb.upgrade(25000);
+      t.diagnostic(`to workers = ${workers}: ${ms} ms, ${String(line.connections)} connection(s), ${String(line.sessions)} session(s)`);
+      assert.equal(line.connections, conns.length);
+      assert.equal(line.sessions, 1);
+      assert.equal(children(lb.pid).length, workers === 1 ? 0 : workers, `the new process runs ${workers} worker(s)`);
+      assert.equal((await connections(admin)).filter((c) => c.protocol === 'tcp').length, conns.length);
+    }
+    await Promise.all(conns.map((s, i) => roundTrip(s, `last ${i}\n`)));
+    assert.equal(await u.ask('u last'), 'u last');
+    assert.equal(lb.count('upgrade failed'), 0);
   });
 });
