@@ -104,13 +104,26 @@ export function pauseListeners(dp: DataPlane): void {
   for (const l of udpListeners(dp)) if (l instanceof EngineUdpListener) l.pauseForUpgrade(true);
 }
 
-/** Undoes pauseListeners() after a failed handover: UDP reads again, TCP listeners bind again. */
+/** How long a listener binding again after a failed handover waits for the address (the new process may still hold it). */
+const REBIND_WAIT_MS = 5_000;
+
+/**
+ * Undoes pauseListeners() after a failed handover: UDP reads again, TCP
+ * listeners bind again. An address still in use (by the dying new process,
+ * or its workers, which end a moment after it) is tried again every 100 ms
+ * for up to REBIND_WAIT_MS.
+ */
 export function resumeListeners(dp: DataPlane, log: Logger): void {
   for (const l of udpListeners(dp)) if (l.dgramSocket !== null) startReceiving(l.dgramSocket);
   for (const l of udpListeners(dp)) if (l instanceof EngineUdpListener) l.pauseForUpgrade(false);
-  for (const l of tcpListeners(dp)) {
-    l.listen().catch((e: unknown) => log.error({ listener: l.name, err: (e as Error).message }, 'upgrade: listener could not bind again'));
-  }
+  const until = Date.now() + REBIND_WAIT_MS;
+  const bind = (l: TcpListener): void => {
+    l.listen().catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'EADDRINUSE' && Date.now() < until) setTimeout(() => bind(l), 100);
+      else log.error({ listener: l.name, err: e.message }, 'upgrade: listener could not bind again');
+    });
+  };
+  for (const l of tcpListeners(dp)) bind(l);
 }
 
 /**

@@ -233,6 +233,7 @@ describe('upgrade with workers = 2', () => {
     assert.match(String(failed.reason), /configuration invalid/);
     assert.equal(lb.count('upgrade handed over'), 0);
     assert.ok(alive(lb.pid), 'the old primary still runs');
+    await waitFor(() => children(lb.pid).length === 2, 5000, 'the new process gone');
     assert.deepEqual(children(lb.pid).sort(), workers.sort(), 'the same workers');
     await roundTrip(s, 'after\n');
     const c = await connect(port);
