@@ -26,6 +26,9 @@
  * - A worker that dies is replaced (logged `worker exited`, counted); its
  *   connections are lost, the others are untouched. While draining it is
  *   not replaced.
+ * - An upgrade (src/cluster/upgrade-old.ts, upgrade-new.ts) asks the
+ *   workers through request(), sendTo() and broadcast() and sees their
+ *   upgrade messages first (upgradeTap).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { join } from 'node:path';

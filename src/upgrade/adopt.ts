@@ -11,7 +11,7 @@ import { TcpListener } from '../tcp/listener';
 import { UdpListener } from '../udp/listener';
 import { EngineUdpListener } from '../udp/engine';
 import { markConnected, socketFromHandle, type RawHandle } from './handles';
-import type { TcpMeta, UdpMeta } from './protocol';
+import { UPGRADE_HOLD_UDP_ENV, type TcpMeta, type UdpMeta } from './protocol';
 
 /** Where the new process puts what it receives: its own data plane, or its workers (src/cluster/upgrade-new.ts). */
 export interface HandoverSink {
@@ -31,8 +31,9 @@ export function localSink(dp: DataPlaneApi): HandoverSink {
   };
 }
 
-/** UDP datagrams held while sessions were still to come go on (see UdpListener.holding). */
+/** UDP datagrams held while sessions were still to come go on (see UdpListener.holding); processes started from now on hold none. */
 export function releaseHeldUdp(dp: DataPlaneApi): void {
+  delete process.env[UPGRADE_HOLD_UDP_ENV];
   UdpListener.holding = false;
   if (dp instanceof DataPlane) for (const l of dp.listeners.values()) if (l instanceof UdpListener) l.releaseHeld();
 }

@@ -16,6 +16,11 @@
  *   old → new  done
  *   new → old  confirmed                  old exits 0
  *   new → old  error                      (any time) old keeps serving
+ *
+ * With workers, each side's primary relays: old workers send their
+ * listeners, sessions and connections (the same messages) to the old
+ * primary over the cluster IPC channel, and new workers take them from the
+ * new primary (src/cluster/upgrade-old.ts, upgrade-new.ts, upgrade-worker.ts).
  */
 import type { BackendOverride } from '../state/runtime-state';
 import type { HealthExport } from '../health/monitor';
