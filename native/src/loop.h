@@ -1,6 +1,7 @@
-// The epoll worker threads and the splice state machine, plus the state the
-// native TCP engine (engine_tcp.cc) adds to a connection before it splices.
-// Every struct field says which thread owns it.
+// The epoll worker threads (loop.cc) and the splice state machine
+// (splice.cc), plus the state the native TCP engine (engine_tcp.cc) adds to
+// a connection before it splices. Every struct field says which thread
+// owns it.
 #pragma once
 #include "common.h"
 
@@ -154,21 +155,22 @@ struct Worker {
   bool init();
   uint64_t nextId();
   void post(Cmd&& c);
-  // loop.cc: the splice state machine
+  // loop.cc: the loop, commands, a connection's end
   void report(Conn* c, int reason);
   void finish(Conn* c, int reason);
   void reset(Conn* c, int reason);
+  bool adopt(Conn* c);
+  void takeIncoming();
+  void drainCommands();
+  void flushOutbox();
+  void run();
+  // splice.cc: one connection's byte transfer
   int pump(Conn* c, int d);
   void markDead(Conn* c, int side);
   int pumpRounds(Conn* c, int d, int src, int dst);
   void service(Conn* c);
   bool flushHead(Conn* c);
   static bool settled(const Conn* c);
-  bool adopt(Conn* c);
-  void takeIncoming();
-  void drainCommands();
-  void flushOutbox();
-  void run();
   // engine_tcp.cc: accept, connect, timers
   void onListenerReady(Listener* l);
   void onEngineEvent(Conn* c);

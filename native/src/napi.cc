@@ -1,8 +1,8 @@
-// N-API glue of the l4lb_splice addon: init (threads, slab, the one
-// thread-safe function every report travels by), the splice pump's calls
-// (add/abort/stats/socketError), and module init. The TCP engine's calls
-// are registered by engine_tcp.cc (RegisterTcpEngine), the UDP engine's by
-// udp_napi.cc (RegisterUdpEngine).
+// N-API glue of the l4lb_splice addon: init (threads, slab, the reports'
+// thread-safe function: reports.cc), the splice pump's calls
+// (add/abort/stats/socketError/detach), and module init. The TCP engine's
+// calls are registered by engine_tcp_napi.cc (RegisterTcpEngine), the UDP
+// engine's by udp_napi.cc (RegisterUdpEngine).
 #include <napi.h>
 
 #include "udp_engine.h"
@@ -18,6 +18,7 @@
 #include "engine_tcp.h"
 #include "loop.h"
 #include "pipes.h"
+#include "reports.h"
 
 namespace l4lb {
 
@@ -28,80 +29,11 @@ uint32_t g_slab_slots = 0;
 
 namespace {
 
-// JS thread only, except g_tsfn_ok/g_tsfn, which workers read to send
-// reports (set before any worker starts, cleared after they are joined).
-Napi::ThreadSafeFunction g_tsfn;
-bool g_tsfn_ok = false;
-bool g_tsfn_ref = false;
-napi_env g_env = nullptr;
-int64_t g_active = 0;               // connections JS knows of that are not reported done yet
-Napi::FunctionReference g_engine_cb;  // engineStart(onEvents)
+napi_env g_env = nullptr;  // JS thread: the environment init() ran in (one per process)
 
 Napi::Value Throw(Napi::Env env, const char* msg) {
   Napi::Error::New(env, msg).ThrowAsJavaScriptException();
   return env.Undefined();
-}
-
-// Delivers one worker turn's reports: legacy completions to onDone (one
-// call each, as before), engine records to onEvents in one call: a
-// Float64Array, 6 numbers per record [kind, id, listener, a, b, c], and
-// the accepted connections' addresses, 2 strings per accept record in
-// order (src, dst; "" = the listener's). Numbers cost no N-API call each.
-void deliver(Napi::Env env, Napi::Function onDone, const std::vector<Event>& evs) {
-  size_t engine = 0;
-  for (const Event& e : evs) {
-    if (e.engine) {
-      engine++;
-      continue;
-    }
-    g_active--;
-    onDone.Call({Napi::Number::New(env, static_cast<double>(e.id)), Napi::Number::New(env, e.code),
-                 Napi::Number::New(env, static_cast<double>(e.b0)), Napi::Number::New(env, static_cast<double>(e.b1))});
-  }
-  if (engine > 0 && !g_engine_cb.IsEmpty()) {
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, engine * 6 * sizeof(double));
-    double* f = static_cast<double*>(ab.Data());
-    Napi::Float64Array nums = Napi::Float64Array::New(env, engine * 6, ab, 0);
-    Napi::Array strs = Napi::Array::New(env);
-    Napi::String empty = Napi::String::New(env, "");
-    size_t k = 0;
-    uint32_t si = 0;
-    for (const Event& e : evs) {
-      if (!e.engine) continue;
-      double x = 0, y = 0, z = 0;
-      switch (e.kind) {
-        case EV_ACCEPT:
-          g_active++;
-          x = e.sport;
-          y = e.dport;
-          break;
-        case EV_DONE:
-          g_active--;
-          x = e.code;
-          y = static_cast<double>(e.b0);
-          z = static_cast<double>(e.b1);
-          break;
-        case EV_CONNECTED:
-          y = static_cast<double>(e.b0);  // µs from accept
-          z = static_cast<double>(e.b1);  // µs of this connect attempt
-          break;
-        default:
-          x = e.code;
-          break;
-      }
-      f[k++] = e.kind;
-      f[k++] = static_cast<double>(e.id);
-      f[k++] = e.listener;
-      f[k++] = x;
-      f[k++] = y;
-      f[k++] = z;
-      if (e.kind == EV_ACCEPT) {
-        strs.Set(si++, Napi::String::New(env, e.src));
-        strs.Set(si++, e.dst[0] != '\0' ? Napi::String::New(env, e.dst) : empty);
-      }
-    }
-    g_engine_cb.Call({nums, strs});
-  }
 }
 
 void stopAll(void*) {
@@ -119,53 +51,9 @@ void stopAll(void*) {
   }
   g_workers.clear();
   drainPool();
-  if (g_tsfn_ok) {
-    g_tsfn.Abort();
-    g_tsfn_ok = false;
-  }
-  g_engine_cb.Reset();
+  stopReports();
   g_env = nullptr;
 }
-
-}  // namespace
-
-// JS thread: the thread-safe function keeps the process alive while
-// connections are open or engine listeners accept (node:net's own handle
-// of an engine listener is closed), and only then.
-void RefreshRef(Napi::Env env) {
-  if (!g_tsfn_ok) return;
-  bool want = g_active > 0 || engineListeners() > 0;
-  if (want && !g_tsfn_ref) {
-    g_tsfn.Ref(env);
-    g_tsfn_ref = true;
-  } else if (!want && g_tsfn_ref) {
-    if (g_active < 0) g_active = 0;
-    g_tsfn.Unref(env);
-    g_tsfn_ref = false;
-  }
-}
-
-void EngineForget(Napi::Env env) {
-  g_active--;
-  RefreshRef(env);
-}
-
-void sendEvents(std::vector<Event>* batch) {
-  bool sent = false;
-  if (g_tsfn_ok) {
-    napi_status st = g_tsfn.NonBlockingCall(batch, [](Napi::Env env, Napi::Function fn, std::vector<Event>* b) {
-      if (env != nullptr && fn != nullptr) {
-        deliver(env, fn, *b);
-        RefreshRef(env);
-      }
-      delete b;
-    });
-    sent = st == napi_ok;
-  }
-  if (!sent) delete batch;
-}
-
-namespace {
 
 // init(onDone(id, reason, bytesIn, bytesOut), slots, threads) -> { slab: Float64Array, threads }
 Napi::Value Init(const Napi::CallbackInfo& info) {
@@ -192,11 +80,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
     if (g_slab == nullptr) return Throw(env, "l4lb_splice: out of memory");
     g_slab_slots = slots;
   }
-  g_tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "l4lb_splice", 0, 1);
-  g_tsfn.Unref(env);
-  g_tsfn_ok = true;
-  g_tsfn_ref = false;
-  g_active = 0;
+  startReports(env, info[0].As<Napi::Function>());
   for (int i = 0; i < threads; i++) {
     Worker* w = new Worker();
     w->index = i;
@@ -215,15 +99,6 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   out.Set("slab", Napi::Float64Array::New(env, static_cast<size_t>(slots) * 2, ab, 0));
   out.Set("threads", Napi::Number::New(env, threads));
   return out;
-}
-
-// engineStart(onEvents(records)): where the TCP engine's reports go.
-Napi::Value EngineStart(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (g_env == nullptr) return Throw(env, "l4lb_splice: not initialised");
-  if (info.Length() < 1 || !info[0].IsFunction()) return Throw(env, "l4lb_splice: engineStart(onEvents)");
-  g_engine_cb = Napi::Persistent(info[0].As<Napi::Function>());
-  return env.Undefined();
 }
 
 // add(clientFd, backendFd, slot[, head]) -> id (> 0), or -errno when it could not start
@@ -263,8 +138,7 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   c->slot = slot;
   publish(slot, 0, 0);
   publish(slot, 1, 0);
-  g_active++;
-  RefreshRef(env);
+  countConnections(env, 1);
   // An epoll registration that fails (ENOMEM, max_user_watches) resets the
   // connection: the report says 'aborted'.
   if (!w->adopt(c)) {
@@ -291,7 +165,7 @@ Napi::Value Abort(const Napi::CallbackInfo& info) {
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("active", Napi::Number::New(env, static_cast<double>(g_active)));
+  o.Set("active", Napi::Number::New(env, static_cast<double>(knownConnections())));
   o.Set("threads", Napi::Number::New(env, static_cast<double>(g_workers.size())));
   o.Set("pooledPipes", Napi::Number::New(env, static_cast<double>(pooledPipes())));
   o.Set("listeners", Napi::Number::New(env, engineListeners()));
@@ -346,12 +220,13 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
   // worker may still write to it; nothing was handed back.
   if (!done) return Throw(env, "l4lb_splice: detach timed out");
   Napi::Array out = Napi::Array::New(env, n);
+  int64_t detached = 0;
   for (size_t i = 0; i < n; i++) {
     DetachResult& r = job->results[i];
     Napi::Object o = Napi::Object::New(env);
     o.Set("ok", Napi::Boolean::New(env, r.ok));
     if (r.ok) {
-      g_active--;
+      detached++;
       o.Set("clientFd", Napi::Number::New(env, r.fd[0]));
       o.Set("backendFd", Napi::Number::New(env, r.fd[1]));
       o.Set("toBackend", Napi::Buffer<char>::Copy(env, r.data[0].data(), r.data[0].size()));
@@ -365,7 +240,7 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
     out.Set(static_cast<uint32_t>(i), o);
   }
   delete job;
-  RefreshRef(env);
+  countConnections(env, -detached);
   return out;
 }
 

@@ -193,6 +193,8 @@ void EndLocked(uint32_t i, uint8_t reason);
 void Hold(Listener& L, Session& s, const char* buf, size_t len);
 bool ParseAddr(int family, const std::string& host, uint16_t port, Sa& out, socklen_t& len);
 std::string AddrString(const Sa& a);
+// Fields per session in udpExport's flat array.
+constexpr uint32_t kExportFields = 11;
 uint16_t PortOf(const Sa& a);
 Listener* GetListener(uint32_t lid);
 

@@ -55,11 +55,14 @@ Napi::Value UdpPause(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
-// udpExport(listener) -> [client, port, backend, startedMs, bytesIn, bytesOut, fd, upstreamFamily(4|6), ...]:
+// udpExport(listener) -> [client, port, backend, startedMs, bytesIn, bytesOut, fd, upstreamFamily(4|6),
+//                         responses, local, ifindex, ...] (kExportFields a session):
 // its open sessions leave the engine without an end record (out of the
 // epoll set and the tables; their bytes leave the listener's live totals);
 // `fd` is a dup (CLOEXEC) of each connected upstream socket, the caller's
 // now (the engine closed its own). A session whose dup fails stays.
+// `responses` counts towards udp_responses; `local` (with `ifindex`) is the
+// address the client sent to on a wildcard bind, "" when not known.
 Napi::Value UdpExport(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   struct Row {
@@ -69,6 +72,9 @@ Napi::Value UdpExport(const Napi::CallbackInfo& info) {
     uint64_t in, out;
     int fd;
     int fam;
+    uint32_t responses;
+    std::string local;
+    uint32_t ifindex;
   };
   std::vector<Row> rows;
   {
@@ -82,7 +88,12 @@ Napi::Value UdpExport(const Napi::CallbackInfo& info) {
         if (s.state != kOpen || s.fd < 0) continue;
         int fd = fcntl(s.fd, F_DUPFD_CLOEXEC, 3);
         if (fd < 0) continue;
-        rows.push_back(Row{s.client, s.backend, s.startedMs, s.bytesIn, s.bytesOut, fd, s.upFam == 1 ? 6 : 4});
+        std::string local;
+        if (s.hasLocal) {
+          char b[INET6_ADDRSTRLEN] = {0};
+          if (inet_ntop(L->v6 ? AF_INET6 : AF_INET, s.local, b, sizeof b) != nullptr) local = b;
+        }
+        rows.push_back(Row{s.client, s.backend, s.startedMs, s.bytesIn, s.bytesOut, fd, s.upFam == 1 ? 6 : 4, s.responses, local, s.ifindex});
         // The epoll registration belongs to the socket, which the dup keeps open: removed explicitly.
         epoll_ctl(g_ep, EPOLL_CTL_DEL, s.fd, nullptr);
         SetFdSess(s.fd, kNone);
@@ -101,7 +112,7 @@ Napi::Value UdpExport(const Napi::CallbackInfo& info) {
       }
     }
   }
-  Napi::Array a = Napi::Array::New(env, rows.size() * 8);
+  Napi::Array a = Napi::Array::New(env, rows.size() * kExportFields);
   uint32_t j = 0;
   for (const Row& r : rows) {
     a.Set(j++, Napi::String::New(env, AddrString(r.client)));
@@ -112,11 +123,15 @@ Napi::Value UdpExport(const Napi::CallbackInfo& info) {
     a.Set(j++, Napi::Number::New(env, static_cast<double>(r.out)));
     a.Set(j++, Napi::Number::New(env, r.fd));
     a.Set(j++, Napi::Number::New(env, r.fam));
+    a.Set(j++, Napi::Number::New(env, r.responses));
+    a.Set(j++, Napi::String::New(env, r.local));
+    a.Set(j++, Napi::Number::New(env, r.ifindex));
   }
   return a;
 }
 
-// udpImport(listener, clientFamily, clientAddr, clientPort, backendId, fd, startedMs, bytesIn, bytesOut) -> 0 | -errno
+// udpImport(listener, clientFamily, clientAddr, clientPort, backendId, fd, startedMs, bytesIn, bytesOut,
+//           responses, local, ifindex) -> 0 | -errno
 // The engine serves on a session whose connected upstream socket is `fd`
 // (it takes a dup; the caller closes its own). A client already waiting
 // for a decision (pending) gets this session and its held datagrams go to
@@ -132,6 +147,9 @@ Napi::Value UdpImport(const Napi::CallbackInfo& info) {
   int64_t started = info[6].As<Napi::Number>().Int64Value();
   uint64_t in = static_cast<uint64_t>(info[7].As<Napi::Number>().DoubleValue());
   uint64_t out = static_cast<uint64_t>(info[8].As<Napi::Number>().DoubleValue());
+  uint32_t responses = info.Length() > 9 ? info[9].As<Napi::Number>().Uint32Value() : 0;
+  std::string local = info.Length() > 10 ? info[10].As<Napi::String>().Utf8Value() : std::string();
+  uint32_t ifindex = info.Length() > 11 ? info[11].As<Napi::Number>().Uint32Value() : 0;
   Sa client;
   socklen_t cl;
   if (!ParseAddr(family, host, port, client, cl)) return Err(env, EINVAL);
@@ -180,6 +198,15 @@ Napi::Value UdpImport(const Napi::CallbackInfo& info) {
   s.lastMs = MonoMs();
   s.bytesIn = in;
   s.bytesOut = out;
+  s.responses = responses;
+  // Replies keep leaving from the address the client sent to (wildcard
+  // binds); a client already pending here keeps what its datagrams said.
+  uint8_t addr[16] = {0};
+  if (!local.empty() && inet_pton(L->v6 ? AF_INET6 : AF_INET, local.c_str(), addr) == 1) {
+    memcpy(s.local, addr, sizeof addr);
+    s.ifindex = ifindex;
+    s.hasLocal = 1;
+  }
   L->liveIn += static_cast<int64_t>(in);
   L->liveOut += static_cast<int64_t>(out);
   g_open++;

@@ -37,7 +37,8 @@ import type { Logger } from '../log';
 import type { BackendState } from '../backend/backend';
 import { DataPlane, type BackendSpec, type DataPlaneApi, type ListenerBinding } from '../dataplane/dataplane';
 import type { DataPlaneSnapshot } from '../stats/stats';
-import { DeadWorkerTotals, sumWorkerSnapshots } from './worker-sum';
+import { sumWorkerSnapshots } from './worker-sum';
+import { KeptTotals } from '../stats/kept-totals';
 import type { ToPrimary, ToWorker } from './protocol';
 import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from '../stats/connections';
 
@@ -74,7 +75,7 @@ export class ClusterDataPlane implements DataPlaneApi {
   private fds: ReadonlyMap<string, number> = new Map();
   workerRestarts = 0;
   /** Counter totals of workers that exited (counters never go down). */
-  private readonly dead = new DeadWorkerTotals();
+  private readonly dead = new KeptTotals();
   /** Upgrade (src/cluster/upgrade-*.ts): sees every worker message first; true when it took it. */
   upgradeTap: ((index: number, m: ToPrimary, handle: unknown) => boolean) | null = null;
 
@@ -171,6 +172,11 @@ export class ClusterDataPlane implements DataPlaneApi {
       this.waiting.set(id, { owe: new Set(live), resolve, replies: [] });
       for (const s of live) s.worker.send(make(id, s));
     });
+  }
+
+  /** Upgrade: the counters go on from the old process's totals (kept as a dead worker's are). */
+  inheritTotals(snap: DataPlaneSnapshot): void {
+    this.dead.keep(snap);
   }
 
   /** Upgrade: asks every live worker (or worker `only`) and resolves with their replies. */

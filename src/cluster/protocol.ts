@@ -46,7 +46,7 @@ export type ToPrimary =
   | { t: 'closed'; id: number; n: number }
   | { t: 'connection-list'; id: number; list: ConnectionInfo[] }
   /** Upgrade: a worker's handover is over (`reason` when it failed; what was not acknowledged is back in it). */
-  | { t: 'upgrade-result'; id: number; connections: number; sessions: number; leftBehind: number; reason: string | null }
+  | { t: 'upgrade-result'; id: number; connections: number; sessions: number; leftBehind: number; maxPauseMs: number; reason: string | null }
   /** Upgrade: a worker took (ok) or closed a relayed session or connection. */
   | { t: 'adopted'; id: number; ok: boolean }
   /** Upgrade: what a worker hands over (+ handle), as one process to another. */

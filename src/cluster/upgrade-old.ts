@@ -108,7 +108,7 @@ async function handOver(dp: ClusterDataPlane, ch: OutChannel, log: Logger): Prom
   gone.catch((err: unknown) => abort((err as Error).message));
   try {
     const replies = await dp.request((id) => ({ t: 'upgrade-out', id }));
-    const out: HandedOver = { connections: 0, sessions: 0, leftBehind: 0 };
+    const out: HandedOver = { connections: 0, sessions: 0, leftBehind: 0, maxPauseMs: 0 };
     let reason: string | null = failure;
     for (const r of replies) {
       if (r.t !== 'upgrade-result') {
@@ -118,6 +118,7 @@ async function handOver(dp: ClusterDataPlane, ch: OutChannel, log: Logger): Prom
       out.connections += r.connections;
       out.sessions += r.sessions;
       out.leftBehind += r.leftBehind;
+      out.maxPauseMs = Math.max(out.maxPauseMs, r.maxPauseMs);
       reason ??= r.reason;
     }
     if (reason !== null) throw new HandoverFailed(reason, out.connections, out.sessions);

@@ -52,7 +52,7 @@ export class WorkerUpgrade {
         const ch = this.channel();
         void handOverSessions(this.dp, ch, this.log)
           .then(
-            (r) => this.send({ t: 'upgrade-result', id: m.id, connections: r.connections, sessions: r.sessions, leftBehind: r.leftBehind, reason: null }),
+            (r) => this.send({ t: 'upgrade-result', id: m.id, ...r, reason: null }),
             (err: unknown) => this.result(m.id, err instanceof HandoverFailed ? err : new HandoverFailed((err as Error).message, 0, 0)),
           )
           .finally(() => {
@@ -103,6 +103,6 @@ export class WorkerUpgrade {
   }
 
   private result(id: number, err: HandoverFailed): void {
-    this.send({ t: 'upgrade-result', id, connections: err.connections, sessions: err.sessions, leftBehind: 0, reason: err.message });
+    this.send({ t: 'upgrade-result', id, connections: err.connections, sessions: err.sessions, leftBehind: 0, maxPauseMs: 0, reason: err.message });
   }
 }

@@ -7,32 +7,8 @@
  */
 import type { ListenerConfig } from '../config/schema';
 import type { BackendSnapshot, DataPlaneSnapshot, ListenerSnapshot, RetiredBackendSnapshot } from '../stats/stats';
-import { addBackendCounters, addListenerCounters, backendTotals, cloneBackend, cloneListener, listenerTotals, zeroBackendCounters } from '../stats/stats';
-
-/** Counter totals of workers that exited, as snapshots with gauges 0. */
-export class DeadWorkerTotals {
-  /** By protocol and name. */
-  readonly listeners = new Map<string, ListenerSnapshot>();
-  /** By pool and address. */
-  readonly backends = new Map<string, RetiredBackendSnapshot>();
-
-  /** Adds a dead worker's last snapshot to the kept totals. */
-  keep(snap: DataPlaneSnapshot): void {
-    for (const l of snap.listeners) {
-      const key = `${l.protocol}\u0000${l.name}`;
-      const cur = this.listeners.get(key);
-      if (cur === undefined) this.listeners.set(key, listenerTotals(l));
-      else addListenerCounters(cur, l);
-    }
-    const backends = [...snap.pools.flatMap((p) => p.backends.map((b) => backendTotals(p.name, b))), ...(snap.retired_backends ?? [])];
-    for (const b of backends) {
-      const key = `${b.pool}\u0000${b.address}`;
-      const cur = this.backends.get(key);
-      if (cur === undefined) this.backends.set(key, backendTotals(b.pool, b));
-      else addBackendCounters(cur, b);
-    }
-  }
-}
+import { addBackendCounters, addListenerCounters, backendTotals, cloneBackend, cloneListener, zeroBackendCounters } from '../stats/stats';
+import type { KeptTotals } from '../stats/kept-totals';
 
 /**
  * The sum over workers: listeners by name (current and retired apart),
@@ -41,7 +17,7 @@ export class DeadWorkerTotals {
  * added (as retired entries, gauges 0). Current listeners come in
  * configuration order (`order`), then the others.
  */
-export function sumWorkerSnapshots(live: readonly DataPlaneSnapshot[], dead: DeadWorkerTotals, base: DataPlaneSnapshot, order: readonly ListenerConfig[]): DataPlaneSnapshot {
+export function sumWorkerSnapshots(live: readonly DataPlaneSnapshot[], dead: KeptTotals, base: DataPlaneSnapshot, order: readonly ListenerConfig[]): DataPlaneSnapshot {
   const listeners = new Map<string, ListenerSnapshot>();
   const counters = new Map<string, RetiredBackendSnapshot>();
   const addListener = (l: ListenerSnapshot): void => {

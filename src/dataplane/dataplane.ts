@@ -24,6 +24,7 @@ import { addListenerCounters, listenerTotals } from '../stats/stats';
 import { oldestFirst, type ConnectionInfo, type ConnectionQuery } from '../stats/connections';
 import type { BackendSpec, DataPlaneApi, DataPlaneOptions, ListenerBinding } from './api';
 import { DepartedBackends } from './departed';
+import { KeptTotals } from '../stats/kept-totals';
 import { buildPool, type BuiltPool } from './pool-builder';
 import { dataPlaneSnapshot } from './snapshot';
 import { DataPlaneTicker } from './ticker';
@@ -45,6 +46,7 @@ export class DataPlane implements DataPlaneApi {
   private config: Config | null = null;
   /** Totals of retired listeners that are gone, by protocol and name (counters never go down). */
   private readonly goneListeners = new Map<string, ListenerSnapshot>();
+  private readonly inherited = new KeptTotals();
   private readonly departed = new DepartedBackends();
   private readonly ticker: DataPlaneTicker;
 
@@ -269,8 +271,18 @@ export class DataPlane implements DataPlaneApi {
     return [...this.listeners.values(), ...this.retired];
   }
 
+  /**
+   * Upgrade: the counter totals of the process this one replaced, added to
+   * every later snapshot so that counters go on from where they were.
+   */
+  inheritTotals(snap: DataPlaneSnapshot): void {
+    this.inherited.keep(snap);
+  }
+
   snapshot(): DataPlaneSnapshot {
-    return dataPlaneSnapshot(this.pools, this.allListeners(), this.departed, this.goneListeners.values());
+    const snap = dataPlaneSnapshot(this.pools, this.allListeners(), this.departed, this.goneListeners.values());
+    if (!this.inherited.empty) this.inherited.addInto(snap);
+    return snap;
   }
 }
 

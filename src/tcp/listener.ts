@@ -6,18 +6,20 @@
  * → session.start() (pick + connect). Nothing here allocates beyond the
  * session object itself and Node's socket; nothing is logged per connection
  * unless `connection_log` is on.
+ *
+ * Its parts: acceptor.ts (node:net or the native engine accepts on the
+ * socket), source-limit.ts (max_connections_per_source), proxy-wait.ts
+ * (connections waiting for a PROXY header).
  */
-import cluster from 'node:cluster';
-import { closeSync } from 'node:fs';
 import net from 'node:net';
 import type { ListenerConfig } from '../config/schema';
 import type { Pool } from '../backend/pool';
 import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
-import { compileAcl } from '../net/cidr';
 import { TcpSession, type SessionHost } from './session';
 import type { PeerAddresses, SessionEndReason } from '../listener/reasons';
-import { readProxyHeader } from './proxy-accept';
+import { ProxyHeaderWait } from './proxy-wait';
+import { SourceLimit } from './source-limit';
 import { fdBudget } from '../net/fd-budget';
 import type { ListenerContext } from '../listener/context';
 import { ListenerBase, type ConnectionFields } from '../listener/base';
@@ -25,7 +27,8 @@ import { SniRouter } from '../tls/sni-routes';
 import { tcpTermination } from '../listener/termination';
 import type { ConnectionInfo } from '../stats/connections';
 import type { Pump } from './pump';
-import { attachEngine, detachEngine, detachEngineToFd, engineCanTake, forgetEngineListener, type EngineHost, type EngineSession } from './engine';
+import { forgetEngineListener, type EngineHost, type EngineSession } from './engine';
+import { TcpAcceptor } from './acceptor';
 
 /** What a TCP listener needs from the data plane around it: the shared context and the pump choice. */
 export interface TcpContext extends ListenerContext {
@@ -38,8 +41,6 @@ export interface TcpContext extends ListenerContext {
 /** A connection of a TCP listener: carried through node:net (TcpSession) or by the native engine. */
 export type AnySession = TcpSession | EngineSession;
 
-const KEEPALIVE_DELAY_MS = 60_000;
-
 export class TcpListener extends ListenerBase<AnySession> implements SessionHost, EngineHost {
   readonly protocol = 'tcp';
   declare readonly ctx: TcpContext;
@@ -48,21 +49,27 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
   /** route_by = "sni": the routes, to pools (set by setRoutes()); null otherwise. */
   private router: SniRouter<Pool> | null = null;
   readonly sessions = new Set<AnySession>();
-  private server: net.Server | null = null;
-  /** Peers that may send PROXY headers (trusted_proxies); null = any. */
-  private trusted: ((addr: string) => boolean) | null;
-  private perSource = new Map<string, number>();
-  /** Sessions that hold a place in `perSource` (admitted while the per-source limit was on). */
-  private readonly sourceCounted = new Set<AnySession>();
+  /** node:net or the native engine accepts on the socket. */
+  private readonly acceptor: TcpAcceptor;
+  /** max_connections_per_source: places by client address, and the sessions holding one. */
+  private readonly sources = new SourceLimit<AnySession>();
+  /** accept_proxy_protocol: connections waiting for their header. */
+  private readonly headers: ProxyHeaderWait;
   private readonly flow: Flow = { protocol: 6, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
   acceptErrors = 0;
-  /** The native TCP engine's id of this listener's socket while the engine accepts on it (null: node:net accepts). */
-  private engineId: number | null = null;
 
   constructor(config: ListenerConfig, pool: Pool | null, ctx: TcpContext) {
     super(config, ctx);
     this.pool = pool;
-    this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
+    this.acceptor = new TcpAcceptor(this, ctx.tcpEngine === true, this.onConnection);
+    this.headers = new ProxyHeaderWait({
+      config: () => this.config,
+      stats: this.stats,
+      sources: this.sources,
+      refuse: (socket, reason) => this.reject(socket, reason),
+      admit: (socket, peer) => this.admit(socket, peer),
+      settled: () => this.notifyIfEmpty(),
+    });
   }
 
   protected open(): Iterable<AnySession> {
@@ -70,11 +77,11 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
   }
 
   protected idle(): boolean {
-    return this.sessions.size === 0 && this.awaitingHeader.size === 0;
+    return this.sessions.size === 0 && this.headers.size === 0;
   }
 
   protected bound(): boolean {
-    return this.server !== null;
+    return this.acceptor.created;
   }
 
   protected shutdown(s: AnySession): void {
@@ -104,74 +111,13 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
    * Binds (or adopts an inherited listening socket `fd`, for systemd socket
    * activation) and resolves with the address actually bound.
    */
-  listen(fd?: number): Promise<{ address: string; port: number }> {
-    const server = this.createServer();
-    this.server = server;
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      server.once('error', onError);
-      const done = (): void => {
-        server.removeListener('error', onError);
-        server.on('error', this.onServerError);
-        const a = server.address();
-        if (a !== null && typeof a === 'object') {
-          this.boundAddress = a.address;
-          this.boundPort = a.port;
-        }
-        this.updateSweep();
-        // The native engine accepts where it can (src/tcp/engine.ts); node:net
-        // otherwise. After this 'listening' event's other listeners (a cluster
-        // worker's asks the handle for its address).
-        if (this.ctx.tcpEngine === true && engineCanTake(this.config)) {
-          process.nextTick(() => {
-            if (this.server === server && server.listening && this.engineId === null) this.engineId = attachEngine(this, server);
-          });
-        }
-        resolve({ address: this.boundAddress, port: this.boundPort });
-      };
-      if (fd !== undefined) server.listen({ fd }, done);
-      else server.listen({ host: this.config.bind.host, port: this.config.bind.port, backlog: 4096 }, done);
+  async listen(fd?: number): Promise<{ address: string; port: number }> {
+    await this.acceptor.listen(fd, (address, port) => {
+      this.boundAddress = address;
+      this.boundPort = port;
+      this.updateSweep();
     });
-  }
-
-  private createServer(): net.Server {
-    return net.createServer(
-      {
-        pauseOnConnect: true,
-        allowHalfOpen: true,
-        noDelay: true,
-        keepAlive: true,
-        keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
-      },
-      this.onConnection,
-    );
-  }
-
-  /**
-   * A reload changed whether the engine may take this kept listener
-   * (accept_proxy_protocol, route_by): the socket moves between the engine
-   * and node:net without being closed (no connection in its queue is lost).
-   */
-  private switchAcceptor(): void {
-    const server = this.server;
-    if (server === null || !server.listening) return;
-    const want = this.ctx.tcpEngine === true && engineCanTake(this.config);
-    if (want && this.engineId === null) this.engineId = attachEngine(this, server);
-    else if (!want && this.engineId !== null) this.acceptWithNode();
-  }
-
-  /** The engine gives this listener's socket back and node:net accepts on it again. */
-  private acceptWithNode(): void {
-    if (this.engineId === null) return;
-    const fd = detachEngineToFd(this.engineId);
-    this.engineId = null;
-    if (fd === null) return;
-    // The old server's handle is closed already; it is dropped without
-    // close() so that a cluster primary keeps its shared socket.
-    const next = this.createServer();
-    next.on('error', this.onServerError);
-    next.listen({ fd, exclusive: true });
-    this.server = next;
+    return { address: this.boundAddress, port: this.boundPort };
   }
 
   /** Accept errors (EMFILE, ENFILE, ...) are counted and logged; they never crash. */
@@ -190,27 +136,18 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
   update(config: ListenerConfig, pool: Pool | null): void {
     const was = this.config.maxConnectionsPerSource;
     if (was === 0 && config.maxConnectionsPerSource > 0) {
-      // Limit turned on: the connections already open count against it.
-      this.perSource.clear();
-      this.sourceCounted.clear();
-      for (const s of this.sessions) {
-        this.perSource.set(s.clientAddr, (this.perSource.get(s.clientAddr) ?? 0) + 1);
-        this.sourceCounted.add(s);
-      }
-      // Connections still waiting for a PROXY header count by their real peer.
-      for (const [socket, w] of this.awaitingHeader) {
-        this.perSource.set(w.real, (this.perSource.get(w.real) ?? 0) + 1);
-        this.awaitingHeader.set(socket, { real: w.real, counted: true });
-      }
+      // Limit turned on: the connections already open count against it,
+      // those still waiting for a PROXY header by their real peer.
+      this.sources.recount(this.sessions);
+      this.headers.countSources(true);
     } else if (was > 0 && config.maxConnectionsPerSource === 0) {
-      this.perSource.clear();
-      this.sourceCounted.clear();
-      for (const [socket, w] of this.awaitingHeader) this.awaitingHeader.set(socket, { real: w.real, counted: false });
+      this.sources.clear();
+      this.headers.countSources(false);
     }
     this.pool = pool;
-    this.trusted = config.trustedProxies === null ? null : compileAcl(config.trustedProxies, []);
+    this.headers.configure(config);
     this.reconfigure(config);
-    this.switchAcceptor();
+    this.acceptor.reconsider();
   }
 
   /**
@@ -263,46 +200,9 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
       dstAddr: socket.localAddress ?? this.boundAddress,
       dstPort: socket.localPort ?? this.boundPort,
     };
-    if (this.config.acceptProxyProtocol) this.awaitHeader(socket, peer);
+    if (this.config.acceptProxyProtocol) this.headers.start(socket, peer);
     else this.admit(socket, peer);
   };
-
-  /**
-   * accept_proxy_protocol (SPEC §8.6): only trusted peers may send a header
-   * at all; a connection waiting for its header already counts against
-   * max_connections and, by its real peer address, against
-   * max_connections_per_source; the header has an absolute deadline.
-   */
-  private awaitHeader(socket: net.Socket, peer: PeerAddresses): void {
-    const cfg = this.config;
-    const real = peer.srcAddr;
-    if (this.trusted !== null && !this.trusted(real)) return this.reject(socket, 'acl');
-    if (cfg.maxConnectionsPerSource > 0) {
-      const n = this.perSource.get(real) ?? 0;
-      if (n >= cfg.maxConnectionsPerSource) return this.reject(socket, 'source_limit');
-      this.perSource.set(real, n + 1);
-    }
-    if (cfg.maxConnections > 0 && this.stats.active >= cfg.maxConnections) {
-      this.releaseSource(real);
-      return this.reject(socket, 'limit');
-    }
-    this.stats.active++;
-    this.awaitingHeader.set(socket, { real, counted: cfg.maxConnectionsPerSource > 0 });
-    readProxyHeader(socket, peer, (ok) => {
-      // The header is in (or not): the waiting connection's counts are
-      // released, and admit() counts it again under the claimed address.
-      const w = this.awaitingHeader.get(socket);
-      this.awaitingHeader.delete(socket);
-      this.stats.active--;
-      if (w?.counted === true) this.releaseSource(real);
-      if (!ok) this.reject(socket, 'proxy_protocol');
-      else if (!socket.destroyed) this.admit(socket, peer);
-      else fdBudget.add(-1);
-      this.notifyIfEmpty();
-    });
-  }
-  /** Connections still waiting for their PROXY header (counted in stats.active), with their real peer and whether it holds a per-source place. */
-  private readonly awaitingHeader = new Map<net.Socket, { real: string; counted: boolean }>();
 
   /**
    * ACL and limits for a client whose address is known (the socket's own, or
@@ -325,13 +225,9 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
   admission(addr: string): 'acl' | 'source_limit' | 'limit' | null {
     const cfg = this.config;
     if (!this.acl(addr)) return 'acl';
-    if (cfg.maxConnectionsPerSource > 0) {
-      const n = this.perSource.get(addr) ?? 0;
-      if (n >= cfg.maxConnectionsPerSource) return 'source_limit';
-      this.perSource.set(addr, n + 1);
-    }
+    if (!this.sources.take(addr, cfg.maxConnectionsPerSource)) return 'source_limit';
     if (cfg.maxConnections > 0 && this.stats.active >= cfg.maxConnections) {
-      this.releaseSource(addr);
+      this.sources.release(addr);
       return 'limit';
     }
     this.stats.active++;
@@ -342,25 +238,12 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
   /** An admitted session joins the listener (its per-source place is released at its end). */
   addSession(session: AnySession): void {
     this.sessions.add(session);
-    if (this.config.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
+    if (this.config.maxConnectionsPerSource > 0) this.sources.hold(session);
   }
 
-  /**
-   * Upgrade: what holds the listening socket, to hand to a new process (null
-   * before listen()), and whether the caller destroys it once sent. The
-   * native engine gives its socket back first: node:net accepts on it until
-   * the new process has it; but a cluster worker's listen on an fd asks its
-   * primary, so there the engine's socket goes, unread, in a net.Socket and
-   * this worker accepts no more (the others and the new process do).
-   */
-  upgradeSocket(): { socket: net.Server; own: false } | { socket: net.Socket; own: true } | null {
-    if (this.engineId !== null && cluster.isWorker) {
-      const fd = detachEngineToFd(this.engineId);
-      this.engineId = null;
-      return fd === null ? null : { socket: new net.Socket({ fd, readable: false, writable: false }), own: true };
-    }
-    if (this.engineId !== null) this.acceptWithNode();
-    return this.server === null ? null : { socket: this.server, own: false };
+  /** Upgrade: what holds the listening socket, to hand to a new process (see TcpAcceptor.upgradeSocket). */
+  upgradeSocket(): ReturnType<TcpAcceptor['upgradeSocket']> {
+    return this.acceptor.upgradeSocket();
   }
 
   /** Upgrade: a session handed to a new process: it no longer counts here (no report, no totals). */
@@ -368,7 +251,7 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     if (!this.sessions.delete(session)) return;
     this.stats.active--;
     fdBudget.add(-2);
-    if (this.sourceCounted.delete(session)) this.releaseSource(session.clientAddr);
+    this.sources.drop(session);
     this.notifyIfEmpty();
   }
 
@@ -380,10 +263,12 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     client.on('error', noop);
     this.stats.active++;
     fdBudget.add(2);
-    if (this.config.maxConnectionsPerSource > 0) this.perSource.set(peer.srcAddr, (this.perSource.get(peer.srcAddr) ?? 0) + 1);
     const session = new TcpSession(this, client, pool, peer, startedAt);
     this.sessions.add(session);
-    if (this.config.maxConnectionsPerSource > 0) this.sourceCounted.add(session);
+    if (this.config.maxConnectionsPerSource > 0) {
+      this.sources.add(peer.srcAddr);
+      this.sources.hold(session);
+    }
     session.adopt(upstream, backend, carried);
     return session;
   }
@@ -397,13 +282,6 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
   countReject(reason: 'acl' | 'limit' | 'source_limit' | 'proxy_protocol' | 'resources'): void {
     this.stats.rejected[reason]++;
     if (reason !== 'resources') fdBudget.add(-1);
-  }
-
-  private releaseSource(addr: string): void {
-    const n = this.perSource.get(addr);
-    if (n === undefined) return;
-    if (n <= 1) this.perSource.delete(addr);
-    else this.perSource.set(addr, n - 1);
   }
 
   /** The flow of a session, in the listener's reused Flow object. */
@@ -420,7 +298,7 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     this.sessions.delete(session);
     this.stats.active--;
     fdBudget.add(-2);
-    if (this.sourceCounted.delete(session)) this.releaseSource(session.clientAddr);
+    this.sources.drop(session);
     if (reason === 'no_backend' || reason === 'connect_failed') this.stats.rejected.no_backend++;
     else if (reason === 'resources' || reason === 'no_route' || reason === 'bad_client_hello') this.stats.rejected[reason]++;
     this.recordEnd(session, Date.now(), bytesIn, bytesOut, reason, tcpTermination(reason, session.firstFin));
@@ -441,28 +319,16 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     }
   }
 
-  /**
-   * Stops accepting; open connections go on. Idempotent. `handedOver`: the
-   * socket lives on in a new process (upgrade), so the engine lets go of it
-   * without the shutdown that would stop it listening there too.
-   */
+  /** Stops accepting; open connections go on. Idempotent. `handedOver`: the socket lives on in a new process (see TcpAcceptor.stop). */
   stopAccepting(handedOver = false): Promise<void> {
-    if (this.engineId !== null && handedOver) {
-      const fd = detachEngineToFd(this.engineId);
-      if (fd !== null) closeSync(fd);
-    } else if (this.engineId !== null) detachEngine(this.engineId);
-    this.engineId = null;
-    const server = this.server;
-    // server.close()'s callback waits for every open connection; the
-    // listening socket itself is closed at once, which is all we need.
-    if (server !== null && server.listening) server.close();
+    this.acceptor.stop(handedOver);
     return Promise.resolve();
   }
 
   /** Resets every open connection (drain deadline, shutdown). */
   abortAll(reason: SessionEndReason): void {
     for (const s of [...this.sessions]) s.abort(reason);
-    for (const socket of [...this.awaitingHeader.keys()]) socket.destroy(); // its reader completes (not ok)
+    this.headers.destroyAll();
   }
 }
 

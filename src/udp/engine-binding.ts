@@ -31,7 +31,7 @@ export interface UdpEngineBinding {
   udpListenerFd(listener: number): number;
   udpPause(listener: number, paused: boolean): boolean;
   udpExport(listener: number): unknown[];
-  udpImport(listener: number, family: 4 | 6, clientAddr: string, clientPort: number, backend: number, fd: number, startedMs: number, bytesIn: number, bytesOut: number): number;
+  udpImport(listener: number, family: 4 | 6, clientAddr: string, clientPort: number, backend: number, fd: number, startedMs: number, bytesIn: number, bytesOut: number, responses: number, local: string, ifindex: number): number;
 }
 
 export const SOCKET_BUFFER = 4 * 1024 * 1024;

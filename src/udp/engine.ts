@@ -15,24 +15,24 @@ import type { Pool } from '../backend/pool';
 import type { Backend } from '../backend/backend';
 import type { ListenerContext } from '../listener/context';
 import { fdBudget } from '../net/fd-budget';
-import { UdpListener } from './listener';
+import { UdpListener, type CarriedUdp } from './listener';
 import dgram from 'node:dgram';
 import { backendsById, handleFd, idOf, loadedUdpEngine, pump, quietSocket, releaseId, udpEngine } from './engine-binding';
 import { EngineUdpListenerBase } from './engine-listener';
 
 /** Upgrade: an engine session taken out of the engine (udpExport) for a new process; `socket` wraps the dup of its upstream socket. */
-export interface EngineHandover {
+export interface EngineHandover extends CarriedUdp {
   listener: EngineUdpListener;
   clientAddr: string;
   clientPort: number;
   pool: string;
   backend: Backend;
   bid: number;
-  startedAt: number;
-  bytesIn: number;
-  bytesOut: number;
   socket: dgram.Socket;
 }
+
+/** Fields per session in udpExport's flat array (kExportFields in native/src/udp_engine.h). */
+const EXPORT_FIELDS = 11;
 
 /** A UDP listener on the engine when `native` and the engine is available, else the JavaScript one. */
 export function createUdpListener(config: ListenerConfig, pool: Pool, ctx: ListenerContext, native: boolean): UdpListener {
@@ -81,7 +81,7 @@ export class EngineUdpListener extends EngineUdpListenerBase {
     if (this.lid < 0 || this.eClosed) return [];
     const a = this.engine.udpExport(this.lid);
     const out: EngineHandover[] = [];
-    for (let i = 0; i < a.length; i += 8) {
+    for (let i = 0; i + EXPORT_FIELDS <= a.length; i += EXPORT_FIELDS) {
       const bid = a[i + 2] as number;
       const fd = a[i + 6] as number;
       const e = backendsById.get(bid);
@@ -99,7 +99,21 @@ export class EngineUdpListener extends EngineUdpListenerBase {
         this.countEnded(bid, undefined);
         continue;
       }
-      out.push({ listener: this, clientAddr: a[i] as string, clientPort: a[i + 1] as number, pool: e.pool, backend: e.backend, bid, startedAt: a[i + 3] as number, bytesIn: a[i + 4] as number, bytesOut: a[i + 5] as number, socket });
+      out.push({
+        listener: this,
+        clientAddr: a[i] as string,
+        clientPort: a[i + 1] as number,
+        pool: e.pool,
+        backend: e.backend,
+        bid,
+        startedAt: a[i + 3] as number,
+        bytesIn: a[i + 4] as number,
+        bytesOut: a[i + 5] as number,
+        responses: a[i + 8] as number,
+        localAddr: a[i + 9] as string,
+        ifindex: a[i + 10] as number,
+        socket,
+      });
     }
     return out;
   }
@@ -119,22 +133,26 @@ export class EngineUdpListener extends EngineUdpListenerBase {
   /** A session whose handover failed goes on in this engine. False (and it ends) when the engine refuses it. */
   takeBackExported(h: EngineHandover): boolean {
     const fd = handleFd(h.socket);
-    const rc = this.lid < 0 || this.eClosed || fd < 0 ? -1 : this.engine.udpImport(this.lid, h.clientAddr.includes(':') ? 6 : 4, h.clientAddr, h.clientPort, h.bid, fd, h.startedAt, h.bytesIn, h.bytesOut);
+    const rc = this.lid < 0 || this.eClosed || fd < 0 ? -1 : this.importSession(h.clientAddr, h.clientPort, h.bid, fd, h);
     h.socket.close();
     if (rc === 0) return true;
     this.forgetExported(h);
     return false;
   }
 
+  private importSession(clientAddr: string, clientPort: number, bid: number, fd: number, c: CarriedUdp): number {
+    return this.engine.udpImport(this.lid, clientAddr.includes(':') ? 6 : 4, clientAddr, clientPort, bid, fd, c.startedAt, c.bytesIn, c.bytesOut, c.responses, c.localAddr, c.ifindex);
+  }
+
   /** A session the previous process handed over: the engine serves it on with the same (connected) upstream socket. */
-  adoptEngineSession(sock: dgram.Socket, clientAddr: string, clientPort: number, backend: Backend, startedAt: number, bytesIn: number, bytesOut: number): boolean {
+  adoptEngineSession(sock: dgram.Socket, clientAddr: string, clientPort: number, backend: Backend, carried: CarriedUdp): boolean {
     const fd = handleFd(sock);
     if (this.lid < 0 || this.eClosed || fd < 0) {
       sock.close();
       return false;
     }
     const bid = idOf(backend, this.pool.name);
-    const rc = this.engine.udpImport(this.lid, clientAddr.includes(':') ? 6 : 4, clientAddr, clientPort, bid, fd, startedAt, bytesIn, bytesOut);
+    const rc = this.importSession(clientAddr, clientPort, bid, fd, carried);
     sock.close();
     if (rc !== 0) {
       releaseId(bid, 0);

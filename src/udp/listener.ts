@@ -4,8 +4,9 @@
  * from the listener's own address. Datagrams are forwarded whole and
  * unchanged (up to 65,507 bytes).
  *
- * Hot path (`onMessage`): two Map lookups (address string, then port
- * number: no key string is built per datagram), one send, plain counters.
+ * Hot path (`onMessage`): two Map lookups in the flow table (flows.ts:
+ * address string, then port number: no key string is built per
+ * datagram), one send, plain counters.
  * Expiry is one coarse sweep per listener over last-activity stamps, not a
  * timer per session (SPEC: idle_timeout, default 30 s for UDP).
  *
@@ -25,56 +26,38 @@ import type { Pool } from '../backend/pool';
 import type { Backend } from '../backend/backend';
 import type { Flow } from '../balancer/picker';
 import type { ListenerContext } from '../listener/context';
-import { ListenerBase, type ConnectionFields, type OpenConnection } from '../listener/base';
+import { ListenerBase, type ConnectionFields } from '../listener/base';
 import type { UdpEndReason } from '../listener/reasons';
 import { fdBudget, isLocalError } from '../net/fd-budget';
 import { udpTermination } from '../listener/termination';
 import { decideUdp } from './decide';
+import { FlowTable, UdpSession } from './flows';
 
 const SOCKET_BUFFER = 4 * 1024 * 1024;
 
 export type { UdpEndReason };
+export type { UdpSession };
 
-/** One UDP flow (client address and port) and its connected upstream socket. */
-export class UdpSession implements OpenConnection {
-  readonly clientAddr: string;
-  readonly clientPort: number;
-  readonly backend: Backend;
-  /** The pool the backend was picked from. */
-  readonly poolName: string;
-  readonly connectMs = null;
-  readonly retries = 0;
-  readonly upstream: dgram.Socket;
-  readonly startedAt: number;
-  lastActive: number;
-  connected = false;
-  /** Datagrams that arrived before the upstream socket was connected. */
-  pending: Buffer[] | null = null;
-  responses = 0;
-  bytesIn = 0;
-  bytesOut = 0;
-  ended = false;
-
-  constructor(clientAddr: string, clientPort: number, backend: Backend, pool: string, upstream: dgram.Socket, now: number) {
-    this.clientAddr = clientAddr;
-    this.clientPort = clientPort;
-    this.backend = backend;
-    this.poolName = pool;
-    this.upstream = upstream;
-    this.startedAt = now;
-    this.lastActive = now;
-  }
+/**
+ * Upgrade: what a UDP session brings from the process that handed it over.
+ * `localAddr` (with `ifindex`) is the address its client sent to on a
+ * wildcard bind ("" when not known: the JavaScript path does not see it).
+ */
+export interface CarriedUdp {
+  startedAt: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Backend datagrams so far, towards `udp_responses`. */
+  responses: number;
+  localAddr: string;
+  ifindex: number;
 }
 
 export class UdpListener extends ListenerBase<UdpSession> {
   readonly protocol = 'udp';
   pool: Pool;
   private socket: dgram.Socket | null = null;
-  /** Flow table: client address → client port → session. */
-  private readonly flows = new Map<string, Map<number, UdpSession>>();
-  /** Sessions by backend, so a backend that goes away ends its sessions at once. */
-  private readonly byBackend = new Map<Backend, Set<UdpSession>>();
-  private sessionCount = 0;
+  private readonly sessions = new FlowTable();
   private readonly flow: Flow = { protocol: 17, srcAddr: '', srcPort: 0, dstAddr: '', dstPort: 0 };
   private accepting = true;
   private closed = false;
@@ -84,12 +67,12 @@ export class UdpListener extends ListenerBase<UdpSession> {
     this.pool = pool;
   }
 
-  protected *open(): Iterable<UdpSession> {
-    for (const byPort of this.flows.values()) yield* byPort.values();
+  protected open(): Iterable<UdpSession> {
+    return this.sessions;
   }
 
   protected idle(): boolean {
-    return this.sessionCount === 0;
+    return this.sessions.size === 0;
   }
 
   protected bound(): boolean {
@@ -138,7 +121,7 @@ export class UdpListener extends ListenerBase<UdpSession> {
   }
 
   private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
-    const byPort = this.flows.get(rinfo.address);
+    const byPort = this.sessions.ports(rinfo.address);
     const s = byPort?.get(rinfo.port);
     if (s !== undefined) {
       this.toBackend(s, msg);
@@ -174,9 +157,7 @@ export class UdpListener extends ListenerBase<UdpSession> {
 
   /** Upgrade: the open sessions. */
   openSessions(): UdpSession[] {
-    const out: UdpSession[] = [];
-    for (const byPort of this.flows.values()) for (const s of byPort.values()) if (!s.ended) out.push(s);
-    return out;
+    return this.sessions.list().filter((s) => !s.ended);
   }
 
   /** Upgrade: a session handed to a new process: forgotten here without a report; the caller closes its socket. */
@@ -186,17 +167,18 @@ export class UdpListener extends ListenerBase<UdpSession> {
     s.upstream.removeAllListeners('message');
     this.unlink(s);
     s.backend.active--;
-    if (this.sessionCount === 0) this.notifyEmpty();
+    if (this.sessions.size === 0) this.notifyEmpty();
   }
 
   /** Upgrade: a session the previous process handed over; `upstream` is its (connected) socket. */
-  adoptSession(upstream: dgram.Socket, clientAddr: string, clientPort: number, backend: Backend, startedAt: number, bytesIn: number, bytesOut: number, connected: boolean): void {
+  adoptSession(upstream: dgram.Socket, clientAddr: string, clientPort: number, backend: Backend, carried: CarriedUdp, connected: boolean): void {
     fdBudget.add(1);
-    const s = new UdpSession(clientAddr, clientPort, backend, this.pool.name, upstream, startedAt);
-    s.bytesIn = bytesIn;
-    s.bytesOut = bytesOut;
+    const s = new UdpSession(clientAddr, clientPort, backend, this.pool.name, upstream, carried.startedAt);
+    s.bytesIn = carried.bytesIn;
+    s.bytesOut = carried.bytesOut;
+    s.responses = carried.responses;
     s.lastActive = Date.now();
-    this.link(s);
+    this.sessions.add(s);
     this.stats.active++;
     this.stats.udpSessionsActive++;
     backend.active++;
@@ -204,34 +186,9 @@ export class UdpListener extends ListenerBase<UdpSession> {
     this.wire(s, backend, !connected);
   }
 
-  private link(s: UdpSession): void {
-    let byPort = this.flows.get(s.clientAddr);
-    if (byPort === undefined) {
-      byPort = new Map();
-      this.flows.set(s.clientAddr, byPort);
-    }
-    byPort.set(s.clientPort, s);
-    let set = this.byBackend.get(s.backend);
-    if (set === undefined) {
-      set = new Set();
-      this.byBackend.set(s.backend, set);
-    }
-    set.add(s);
-    this.sessionCount++;
-  }
-
+  /** `s` leaves the table and its counts (its fd, the active gauges). */
   private unlink(s: UdpSession): void {
-    const byPort = this.flows.get(s.clientAddr);
-    if (byPort !== undefined && byPort.get(s.clientPort) === s) {
-      byPort.delete(s.clientPort);
-      if (byPort.size === 0) this.flows.delete(s.clientAddr);
-    }
-    const set = this.byBackend.get(s.backend);
-    if (set !== undefined) {
-      set.delete(s);
-      if (set.size === 0) this.byBackend.delete(s.backend);
-    }
-    this.sessionCount--;
+    this.sessions.delete(s);
     fdBudget.add(-1);
     this.stats.active--;
     this.stats.udpSessionsActive--;
@@ -266,7 +223,7 @@ export class UdpListener extends ListenerBase<UdpSession> {
   private newSession(msg: Buffer, addr: string, port: number, byPort: Map<number, UdpSession> | undefined): void {
     const stats = this.stats;
     if (!this.accepting) return;
-    const backend = decideUdp({ config: this.config, pool: this.pool, acl: this.acl, sessions: this.sessionCount, flow: this.flow }, addr, port);
+    const backend = decideUdp({ config: this.config, pool: this.pool, acl: this.acl, sessions: this.sessions.size, flow: this.flow }, addr, port);
     if (typeof backend === 'string') {
       stats.rejected[backend]++;
       return;
@@ -274,18 +231,7 @@ export class UdpListener extends ListenerBase<UdpSession> {
     fdBudget.add(1);
     const upstream = dgram.createSocket({ type: backend.family === 6 ? 'udp6' : 'udp4' });
     const s = new UdpSession(addr, port, backend, this.pool.name, upstream, Date.now());
-    if (byPort === undefined) {
-      byPort = new Map();
-      this.flows.set(addr, byPort);
-    }
-    byPort.set(port, s);
-    let set = this.byBackend.get(backend);
-    if (set === undefined) {
-      set = new Set();
-      this.byBackend.set(backend, set);
-    }
-    set.add(s);
-    this.sessionCount++;
+    this.sessions.add(s, byPort);
     stats.connectionsTotal++;
     stats.active++;
     stats.udpSessionsActive++;
@@ -344,7 +290,7 @@ export class UdpListener extends ListenerBase<UdpSession> {
     this.stats.bytesOut += s.bytesOut;
     s.backend.active--;
     this.recordEnd(s, Date.now(), s.bytesIn, s.bytesOut, reason, udpTermination(reason));
-    if (this.sessionCount === 0) this.notifyEmpty();
+    if (this.sessions.size === 0) this.notifyEmpty();
   }
 
   /**
@@ -352,26 +298,22 @@ export class UdpListener extends ListenerBase<UdpSession> {
    * longer in the pool. Called by the data plane after a state or pool change.
    */
   endSessionsOfGoneBackends(): void {
-    for (const [backend, set] of [...this.byBackend]) {
-      if (backend.state === 'down' || !backend.member) for (const s of [...set]) this.end(s, 'backend_gone');
-    }
+    for (const s of this.sessions.ofBackends((b) => b.state === 'down' || !b.member)) this.end(s, 'backend_gone');
   }
 
   protected sweep(idle: number): void {
     const now = Date.now();
-    for (const byPort of [...this.flows.values()]) {
-      for (const s of [...byPort.values()]) if (now - s.lastActive >= idle) this.end(s, 'idle_timeout');
-    }
+    for (const s of this.sessions.list()) if (now - s.lastActive >= idle) this.end(s, 'idle_timeout');
   }
 
   stopAccepting(): Promise<void> {
     this.accepting = false;
-    if (this.sessionCount === 0 && !this.current) this.closeSocket();
+    if (this.sessions.size === 0 && !this.current) this.closeSocket();
     return Promise.resolve();
   }
 
   abortAll(reason: 'drain_timeout' | 'shutdown'): void {
-    for (const byPort of [...this.flows.values()]) for (const s of [...byPort.values()]) this.end(s, reason);
+    for (const s of this.sessions.list()) this.end(s, reason);
   }
 
   private closeSocket(): void {

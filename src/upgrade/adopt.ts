@@ -86,7 +86,9 @@ export function adoptUdp(dp: DataPlaneApi, m: UdpMeta, sock: dgram.Socket): bool
     return false;
   }
   // The engine serves it on with the same upstream socket (it takes a dup; this one closes).
-  if (l instanceof EngineUdpListener) return l.adoptEngineSession(sock, m.clientAddr, m.clientPort, backend, m.startedAt, m.bytesIn, m.bytesOut);
-  l.adoptSession(sock, m.clientAddr, m.clientPort, backend, m.startedAt, m.bytesIn, m.bytesOut, markConnected(sock));
+  const carried = { startedAt: m.startedAt, bytesIn: m.bytesIn, bytesOut: m.bytesOut, responses: m.responses ?? 0, localAddr: m.localAddr ?? '', ifindex: m.ifindex ?? 0 };
+  if (l instanceof EngineUdpListener) return l.adoptEngineSession(sock, m.clientAddr, m.clientPort, backend, carried);
+  // The JavaScript path cannot choose a reply's source address: on a wildcard bind the kernel picks it.
+  l.adoptSession(sock, m.clientAddr, m.clientPort, backend, carried, markConnected(sock));
   return true;
 }

@@ -48,6 +48,8 @@ export interface HandedOver {
   sessions: number;
   /** Connections still open here after the handover (they finish here). */
   leftBehind: number;
+  /** The longest a TCP connection was held: from its pump's pause to the new process's acknowledgement. */
+  maxPauseMs: number;
 }
 
 /** A handover that failed half-way: what had gone before (the rest is back in the data plane). */
@@ -136,6 +138,7 @@ export async function handOverSessions(dp: DataPlane, ch: OutChannel, log: Logge
   let nextId = 1;
   let sessions = 0;
   let connections = 0;
+  let maxPause = 0;
   const udp = udpListeners(dp);
   if (udp.some((l) => l instanceof EngineUdpListener)) await EngineUdpListener.settlePending();
   const taken: (PumpHandover & { session: AnySession })[] = [];
@@ -181,6 +184,7 @@ export async function handOverSessions(dp: DataPlane, ch: OutChannel, log: Logge
       const worker = async (): Promise<void> => {
         while (next < ready.length && !broken) {
           const s = ready[next++] as AnySession;
+          const paused = performance.now();
           const parts = await s.handover();
           if (parts === null) {
             // Ending, or its peer did not read: it stays here.
@@ -198,6 +202,7 @@ export async function handOverSessions(dp: DataPlane, ch: OutChannel, log: Logge
           }
           taken.splice(taken.indexOf(parts), 1);
           connections++;
+          maxPause = Math.max(maxPause, performance.now() - paused);
         }
       };
       // Every worker has stopped (and put what it holds in `taken`) before a failure is handled.
@@ -212,7 +217,7 @@ export async function handOverSessions(dp: DataPlane, ch: OutChannel, log: Logge
     for (const h of engineOut.splice(0)) if (!h.listener.takeBackExported(h)) log.warn({ listener: h.listener.name, client: formatHostPort(h.clientAddr, h.clientPort) }, 'upgrade: a UDP session could not be taken back');
     throw new HandoverFailed((err as Error).message, connections, sessions);
   }
-  return { connections, sessions, leftBehind: dp.activeConnections() };
+  return { connections, sessions, leftBehind: dp.activeConnections(), maxPauseMs: maxPause };
 }
 
 async function handUdp(ch: OutChannel, l: UdpListener, s: UdpSession, id: number): Promise<void> {
@@ -220,7 +225,7 @@ async function handUdp(ch: OutChannel, l: UdpListener, s: UdpSession, id: number
   const ack = ch.wait((m) => m.t === 'udp-ok' && m.id === id, ACK_TIMEOUT_MS, 'UDP session acknowledgement');
   ack.catch(() => undefined); // awaited below; a failed send must not leave it unhandled
   await ch.send(
-    { t: 'udp', id, listener: l.name, pool: s.poolName, backend: s.backend.address, clientAddr: s.clientAddr, clientPort: s.clientPort, startedAt: s.startedAt, bytesIn: s.bytesIn, bytesOut: s.bytesOut },
+    { t: 'udp', id, listener: l.name, pool: s.poolName, backend: s.backend.address, clientAddr: s.clientAddr, clientPort: s.clientPort, startedAt: s.startedAt, bytesIn: s.bytesIn, bytesOut: s.bytesOut, responses: s.responses, localAddr: '', ifindex: 0 },
     s.upstream,
   );
   try {
@@ -238,7 +243,21 @@ async function handEngineUdp(ch: OutChannel, h: EngineHandover, id: number): Pro
   const ack = ch.wait((m) => m.t === 'udp-ok' && m.id === id, ACK_TIMEOUT_MS, 'UDP session acknowledgement');
   ack.catch(() => undefined); // awaited below; a failed send must not leave it unhandled
   await ch.send(
-    { t: 'udp', id, listener: h.listener.name, pool: h.pool, backend: h.backend.address, clientAddr: h.clientAddr, clientPort: h.clientPort, startedAt: h.startedAt, bytesIn: h.bytesIn, bytesOut: h.bytesOut },
+    {
+      t: 'udp',
+      id,
+      listener: h.listener.name,
+      pool: h.pool,
+      backend: h.backend.address,
+      clientAddr: h.clientAddr,
+      clientPort: h.clientPort,
+      startedAt: h.startedAt,
+      bytesIn: h.bytesIn,
+      bytesOut: h.bytesOut,
+      responses: h.responses,
+      localAddr: h.localAddr,
+      ifindex: h.ifindex,
+    },
     h.socket,
   );
   await ack;

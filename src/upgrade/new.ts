@@ -9,6 +9,7 @@
 import type dgram from 'node:dgram';
 import type { Config } from '../config/schema';
 import type { UpgradeHost } from './host';
+import { DataPlane } from '../dataplane/dataplane';
 import { ClusterDataPlane } from '../cluster/primary';
 import { clusterSink } from '../cluster/upgrade-new';
 import { UdpListener } from '../udp/listener';
@@ -131,6 +132,8 @@ export class UpgradeChild {
             }),
           );
         } else if (m.t === 'done') {
+          // Counters go on from the old process's totals.
+          if (dp instanceof DataPlane || dp instanceof ClusterDataPlane) dp.inheritTotals(m.totals);
           void Promise.all(adopting).then(() => resolve());
         }
       };

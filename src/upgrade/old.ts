@@ -113,7 +113,8 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
   try {
     await source.pause();
     out = await source.handOver(ch);
-    await ch.send({ t: 'done', listeners, connections: out.connections, sessions: out.sessions });
+    // Counters go on in the new process from these totals (connections left behind count up to now).
+    await ch.send({ t: 'done', listeners, connections: out.connections, sessions: out.sessions, totals: dp.snapshot() });
     await ch.wait((m) => m.t === 'confirmed', ACK_TIMEOUT_MS, 'confirmation from the new process');
   } catch (err) {
     // The new process failed half-way: what it took is its own (and gone with
@@ -124,11 +125,11 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
     const done = err instanceof HandoverFailed ? err : new HandoverFailed((err as Error).message, 0, 0);
     return fail(`${done.message} (after the handover began: ${done.connections} connection(s) and ${done.sessions} UDP session(s) were already handed over)`);
   }
-  const { connections, sessions, leftBehind } = out;
+  const { connections, sessions, leftBehind, maxPauseMs } = out;
   ch.detach();
   child.unref();
   child.disconnect?.();
   const now = Date.now();
-  log.info({ pid: newPid, listeners, connections, sessions, left_behind: leftBehind, duration_ms: now - t0, handover_ms: now - tReady }, 'upgrade handed over');
+  log.info({ pid: newPid, listeners, connections, sessions, left_behind: leftBehind, duration_ms: now - t0, handover_ms: now - tReady, max_pause_ms: Math.round(maxPauseMs) }, 'upgrade handed over');
   return { ok: true, pid: newPid, listeners, connections, sessions, left_behind: leftBehind };
 }

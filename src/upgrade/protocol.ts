@@ -13,7 +13,7 @@
  *   old → new  udp (+ socket) ...         ← udp-ok per session
  *   old → new  udp-done
  *   old → new  tcp (+ client), tcp-backend (+ backend) ...  ← tcp-ok
- *   old → new  done
+ *   old → new  done                       with the counter totals so far
  *   new → old  confirmed                  old exits 0
  *   new → old  error                      (any time) old keeps serving
  *
@@ -24,6 +24,7 @@
  */
 import type { BackendOverride } from '../state/runtime-state';
 import type { HealthExport } from '../health/monitor';
+import type { DataPlaneSnapshot } from '../stats/stats';
 
 /** Set in the new process's environment: the old process's pid. */
 export const UPGRADE_ENV = 'L4LB_UPGRADE_FROM';
@@ -78,6 +79,12 @@ export interface UdpMeta {
   startedAt: number;
   bytesIn: number;
   bytesOut: number;
+  // Absent when the old process is of an earlier version.
+  /** Backend datagrams so far (towards udp_responses). */
+  responses?: number;
+  /** The address the client sent to on a wildcard bind, "" when not known; with its interface. */
+  localAddr?: string;
+  ifindex?: number;
 }
 
 export type ToNew =
@@ -88,7 +95,7 @@ export type ToNew =
   | { t: 'udp-done' }
   | ({ t: 'tcp' } & TcpMeta)
   | { t: 'tcp-backend'; id: number }
-  | { t: 'done'; listeners: number; connections: number; sessions: number };
+  | { t: 'done'; listeners: number; connections: number; sessions: number; totals: DataPlaneSnapshot };
 
 export type ToOld =
   | { t: 'hello'; pid: number }

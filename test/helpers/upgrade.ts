@@ -75,7 +75,10 @@ export class UpgradingL4lb {
 
   /** Stops every process this test started (the serving one by SIGTERM, SIGKILL if it lingers). */
   async stop(): Promise<void> {
-    for (const pid of this.pids.slice(1)) {
+    // Every process an upgrade started, also those a failed test never got to record.
+    const started = this.proc.logs.filter((l) => (l.msg === 'upgrade handed over' || l.msg === 'starting') && typeof l.pid === 'number').map((l) => l.pid as number);
+    for (const pid of new Set([...this.pids.slice(1), ...started])) {
+      if (pid === this.proc.child.pid) continue;
       if (!alive(pid)) continue;
       try {
         process.kill(pid, 'SIGTERM');
@@ -142,6 +145,8 @@ export class Pinger {
   readonly s: net.Socket;
   rounds = 0;
   maxGapMs = 0;
+  /** When (Date.now()) the longest wait began. */
+  maxGapAt = 0;
   error: string | null = null;
   private running = true;
   private done: Promise<void>;
@@ -182,7 +187,10 @@ export class Pinger {
           this.error = `echo mismatch: ${JSON.stringify(buf)} != ${JSON.stringify(want)}`;
           break;
         }
-        this.maxGapMs = Math.max(this.maxGapMs, Date.now() - sentAt);
+        if (Date.now() - sentAt > this.maxGapMs) {
+          this.maxGapMs = Date.now() - sentAt;
+          this.maxGapAt = sentAt;
+        }
         this.rounds++;
         await new Promise((r) => setTimeout(r, everyMs));
       }

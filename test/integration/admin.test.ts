@@ -262,6 +262,9 @@ describe('reload', () => {
       // The admin bind text "127.0.0.1:0" is unchanged, so the endpoint stays where it is.
       assert.equal(r.status, 200, r.body);
       assert.equal((JSON.parse(r.body) as { config_generation: number }).config_generation, 2);
+      const m = (await http(admin, 'GET', '/metrics')).body;
+      assert.equal(sample(m, 'l4lb_config_reloads_total', { result: 'success' }), 1);
+      assert.equal(sample(m, 'l4lb_config_reloads_total', { result: 'failure' }), 0);
       const port2 = await lb.port('two');
       const c2 = await connect(port2);
       c2.write('b');

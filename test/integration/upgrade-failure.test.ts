@@ -140,6 +140,9 @@ describe('upgrade failures and repeated upgrades', () => {
     let failed = 0;
     const errors: string[] = [];
     let loading = true;
+    cleanup.push(() => {
+      loading = false; // a failed test must not leave the load running
+    });
     // About 100 new connections a second, at most 20 at a time.
     const load = (async () => {
       const inflight = new Set<Promise<void>>();

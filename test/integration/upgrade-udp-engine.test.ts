@@ -183,6 +183,56 @@ describe('upgrade with UDP on the native engine', () => {
     t.diagnostic(`${same} of ${N} sessions kept their upstream socket`);
   });
 
+  test('a wildcard bind: the replies of a session still leave from the address its client sent to; udp_responses counts on across the upgrade', async (t) => {
+    if (!spliceAvailable().ok) return t.skip(`native addon not available: ${spliceAvailable().reason}`);
+    const backend = await portEcho();
+    cleanup.push(() => backend.close());
+    const lb = new UpgradingL4lb(
+      `[global]\nsplice = "on"\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:0"\n` +
+        `[[listeners]]\nname = "udp"\nprotocol = "udp"\nbind = "0.0.0.0:0"\npool = "u"\nudp_responses = 3\n` +
+        poolToml('u', 'round-robin', [`{ address = "127.0.0.1:${backend.port}" }`]),
+    );
+    cleanup.push(() => lb.stop());
+    const uport = await lb.proc.port('udp');
+    // Clients connected to 127.0.0.2: their kernel drops a reply from any other address.
+    const socks = await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        const s = dgram.createSocket('udp4');
+        s.bind(0, '127.0.0.1');
+        await once(s, 'listening');
+        s.connect(uport, '127.0.0.2');
+        await once(s, 'connect');
+        return s;
+      }),
+    );
+    cleanup.push(() => socks.forEach((s) => s.close()));
+    const ask = (s: dgram.Socket, msg: string): Promise<number> =>
+      withTimeout(
+        new Promise<number>((resolve) => {
+          s.once('message', (m) => {
+            const text = m.toString();
+            assert.equal(text.slice(0, text.lastIndexOf('|')), msg);
+            resolve(Number(text.slice(text.lastIndexOf('|') + 1)));
+          });
+          s.send(msg);
+        }),
+        3000,
+        `reply from 127.0.0.2 to ${msg}`,
+      );
+    const first = await Promise.all(socks.map((s, i) => ask(s, `a${i}`)));
+    const { line } = await lb.upgrade(20000);
+    assert.equal(line.sessions, socks.length);
+    // Responses 2 and 3 of each session, from the new process's engine, from 127.0.0.2.
+    for (const round of ['b', 'c']) {
+      const ports = await Promise.all(socks.map((s, i) => ask(s, `${round}${i}`)));
+      assert.deepEqual(ports, first, `round ${round}: the same sessions (backend-side ports)`);
+    }
+    // The third response ended each session: the next datagram opens a new one.
+    const fourth = await Promise.all(socks.map((s, i) => ask(s, `d${i}`)));
+    fourth.forEach((p, i) => assert.notEqual(p, first[i], `client ${i}: a new session after udp_responses = 3`));
+    assert.equal(lb.count('upgrade failed'), 0);
+  });
+
   test('an upgrade that changes `splice` moves the sessions between the JavaScript UDP path and the engine (off, on, off): same backend source port, none lost', async (t) => {
     if (!spliceAvailable().ok) return t.skip(`native addon not available: ${spliceAvailable().reason}`);
     const backend = await portEcho();

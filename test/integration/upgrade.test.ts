@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import type net from 'node:net';
 import { connect, startEchoServer, waitFor, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
+import { sample } from '../helpers/admin';
 import { BulkStream, Pinger, UpgradingL4lb, udpEchoBackend, udpPinger } from '../helpers/upgrade';
 import { spliceAvailable } from '../../src/native/addon';
 
@@ -94,6 +95,7 @@ for (const splice of ['off', 'on'] as const) {
       await waitFor(() => bulks.every((b) => b.received > 64 * 1024), 20000, 'bulk streams under way');
       const before = await connections(admin);
       assert.equal(before.filter((c) => c.protocol === 'tcp').length, LONG + BULK);
+      const metricsBefore = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
 
       const oldPid = lb.pid;
       // With the JS pump the upgrade is asked for through the admin API (as `l4lb --upgrade`), which answers once it is done.
@@ -113,6 +115,20 @@ for (const splice of ['off', 'on'] as const) {
       // Everything goes on in the new process, unchanged, and it lists the same connections.
       const at = bulks.map((b) => b.received);
       await waitFor(() => bulks.every((b, i) => b.received > (at[i] as number) + 256 * 1024), 20000, 'bulk streams going on after the upgrade');
+      // Counters go on from the old process's totals (SPEC §8.4: they never go down).
+      const metricsAfter = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      for (const [name, labels] of [
+        ['l4lb_connections_total', { listener: 'tcp' }],
+        ['l4lb_connections_total', { listener: 'udp' }],
+        ['l4lb_bytes_total', { listener: 'tcp', direction: 'client_to_backend' }],
+        ['l4lb_udp_datagrams_total', { listener: 'udp', direction: 'backend_to_client' }],
+        ['l4lb_backend_connections_total', { pool: 'echo', backend: `127.0.0.1:${echo.port}` }],
+      ] as const) {
+        const was = sample(metricsBefore, name, labels);
+        const now = sample(metricsAfter, name, labels);
+        assert.ok(was !== undefined && was > 0, `${name} ${JSON.stringify(labels)} before the upgrade: ${was}`);
+        assert.ok(now !== undefined && now >= was, `${name} ${JSON.stringify(labels)}: ${was} before the upgrade, ${now} after`);
+      }
       const key = (c: Conn): string => `${c.protocol} ${c.client}`;
       const listed = new Set((await connections(admin)).map(key));
       for (const c of before) assert.ok(listed.has(key(c)), `${key(c)} listed by the new process`);
@@ -127,9 +143,10 @@ for (const splice of ['off', 'on'] as const) {
       // The same upstream sockets: the backend saw no new source port.
       assert.deepEqual([...uecho.sources].sort(), [...udpSources].sort());
       const maxGap = Math.max(...pingers.map((p) => p.maxGapMs));
+      t.diagnostic(`ping waits: ${pingers.map((p) => `${p.maxGapMs} ms at ${p.maxGapAt - handedAt}`).join(', ')} (ms relative to handed over)`);
       for (const p of pingers) assert.equal(p.error, null);
       await Promise.all(pingers.map((p) => p.stop()));
-      t.diagnostic(`splice=${splice}: upgrade ${ms} ms (request to handed over), old pid gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms })}`);
+      t.diagnostic(`splice=${splice}: upgrade ${ms} ms (request to handed over), old pid gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms, max_pause_ms: line.max_pause_ms })}`);
       assert.ok(maxGap < 1000, `a pinging connection waited ${maxGap} ms`);
       assert.equal(lb.count('upgrade failed'), 0);
     });

@@ -10,7 +10,8 @@ import { addCounters, cloneCounters, readCounters, statsClass, statusCounters, t
 import { BACKEND_COUNTERS, LISTENER_COUNTERS, ListenerStats, REJECT_REASONS, type BackendSnapshot, type DataPlaneSnapshot, type ListenerSnapshot } from '../../src/stats/stats';
 import { METRICS, counterMetrics, createRegistry } from '../../src/metrics/metrics';
 import { Backend } from '../../src/backend/backend';
-import { DeadWorkerTotals, sumWorkerSnapshots } from '../../src/cluster/worker-sum';
+import { sumWorkerSnapshots } from '../../src/cluster/worker-sum';
+import { KeptTotals } from '../../src/stats/kept-totals';
 import { DataPlane, type BackendSpec } from '../../src/dataplane/dataplane';
 import { parseConfig } from '../../src/config/load';
 import { createLogger } from '../../src/log';
@@ -239,7 +240,7 @@ describe('the worker sum (src/cluster/worker-sum.ts)', () => {
   };
 
   test('sums live workers (gauges too) and adds the counters of exited ones (gauges not)', () => {
-    const dead = new DeadWorkerTotals();
+    const dead = new KeptTotals();
     dead.keep(workerSnapshot(100, 7, 50));
     const sum = sumWorkerSnapshots([workerSnapshot(10, 1, 5), workerSnapshot(20, 2, 6)], dead, shadow(), []);
     const listeners = sum.listeners.filter((l) => l.current);
