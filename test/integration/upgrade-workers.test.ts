@@ -149,7 +149,7 @@ describe('upgrade with workers = 2', () => {
       const maxGap = Math.max(...pingers.map((p) => p.maxGapMs));
       for (const p of pingers) assert.equal(p.error, null);
       await Promise.all(pingers.map((p) => p.stop()));
-      t.diagnostic(`workers=2 splice=${splice}: upgrade ${ms} ms (request to handed over), old primary and workers gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms })}`);
+      t.diagnostic(`workers=2 splice=${splice}: upgrade ${ms} ms (request to handed over), old primary and workers gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms, max_pause_ms: line.max_pause_ms })}`);
       assert.ok(maxGap < 1000, `a pinging connection waited ${maxGap} ms`);
       assert.equal(lb.count('upgrade failed'), 0);
     });
