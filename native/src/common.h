@@ -18,6 +18,7 @@ namespace l4lb {
 enum Reason : int { R_CLOSED = 0, R_CLIENT_RESET = 1, R_BACKEND_RESET = 2, R_ABORTED = 3, R_CLOSED_BACKEND_FIRST = 4 };
 
 constexpr int kMaxRounds = 16;        // splice rounds per direction before requeue
+constexpr size_t kCopyBuf = 16384;    // a read this size or more makes a direction bulk (spliced)
 constexpr int kWantPipe = 256 * 1024; // F_SETPIPE_SZ target; default kept on failure
 constexpr int kMaxEvents = 256;
 constexpr size_t kPipePoolMax = 256;  // empty pipes kept for reuse (2 fds each)

@@ -46,6 +46,11 @@ struct Conn {
   uint64_t bytes[2] = {0, 0};    // [worker] delivered to the destination
   uint32_t ev[2] = {0, 0};       // [worker] epoll events seen per side since the last service
   bool again[2] = {false, false};// [worker] direction still busy after kMaxRounds: run it again
+  // A direction starts by copying (recv into the worker's buffer, send):
+  // for small messages two copies cost less than two splices through a
+  // pipe, and a short connection takes no pipe. Once a read fills the
+  // buffer the direction carries bulk and splices from then on.
+  bool bulk[2] = {false, false}; // [worker]
   // A side that failed (read or write error, or SO_ERROR after EPOLLERR).
   // The connection is not reset at once: what was already read from the
   // other side, and what the failed side had sent before its reset, is
@@ -151,6 +156,7 @@ struct Worker {
   std::vector<Conn*> graveyard;  // [worker] freed at the end of an epoll batch
   std::vector<Event> outbox;     // [worker] reports of this turn, sent at its end
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers;  // [worker]
+  char copyBuf[kCopyBuf];        // [worker] the copying step's buffer (never holds bytes between calls)
 
   bool init();
   uint64_t nextId();
@@ -168,6 +174,8 @@ struct Worker {
   int pump(Conn* c, int d);
   void markDead(Conn* c, int side);
   int pumpRounds(Conn* c, int d, int src, int dst);
+  int copyIn(Conn* c, int d, int src, int dst);
+  bool takePipe(Conn* c, int d);
   void service(Conn* c);
   bool flushHead(Conn* c);
   static bool settled(const Conn* c);

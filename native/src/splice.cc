@@ -9,6 +9,10 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include "pipes.h"
 
@@ -23,18 +27,80 @@ int Worker::pump(Conn* c, int d) {
   // Client bytes follow the head: none before it is all written.
   if (d == 0 && c->headOff < c->head.size()) return 0;
   const int src = c->fd[d], dst = c->fd[1 - d];
-  if (c->pr[d] < 0) {
+  if (c->pr[d] < 0 && c->bulk[d]) {
     if (c->eof[d]) return 0;
-    if (setupPipe(c->pr[d], c->pw[d], c->pipecap[d]) != 0) {
-      // Out of fds (EMFILE/ENFILE): this connection cannot be carried.
-      reset(c, R_ABORTED);
-      return -1;
-    }
-    c->inpipe[d] = 0;
+    if (!takePipe(c, d)) return -1;
   }
   int r = pumpRounds(c, d, src, dst);
-  if (r == 0 && c->inpipe[d] == 0) releasePipe(c->pr[d], c->pw[d], c->pipecap[d], true);
+  if (r == 0 && c->inpipe[d] == 0 && c->pr[d] >= 0) releasePipe(c->pr[d], c->pw[d], c->pipecap[d], true);
   return r;
+}
+
+// A pipe for direction d; false (and the connection reset) when none can
+// be had (out of fds: EMFILE/ENFILE), then it cannot be carried.
+bool Worker::takePipe(Conn* c, int d) {
+  if (setupPipe(c->pr[d], c->pw[d], c->pipecap[d]) != 0) {
+    reset(c, R_ABORTED);
+    return false;
+  }
+  c->inpipe[d] = 0;
+  return true;
+}
+
+// The copying step of direction d (nothing in its pipe): one recv into
+// copyBuf and one send of what it got. What the destination does not take
+// at once goes into the pipe, and the splice path carries it on, in order,
+// with everything read after it. Returns 1 when something happened (bytes,
+// EOF, an error), 0 on EAGAIN, -1 when the connection was reset.
+int Worker::copyIn(Conn* c, int d, int src, int dst) {
+  ssize_t n = recv(src, copyBuf, kCopyBuf, MSG_DONTWAIT);
+  if (n == 0) {
+    if (c->first_eof < 0) c->first_eof = d;
+    c->eof[d] = true;
+    return 1;
+  }
+  if (n < 0) {
+    if (errno == EINTR) return 1;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    // The source failed (reset): what it sent before was delivered; reset after.
+    c->eof[d] = true;
+    markDead(c, d);
+    return 1;
+  }
+  if (static_cast<size_t>(n) == kCopyBuf) c->bulk[d] = true;
+  size_t len = static_cast<size_t>(n);
+  size_t sent = 0;
+  while (sent < len) {
+    ssize_t m = send(dst, copyBuf + sent, len - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (m > 0) {
+      sent += static_cast<size_t>(m);
+      continue;
+    }
+    if (m < 0 && errno == EINTR) continue;
+    if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      // The destination failed: these bytes cannot reach it (as when a splice out fails).
+      c->bytes[d] += sent;
+      markDead(c, 1 - d);
+      return 1;
+    }
+    break;  // full: the rest waits in the pipe for EPOLLOUT
+  }
+  c->bytes[d] += sent;
+  if (sent == len) return 1;
+  if (c->pr[d] < 0 && !takePipe(c, d)) return -1;
+  // The pipe is empty and holds at least kCopyBuf bytes: one write takes the rest.
+  size_t rest = len - sent;
+  while (rest > 0) {
+    ssize_t w = write(c->pw[d], copyBuf + (len - rest), rest);
+    if (w > 0) {
+      rest -= static_cast<size_t>(w);
+      c->inpipe[d] += static_cast<size_t>(w);
+    } else if (!(w < 0 && errno == EINTR)) {
+      reset(c, R_ABORTED);  // cannot happen with an empty pipe of kCopyBuf or more
+      return -1;
+    }
+  }
+  return 1;
 }
 
 // Side `side` failed. Its reset is passed on once the bytes already read
@@ -51,7 +117,13 @@ void Worker::markDead(Conn* c, int side) {
 int Worker::pumpRounds(Conn* c, int d, int src, int dst) {
   for (int round = 0; round < kMaxRounds; round++) {
     bool moved = false;
-    if (!c->eof[d] && c->inpipe[d] < c->pipecap[d]) {
+    if (!c->eof[d] && !c->bulk[d] && c->inpipe[d] == 0) {
+      int r = copyIn(c, d, src, dst);
+      if (r < 0) return -1;
+      moved = r > 0;
+      if (c->dead[1 - d]) return 0;
+      if (c->bulk[d] && c->pr[d] < 0 && c->inpipe[d] == 0 && !takePipe(c, d)) return -1;
+    } else if (!c->eof[d] && c->inpipe[d] < c->pipecap[d]) {
       ssize_t n = splice(src, nullptr, c->pw[d], nullptr, c->pipecap[d] - c->inpipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         c->inpipe[d] += static_cast<size_t>(n);

@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { startServer, startEchoServer, connect, readBytes, readAll, endOf, waitFor, deadPort, withTimeout, type TestServer } from '../helpers/net';
 import { L4lbProcess, type LogLine } from '../helpers/l4lb';
 import { listenerToml, poolToml } from '../helpers/toml';
@@ -140,6 +141,50 @@ describe('native TCP engine', { skip }, () => {
     } finally {
       await quiet.stop();
     }
+  });
+
+  test('small messages are copied, not spliced; a client that stops reading makes them wait in order (sha256 both ways)', async (t) => {
+    // Messages of 1 to 4,000 bytes (the engine copies what is under 16 KiB
+    // a read). The client reads nothing until its own writes stall: then
+    // every buffer on the way is full, so the engine's send to the client
+    // came back short and what it had read waits in the pipe, to go on in
+    // order with what is read after it.
+    const port = await lb.port('e');
+    const s = await connect(port);
+    s.pause();
+    const sent = createHash('sha256');
+    const got = createHash('sha256');
+    let total = 0;
+    let seed = 7;
+    const rnd = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    for (let i = 0; i < 12_000; i++) {
+      const m = Buffer.alloc(1 + (rnd() % 4000), i % 251);
+      sent.update(m);
+      total += m.length;
+      s.write(m);
+    }
+    let last = -1;
+    await waitFor(
+      () => {
+        const stalled = s.writableLength > 0 && s.writableLength === last;
+        last = s.writableLength;
+        return stalled;
+      },
+      20000,
+      'the writes stall (nothing read)',
+      100,
+    );
+    let received = 0;
+    s.on('data', (d: Buffer) => {
+      got.update(d);
+      received += d.length;
+    });
+    s.resume();
+    await waitFor(() => received >= total, 30000, `${total} bytes echoed (got ${received})`);
+    s.destroy();
+    assert.equal(received, total);
+    assert.equal(got.digest('hex'), sent.digest('hex'), 'the echo is the bytes sent, in order');
+    t.diagnostic(`${total} bytes in 12,000 messages; ${total - last} written before the writes stalled`);
   });
 
   test('thousands of client resets racing the handoff: all counted, nothing leaks, service goes on', async () => {
