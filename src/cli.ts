@@ -70,11 +70,6 @@ async function main(): Promise<void> {
     fail(EXIT.CONFIG, msg);
   }
 
-  if (upgrading !== null && config.global.workers > 1) {
-    await upgrading.fail('workers > 1: upgrade is not supported with worker processes yet (restart instead)');
-    fail(EXIT.FAILURE, 'l4lb: upgrade: workers > 1 is not supported');
-  }
-
   if (opts.upgrade) {
     const r = await requestUpgrade(config.admin, path);
     process.stdout.write(r.stdout);

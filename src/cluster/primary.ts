@@ -26,6 +26,9 @@
  * - A worker that dies is replaced (logged `worker exited`, counted); its
  *   connections are lost, the others are untouched. While draining it is
  *   not replaced.
+ * - An upgrade (src/cluster/upgrade-old.ts, upgrade-new.ts) asks the
+ *   workers through request(), sendTo() and broadcast() and sees their
+ *   upgrade messages first (upgradeTap).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { join } from 'node:path';
@@ -73,6 +76,8 @@ export class ClusterDataPlane implements DataPlaneApi {
   workerRestarts = 0;
   /** Counter totals of workers that exited (counters never go down). */
   private readonly dead = new KeptTotals();
+  /** Upgrade (src/cluster/upgrade-*.ts): sees every worker message first; true when it took it. */
+  upgradeTap: ((index: number, m: ToPrimary, handle: unknown) => boolean) | null = null;
 
   constructor(opts: ClusterOptions) {
     this.opts = opts;
@@ -95,7 +100,9 @@ export class ClusterDataPlane implements DataPlaneApi {
     });
     const slot: Slot = { index, worker, snap: null, exited: false };
     this.slots[index] = slot;
-    worker.on('message', (m: ToPrimary) => this.onMessage(slot, m));
+    worker.on('message', (m: ToPrimary, handle: unknown) => {
+      if (this.upgradeTap?.(index, m, handle) !== true) this.onMessage(slot, m);
+    });
     worker.on('exit', (code, signal) => this.onExit(slot, code, signal));
     return slot;
   }
@@ -107,6 +114,14 @@ export class ClusterDataPlane implements DataPlaneApi {
         return;
       case 'connect-failure':
         this.opts.onConnectFailure(m.pool, m.address, m.kind);
+        return;
+      case 'listener':
+      case 'udp':
+      case 'udp-done':
+      case 'tcp':
+      case 'tcp-backend':
+      case 'adopted':
+        // Upgrade messages no upgrade is waiting for (upgradeTap takes the others).
         return;
       default: {
         const w = this.waiting.get(m.id);
@@ -159,7 +174,33 @@ export class ClusterDataPlane implements DataPlaneApi {
     });
   }
 
-  private broadcast(m: ToWorker): void {
+  /** Upgrade: the counters go on from the old process's totals (kept as a dead worker's are). */
+  inheritTotals(snap: DataPlaneSnapshot): void {
+    this.dead.keep(snap);
+  }
+
+  /** Upgrade: asks every live worker (or worker `only`) and resolves with their replies. */
+  request(make: (id: number) => ToWorker, only?: number): Promise<ToPrimary[]> {
+    return this.ask(
+      this.slots.filter((s) => only === undefined || s.index === only),
+      (id) => make(id),
+    );
+  }
+
+  /** Upgrade: the number of workers, and one message (with a handle) to worker `index`, resolved once written. */
+  get workerCount(): number {
+    return this.slots.length;
+  }
+
+  sendTo(index: number, m: ToWorker, handle?: object): Promise<void> {
+    const w = this.slots[index]?.worker;
+    if (w === undefined || !w.isConnected()) return Promise.reject(new Error(`worker ${index} is gone`));
+    return new Promise((resolve, reject) => {
+      w.send(m, handle as never, {}, (err: Error | null) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  broadcast(m: ToWorker): void {
     for (const s of this.slots) if (s.worker.isConnected()) s.worker.send(m);
   }
 

@@ -12,6 +12,7 @@ import type { BackendSpec, PreparedApply } from '../dataplane/dataplane';
 import { choosePump, createLocalDataPlane } from '../dataplane/local';
 import type { ToPrimary, ToWorker } from './protocol';
 import { SNAPSHOT_INTERVAL_MS } from './protocol';
+import { WorkerUpgrade } from './upgrade-worker';
 
 export function runWorker(): void {
   const worker = cluster.worker;
@@ -28,6 +29,7 @@ export function runWorker(): void {
     log,
     onConnectFailure: (pool, address, kind) => send({ t: 'connect-failure', pool, address, kind }),
   });
+  const upgrade = new WorkerUpgrade(dp, log, send);
   const push = (): void => send({ t: 'snapshot', snap: dp.snapshot() });
   const timer = setInterval(push, SNAPSHOT_INTERVAL_MS);
   timer.unref();
@@ -39,8 +41,9 @@ export function runWorker(): void {
   // 'commit'/'cancel' (see DataPlane.prepare).
   let prepared: Promise<PreparedApply | null> = Promise.resolve(null);
 
-  process.on('message', (raw: unknown) => {
+  process.on('message', (raw: unknown, handle: unknown) => {
     const m = raw as ToWorker;
+    if (upgrade.handle(m, handle)) return;
     switch (m.t) {
       case 'apply': {
         const before = prepared;

@@ -6,6 +6,8 @@
  * lost: a reload that changes whether the engine may take it, an upgrade
  * that hands node:net's server to a new process.
  */
+import cluster from 'node:cluster';
+import { closeSync } from 'node:fs';
 import net from 'node:net';
 import { attachEngine, detachEngine, detachEngineToFd, engineCanTake, type EngineHost } from './engine';
 
@@ -78,15 +80,34 @@ export class TcpAcceptor {
     else if (!want && this.engineId !== null) this.acceptWithNode();
   }
 
-  /** Upgrade: the listening socket, to hand to a new process (null before listen()); node:net accepts on it until then. */
-  get netServer(): net.Server | null {
+  /**
+   * Upgrade: what holds the listening socket, to hand to a new process (null
+   * before listen()), and whether the caller destroys it once sent. The
+   * engine gives the socket back first: node:net accepts on it until the
+   * new process has it; but a cluster worker's listen on an fd asks its
+   * primary, so there the engine's socket goes, unread, in a net.Socket and
+   * this worker accepts no more (the others and the new process do).
+   */
+  upgradeSocket(): { socket: net.Server; own: false } | { socket: net.Socket; own: true } | null {
+    if (this.engineId !== null && cluster.isWorker) {
+      const fd = detachEngineToFd(this.engineId);
+      this.engineId = null;
+      return fd === null ? null : { socket: new net.Socket({ fd, readable: false, writable: false }), own: true };
+    }
     if (this.engineId !== null) this.acceptWithNode();
-    return this.server;
+    return this.server === null ? null : { socket: this.server, own: false };
   }
 
-  /** Stops accepting; open connections go on. Idempotent. */
-  stop(): void {
-    if (this.engineId !== null) detachEngine(this.engineId);
+  /**
+   * Stops accepting; open connections go on. Idempotent. `handedOver`: the
+   * socket lives on in a new process (upgrade), so the engine lets go of it
+   * without the shutdown that would stop it listening there too.
+   */
+  stop(handedOver = false): void {
+    if (this.engineId !== null && handedOver) {
+      const fd = detachEngineToFd(this.engineId);
+      if (fd !== null) closeSync(fd);
+    } else if (this.engineId !== null) detachEngine(this.engineId);
     this.engineId = null;
     const server = this.server;
     // server.close()'s callback waits for every open connection; the

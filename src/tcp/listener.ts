@@ -241,9 +241,9 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     if (this.config.maxConnectionsPerSource > 0) this.sources.hold(session);
   }
 
-  /** Upgrade: the listening socket, to hand to a new process (null before listen()). */
-  get netServer(): net.Server | null {
-    return this.acceptor.netServer;
+  /** Upgrade: what holds the listening socket, to hand to a new process (see TcpAcceptor.upgradeSocket). */
+  upgradeSocket(): ReturnType<TcpAcceptor['upgradeSocket']> {
+    return this.acceptor.upgradeSocket();
   }
 
   /** Upgrade: a session handed to a new process: it no longer counts here (no report, no totals). */
@@ -319,9 +319,9 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
     }
   }
 
-  /** Stops accepting; open connections go on. Idempotent. */
-  stopAccepting(): Promise<void> {
-    this.acceptor.stop();
+  /** Stops accepting; open connections go on. Idempotent. `handedOver`: the socket lives on in a new process (see TcpAcceptor.stop). */
+  stopAccepting(handedOver = false): Promise<void> {
+    this.acceptor.stop(handedOver);
     return Promise.resolve();
   }
 

@@ -139,7 +139,9 @@ export async function quietSocket(family: 4 | 6, fd: number): Promise<dgram.Sock
     });
   });
   try {
-    s.bind({ fd });
+    // Exclusive: `fd` is this process's own, also in a cluster worker (whose
+    // other binds on an fd ask the primary, where that number means nothing).
+    s.bind({ fd, exclusive: true });
   } catch (err) {
     closeSync(fd);
     throw err;

@@ -6,17 +6,17 @@
  * binding), says `ready`, then takes over the UDP sessions and TCP
  * connections one by one and confirms.
  */
-import dgram from 'node:dgram';
+import type dgram from 'node:dgram';
 import type { Config } from '../config/schema';
 import type { UpgradeHost } from './host';
-import { Backend } from '../backend/backend';
 import { DataPlane } from '../dataplane/dataplane';
-import { TcpListener } from '../tcp/listener';
+import { ClusterDataPlane } from '../cluster/primary';
+import { clusterSink } from '../cluster/upgrade-new';
 import { UdpListener } from '../udp/listener';
-import { EngineUdpListener } from '../udp/engine';
 import { Channel } from './channel';
-import { closeRaw, markConnected, socketFromHandle, type RawHandle } from './handles';
-import { HELLO_TIMEOUT_MS, UPGRADE_ENV, UPGRADE_TEST_EXIT_ENV, UPGRADE_TEST_EXIT_UDP_ENV, type Inherited, type TcpMeta, type ToNew, type ToOld, type UdpMeta } from './protocol';
+import { closeRaw, type RawHandle } from './handles';
+import { localSink, type HandoverSink } from './adopt';
+import { HELLO_TIMEOUT_MS, UPGRADE_ENV, UPGRADE_HOLD_UDP_ENV, UPGRADE_TEST_EXIT_ENV, UPGRADE_TEST_EXIT_UDP_ENV, type Inherited, type TcpMeta, type ToNew, type ToOld } from './protocol';
 
 /** Handles received and adopted by fd: kept referenced for the life of the process. */
 const kept: RawHandle[] = [];
@@ -77,8 +77,10 @@ export class UpgradeChild {
       if (used) kept.push(handle);
       else closeRaw(handle);
     }
-    // UDP datagrams of clients whose sessions are still to come are held.
+    // UDP datagrams of clients whose sessions are still to come are held
+    // (here, and in the workers this process is about to start).
     UdpListener.holding = true;
+    process.env[UPGRADE_HOLD_UDP_ENV] = '1';
     return out;
   }
 
@@ -91,29 +93,48 @@ export class UpgradeChild {
     let refused = 0;
     const exitAfter = Number(process.env[UPGRADE_TEST_EXIT_ENV] ?? '0');
     const exitAfterUdp = Number(process.env[UPGRADE_TEST_EXIT_UDP_ENV] ?? '0');
-    const clients = new Map<number, { meta: TcpMeta; handle: RawHandle }>();
+    const clients = new Map<number, { meta: { t: 'tcp' } & TcpMeta; handle: RawHandle }>();
+    // This process's data plane takes them, or its workers do (relayed by this primary).
+    const sink: HandoverSink = dp instanceof ClusterDataPlane ? clusterSink(dp) : localSink(dp);
+    // Adoptions not yet acknowledged: `done` waits for them.
+    const adopting = new Set<Promise<void>>();
+    const track = (adoption: Promise<void>): void => {
+      // One that could not be relayed fails the upgrade at once (the old process keeps the rest).
+      const p = adoption.catch((err: unknown) => this.fail(`handover: ${(err as Error).message}`));
+      adopting.add(p);
+      void p.finally(() => adopting.delete(p));
+    };
     const done = new Promise<void>((resolve, reject) => {
       const onMessage = (m: ToNew, handle: RawHandle | null): void => {
         if (m.t === 'udp' && handle !== null) {
-          if (adoptUdp(dp, m, handle as unknown as dgram.Socket)) sessions++;
-          else refused++;
-          if (exitAfterUdp > 0 && sessions >= exitAfterUdp) process.exit(1); // test-only (UPGRADE_TEST_EXIT_UDP_ENV)
-          void this.ch.send({ t: 'udp-ok', id: m.id }).catch(() => undefined);
+          track(
+            sink.udp(m, handle as unknown as dgram.Socket).then((ok) => {
+              if (ok) sessions++;
+              else refused++;
+              if (exitAfterUdp > 0 && sessions >= exitAfterUdp) process.exit(1); // test-only (UPGRADE_TEST_EXIT_UDP_ENV)
+              void this.ch.send({ t: 'udp-ok', id: m.id }).catch(() => undefined);
+            }),
+          );
         } else if (m.t === 'udp-done') {
-          UdpListener.holding = false;
-          if (dp instanceof DataPlane) for (const l of dp.listeners.values()) if (l instanceof UdpListener) l.releaseHeld();
+          void Promise.all(adopting).then(() => sink.releaseUdp());
         } else if (m.t === 'tcp' && handle !== null) {
           clients.set(m.id, { meta: m, handle });
         } else if (m.t === 'tcp-backend' && handle !== null) {
           const c = clients.get(m.id);
           clients.delete(m.id);
-          if (c !== undefined && adoptTcp(dp, c.meta, c.handle, handle)) connections++;
-          else refused++;
-          if (exitAfter > 0 && connections >= exitAfter) process.exit(1); // test-only (UPGRADE_TEST_EXIT_ENV)
-          void this.ch.send({ t: 'tcp-ok', id: m.id }).catch(() => undefined);
+          const adopted = c !== undefined ? sink.tcp(c.meta, c.handle, handle) : Promise.resolve(false);
+          track(
+            adopted.then((ok) => {
+              if (ok) connections++;
+              else refused++;
+              if (exitAfter > 0 && connections >= exitAfter) process.exit(1); // test-only (UPGRADE_TEST_EXIT_ENV)
+              void this.ch.send({ t: 'tcp-ok', id: m.id }).catch(() => undefined);
+            }),
+          );
         } else if (m.t === 'done') {
-          if (dp instanceof DataPlane) dp.inheritTotals(m.totals);
-          resolve();
+          // Counters go on from the old process's totals.
+          if (dp instanceof DataPlane || dp instanceof ClusterDataPlane) dp.inheritTotals(m.totals);
+          void Promise.all(adopting).then(() => resolve());
         }
       };
       for (const q of this.ch.drainQueue()) onMessage(q.msg, q.handle);
@@ -127,8 +148,7 @@ export class UpgradeChild {
     } catch (err) {
       log.warn({ err: (err as Error).message, connections, sessions }, 'upgrade: handover incomplete');
     }
-    UdpListener.holding = false;
-    if (dp instanceof DataPlane) for (const l of dp.listeners.values()) if (l instanceof UdpListener) l.releaseHeld();
+    sink.releaseUdp();
     if (refused > 0) log.warn({ refused }, 'upgrade: connections of listeners or pools the new configuration lacks were closed');
     this.ch.detach();
     // The channel must not keep this process alive, nor its end tie it to the old one.
@@ -140,59 +160,4 @@ export class UpgradeChild {
     }
     return { connections, sessions, refused };
   }
-}
-
-function findBackend(dp: UpgradeHost['dataPlane'], pool: string, address: string): Backend | null {
-  const p = dp.pools.get(pool);
-  if (p === undefined) return null;
-  const b = p.find(address);
-  if (b !== undefined) return b;
-  // A backend the new configuration removed: the connection goes on to it, outside the pool.
-  const m = /^\[?([^\]]+)\]?:(\d+)$/.exec(address);
-  if (m === null) return null;
-  const host = m[1] as string;
-  const x = new Backend({ host, port: Number(m[2]), family: host.includes(':') ? 6 : 4 });
-  x.member = false;
-  return x;
-}
-
-function adoptTcp(dp: UpgradeHost['dataPlane'], m: TcpMeta, ch: RawHandle, bh: RawHandle): boolean {
-  const l = dp instanceof DataPlane ? dp.listeners.get(m.listener) : undefined;
-  const pool = dp.pools.get(m.pool);
-  const backend = findBackend(dp, m.pool, m.backend);
-  const client = socketFromHandle(ch);
-  const upstream = socketFromHandle(bh);
-  if (!(l instanceof TcpListener) || pool === undefined || backend === null) {
-    client.on('error', () => {});
-    upstream.on('error', () => {});
-    client.destroy();
-    upstream.destroy();
-    return false;
-  }
-  l.adoptSession(client, upstream, { srcAddr: m.srcAddr, srcPort: m.srcPort, dstAddr: m.dstAddr, dstPort: m.dstPort }, pool, backend, m.startedAt, {
-    bytesIn: m.bytesIn,
-    bytesOut: m.bytesOut,
-    toBackend: Buffer.from(m.toBackend, 'base64'),
-    toClient: Buffer.from(m.toClient, 'base64'),
-    firstFin: m.firstFin,
-    connectMs: m.connectMs,
-    sni: m.sni,
-    sniRouted: m.sniRouted,
-  });
-  return true;
-}
-
-function adoptUdp(dp: UpgradeHost['dataPlane'], m: UdpMeta, sock: dgram.Socket): boolean {
-  const l = dp instanceof DataPlane ? dp.listeners.get(m.listener) : undefined;
-  const backend = findBackend(dp, m.pool, m.backend);
-  if (!(l instanceof UdpListener) || backend === null) {
-    sock.close();
-    return false;
-  }
-  // The engine serves it on with the same upstream socket (it takes a dup; this one closes).
-  const carried = { startedAt: m.startedAt, bytesIn: m.bytesIn, bytesOut: m.bytesOut, responses: m.responses ?? 0, localAddr: m.localAddr ?? '', ifindex: m.ifindex ?? 0 };
-  if (l instanceof EngineUdpListener) return l.adoptEngineSession(sock, m.clientAddr, m.clientPort, backend, carried);
-  // The JavaScript path cannot choose a reply's source address: on a wildcard bind the kernel picks it.
-  l.adoptSession(sock, m.clientAddr, m.clientPort, backend, carried, markConnected(sock));
-  return true;
 }

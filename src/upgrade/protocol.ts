@@ -16,6 +16,11 @@
  *   old → new  done                       with the counter totals so far
  *   new → old  confirmed                  old exits 0
  *   new → old  error                      (any time) old keeps serving
+ *
+ * With workers, each side's primary relays: old workers send their
+ * listeners, sessions and connections (the same messages) to the old
+ * primary over the cluster IPC channel, and new workers take them from the
+ * new primary (src/cluster/upgrade-old.ts, upgrade-new.ts, upgrade-worker.ts).
  */
 import type { BackendOverride } from '../state/runtime-state';
 import type { HealthExport } from '../health/monitor';
@@ -28,6 +33,12 @@ export const UPGRADE_ENV = 'L4LB_UPGRADE_FROM';
  * arguments), to see how a new process that cannot start is handled.
  */
 export const UPGRADE_EXEC_ENV = 'L4LB_UPGRADE_EXEC';
+/**
+ * Set by the new process until every UDP session is in, so that workers it
+ * starts meanwhile hold the datagrams of clients whose sessions are still
+ * to come (as UdpListener.holding does in one process).
+ */
+export const UPGRADE_HOLD_UDP_ENV = 'L4LB_UPGRADE_HOLD_UDP';
 
 export interface InheritedListener {
   name: string;
@@ -54,6 +65,8 @@ export interface TcpMeta {
   connectMs: number | null;
   sni: string | null;
   sniRouted: boolean;
+  /** With workers: the index of the old worker that carried it (the new primary picks a worker by it). */
+  worker?: number;
 }
 
 export interface UdpMeta {
