@@ -87,6 +87,8 @@ export const ROUTES: readonly Route[] = [
     path: '/api/v1/upgrade',
     handle: async ({ res, target }) => {
       const r = await target.upgrade();
+      // This process exits now: the client's next request goes on a new connection, to the new process.
+      if (r.ok) res.shouldKeepAlive = false;
       if (r.ok) json(res, 200, { pid: r.pid, listeners: r.listeners, connections: r.connections, sessions: r.sessions });
       else json(res, 500, { error: `upgrade failed: ${r.reason}` });
     },
@@ -192,6 +194,8 @@ const COMPILED: readonly CompiledRoute[] = ROUTES.map((route) => {
 export class AdminServer {
   private readonly server: http.Server;
   private readonly target: AdminTarget;
+  /** Set once an upgrade handed the endpoint to a new process: every answer closes its connection. */
+  private retired = false;
   private readonly registry: Registry;
   private tokenHash: Buffer | null;
   config: AdminConfig;
@@ -261,6 +265,18 @@ export class AdminServer {
     });
   }
 
+  /**
+   * Upgrade: a new process serves this endpoint now. Idle keep-alive
+   * connections close at once and every answer still given here says
+   * `Connection: close`, so that clients' next requests (a scraper's
+   * pooled connection) reach the new process rather than meet this one
+   * exiting.
+   */
+  retire(): void {
+    this.retired = true;
+    this.server.closeIdleConnections();
+  }
+
   private authorized(req: http.IncomingMessage): boolean {
     if (this.tokenHash === null) return true;
     const h = req.headers.authorization ?? '';
@@ -270,6 +286,7 @@ export class AdminServer {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (this.retired) res.shouldKeepAlive = false;
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');

@@ -25,6 +25,7 @@ export function inheritRuntime(server: UpgradeHost, inherited: Inherited): void 
  */
 export function leaveAfterUpgrade(server: UpgradeHost, leftBehind: number): void {
   server.notifier.close();
+  server.admin?.retire();
   server.health.stop();
   for (const r of server.resolvers.values()) r.stop();
   const exit = (): void => {

@@ -10,7 +10,8 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { L4lbProcess, type LogLine } from './l4lb';
-import { waitFor, withTimeout } from './net';
+import assert from 'node:assert/strict';
+import { connect, waitFor, withTimeout } from './net';
 
 export class UpgradingL4lb {
   readonly proc: L4lbProcess;
@@ -286,4 +287,145 @@ export async function udpEchoBackend(): Promise<{ port: number; sources: Set<num
   s.bind(0, '127.0.0.1');
   await once(s, 'listening');
   return { port: s.address().port, sources, close: () => s.close() };
+}
+
+/** One echo round trip on an open connection (through an echo backend). */
+export async function roundTrip(s: net.Socket, text: string, timeoutMs = 5000): Promise<void> {
+  if (s.readableEnded || s.destroyed) throw new Error('connection already ended');
+  const got = new Promise<string>((resolve, reject) => {
+    let buf = '';
+    const onData = (d: Buffer): void => {
+      buf += d.toString();
+      if (buf.length >= text.length) {
+        s.removeListener('data', onData);
+        resolve(buf);
+      }
+    };
+    s.on('data', onData);
+    s.once('close', () => reject(new Error('closed')));
+    s.once('end', () => reject(new Error('ended')));
+  });
+  s.write(text);
+  assert.equal(await withTimeout(got, timeoutMs, `echo of ${text.trim()}`), text);
+}
+
+/** A fresh connection: connect, one round trip, close. */
+export async function oneShot(port: number, i: number): Promise<void> {
+  const s = await connect(port);
+  try {
+    await roundTrip(s, `shot ${i}\n`);
+  } finally {
+    s.destroy();
+  }
+}
+
+/**
+ * A steady rate of new connections (about 100 a second, at most 20 at a
+ * time, each one round trip) until stop(); counts what failed.
+ */
+export class SteadyLoad {
+  started = 0;
+  failed = 0;
+  readonly errors: string[] = [];
+  private running = true;
+  private readonly done: Promise<void>;
+
+  constructor(port: number) {
+    this.done = (async () => {
+      const inflight = new Set<Promise<void>>();
+      while (this.running && this.started < 5000) {
+        const i = this.started++;
+        const p = oneShot(port, i).catch((e: unknown) => {
+          this.failed++;
+          if (this.errors.length < 5) this.errors.push(String((e as Error).message));
+        });
+        inflight.add(p);
+        void p.finally(() => inflight.delete(p));
+        if (inflight.size >= 20) await Promise.race(inflight);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await Promise.all(inflight);
+    })();
+  }
+
+  /** Stops starting connections; resolves once those under way are done. */
+  async stop(): Promise<void> {
+    this.running = false;
+    await withTimeout(this.done, 20000, 'load end');
+  }
+}
+
+/** The connections an l4lb lists (GET /api/v1/connections). */
+export async function listConnections(admin: number): Promise<{ protocol: string; client: string }[]> {
+  const r = await fetch(`http://127.0.0.1:${admin}/api/v1/connections?limit=10000`);
+  assert.equal(r.status, 200);
+  return ((await r.json()) as { connections: { protocol: string; client: string }[] }).connections;
+}
+
+/**
+ * The traffic an upgrade must carry, through an l4lb whose listener `tcp`
+ * goes to an echo backend and `udp` to `uecho`: `long` long-lived
+ * connections (the first 10 pinging every 5 ms, the others idle after one
+ * round trip), `bulk` bulk streams some way into their transfer, and `udp`
+ * UDP sessions. `verify()` checks, after the upgrade, that all of it went
+ * on unchanged and that the new process lists the same connections.
+ */
+export class UpgradeTraffic {
+  readonly pingers: Pinger[] = [];
+  readonly idle: net.Socket[] = [];
+  readonly bulks: BulkStream[] = [];
+  udp: Awaited<ReturnType<typeof udpPinger>>[] = [];
+  udpSources = new Set<number>();
+  before: { protocol: string; client: string }[] = [];
+
+  private constructor(private readonly uecho: { sources: Set<number> }) {}
+
+  static async start(opts: { port: number; uport: number; admin: number; uecho: { sources: Set<number> }; long: number; bulk: number; udp: number; seed: number; cleanup: (() => Promise<void> | void)[] }): Promise<UpgradeTraffic> {
+    const t = new UpgradeTraffic(opts.uecho);
+    for (let i = 0; i < opts.long; i++) {
+      const s = await connect(opts.port);
+      opts.cleanup.push(() => void s.destroy());
+      if (i < 10) t.pingers.push(new Pinger(s, i, 5));
+      else t.idle.push(s);
+    }
+    await Promise.all(t.idle.map((s, i) => roundTrip(s, `hello ${i}\n`)));
+    t.udp = await Promise.all(Array.from({ length: opts.udp }, () => udpPinger(opts.uport)));
+    opts.cleanup.push(() => t.udp.forEach((u) => u.close()));
+    for (const [i, u] of t.udp.entries()) assert.equal(await u.ask(`u${i} a`), `u${i} a`);
+    t.udpSources = new Set(opts.uecho.sources);
+    for (let i = 0; i < opts.bulk; i++) {
+      const s = await connect(opts.port);
+      opts.cleanup.push(() => void s.destroy());
+      t.bulks.push(new BulkStream(s, opts.seed + i));
+    }
+    await waitFor(() => t.bulks.every((b) => b.received > 64 * 1024), 20000, 'bulk streams under way');
+    t.before = await listConnections(opts.admin);
+    assert.equal(t.before.filter((c) => c.protocol === 'tcp').length, opts.long + opts.bulk);
+    return t;
+  }
+
+  /** After the upgrade: everything went on, byte for byte; resolves with the longest wait of a pinging connection (ms). */
+  async verify(admin: number): Promise<number> {
+    const at = this.bulks.map((b) => b.received);
+    await waitFor(() => this.bulks.every((b, i) => b.received > (at[i] as number) + 256 * 1024), 20000, 'bulk streams going on after the upgrade');
+    const key = (c: { protocol: string; client: string }): string => `${c.protocol} ${c.client}`;
+    const now = await listConnections(admin);
+    assert.equal(now.filter((c) => c.protocol === 'tcp').length, this.before.filter((c) => c.protocol === 'tcp').length, 'the new process lists as many connections as were handed over');
+    const listed = new Set(now.map(key));
+    for (const c of this.before) assert.ok(listed.has(key(c)), `${key(c)} listed by the new process`);
+    for (const b of this.bulks) b.stop();
+    const results = await Promise.all(this.bulks.map((b) => b.finished));
+    for (const [i, r] of results.entries()) {
+      assert.equal(r.error, null, `bulk ${i}: ${r.error}`);
+      assert.equal(r.got, r.sent, `bulk ${i}: sha256 of the echo differs from what was sent`);
+    }
+    await Promise.all(this.idle.map((s, i) => roundTrip(s, `again ${i}\n`)));
+    for (const [i, u] of this.udp.entries()) assert.equal(await u.ask(`u${i} b`), `u${i} b`);
+    // The same upstream sockets: the backend saw no new source port.
+    assert.deepEqual([...this.uecho.sources].sort(), [...this.udpSources].sort(), 'the backend saw no new UDP source port');
+    const maxGap = Math.max(...this.pingers.map((p) => p.maxGapMs));
+    for (const p of this.pingers) assert.equal(p.error, null);
+    await Promise.all(this.pingers.map((p) => p.stop()));
+    return maxGap;
+  }
 }

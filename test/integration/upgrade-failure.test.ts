@@ -9,47 +9,18 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type net from 'node:net';
 import { connect, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
 import { CLI, runCli } from '../helpers/l4lb';
 import { createHash } from 'node:crypto';
 import { deadPort, startServer } from '../helpers/net';
-import { UpgradingL4lb, alive } from '../helpers/upgrade';
+import { SteadyLoad, UpgradingL4lb, alive, oneShot, roundTrip } from '../helpers/upgrade';
 
 function config(echoPort: number, adminPort = 0, extra = ''): string {
   return `[global]\ndrain_timeout = "1s"\n${extra}[admin]\nbind = "127.0.0.1:${adminPort}"\n` + listenerToml('tcp', 'echo') + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echoPort}" }`]);
 }
 
-/** One echo round trip on an open connection. */
-async function roundTrip(s: net.Socket, text: string): Promise<void> {
-  if (s.readableEnded || s.destroyed) throw new Error('connection already ended');
-  const got = new Promise<string>((resolve, reject) => {
-    let buf = '';
-    const onData = (d: Buffer): void => {
-      buf += d.toString();
-      if (buf.length >= text.length) {
-        s.removeListener('data', onData);
-        resolve(buf);
-      }
-    };
-    s.on('data', onData);
-    s.once('close', () => reject(new Error('closed')));
-    s.once('end', () => reject(new Error('ended')));
-  });
-  s.write(text);
-  assert.equal(await withTimeout(got, 5000, `echo of ${text.trim()}`), text);
-}
 
-/** A fresh connection: connect, one round trip, close. */
-async function oneShot(port: number, i: number): Promise<void> {
-  const s = await connect(port);
-  try {
-    await roundTrip(s, `shot ${i}\n`);
-  } finally {
-    s.destroy();
-  }
-}
 
 const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
 const hasNotify = spawnSync('systemd-notify', ['--version']).status === 0;
@@ -136,29 +107,8 @@ describe('upgrade failures and repeated upgrades', () => {
     const port = await lb.proc.port('tcp');
     const long = await Promise.all(Array.from({ length: 20 }, () => connect(port)));
     cleanup.push(() => long.forEach((s) => s.destroy()));
-    let started = 0;
-    let failed = 0;
-    const errors: string[] = [];
-    let loading = true;
-    cleanup.push(() => {
-      loading = false; // a failed test must not leave the load running
-    });
-    // About 100 new connections a second, at most 20 at a time.
-    const load = (async () => {
-      const inflight = new Set<Promise<void>>();
-      while (loading && started < 5000) {
-        const i = started++;
-        const p = oneShot(port, i).catch((e: unknown) => {
-          failed++;
-          if (errors.length < 5) errors.push(String((e as Error).message));
-        });
-        inflight.add(p);
-        void p.finally(() => inflight.delete(p));
-        if (inflight.size >= 20) await Promise.race(inflight);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      await Promise.all(inflight);
-    })();
+    const load = new SteadyLoad(port);
+    cleanup.push(() => load.stop()); // a failed test must not leave the load running
     const pids = [lb.pid];
     const admin = (await lb.log((l) => l.msg === 'admin listening')).port as number;
     // The second upgrade is asked for through the admin API (what `l4lb --upgrade` does), which answers with the outcome.
@@ -170,18 +120,17 @@ describe('upgrade failures and repeated upgrades', () => {
       assert.ok(body.connections >= long.length, `${body.connections} connection(s) handed over, ${long.length} long-lived ones open`);
     };
     for (let n = 0; n < 3; n++) {
-      await waitFor(() => started > (n + 1) * 30, 10000, 'load running');
+      await waitFor(() => load.started > (n + 1) * 30, 10000, 'load running');
       const { line, ms } = await lb.upgrade(20000, n === 1 ? viaApi : undefined);
       pids.push(line.pid as number);
       t.diagnostic(`upgrade ${n + 1}: ${ms} ms, ${String(line.connections)} connection(s) handed over`);
       await lb.waitGone(pids[n] as number, 2000, `pid ${pids[n]} gone`);
       await Promise.all(long.map((s, i) => roundTrip(s, `long ${i} ${n}\n`)));
     }
-    loading = false;
-    await withTimeout(load, 20000, 'load end');
-    t.diagnostic(`${started} connections opened during three upgrades, ${failed} failed`);
-    assert.equal(failed, 0, errors.join('; '));
-    assert.ok(started > 90);
+    await load.stop();
+    t.diagnostic(`${load.started} connections opened during three upgrades, ${load.failed} failed`);
+    assert.equal(load.failed, 0, load.errors.join('; '));
+    assert.ok(load.started > 90);
     assert.equal(lb.count('upgrade failed'), 0);
   });
 

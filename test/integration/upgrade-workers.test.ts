@@ -10,22 +10,11 @@
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import type net from 'node:net';
-import { connect, deadPort, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
+import { connect, deadPort, startEchoServer, waitFor, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
-import { BulkStream, Pinger, UpgradingL4lb, alive, udpEchoBackend, udpPinger } from '../helpers/upgrade';
+import { SteadyLoad, UpgradeTraffic, UpgradingL4lb, alive, listConnections, roundTrip, udpEchoBackend, udpPinger } from '../helpers/upgrade';
 import { spliceAvailable } from '../../src/native/addon';
 
-interface Conn {
-  protocol: string;
-  client: string;
-}
-
-async function connections(admin: number): Promise<Conn[]> {
-  const r = await fetch(`http://127.0.0.1:${admin}/api/v1/connections?limit=10000`);
-  assert.equal(r.status, 200);
-  return ((await r.json()) as { connections: Conn[] }).connections;
-}
 
 /** The pids of `pid`'s running children (its workers; an upgrade's new process until it is on its own). */
 function children(pid: number): number[] {
@@ -36,23 +25,6 @@ function children(pid: number): number[] {
   }
 }
 
-/** One echo round trip on an open connection. */
-async function roundTrip(s: net.Socket, text: string): Promise<void> {
-  const got = new Promise<string>((resolve, reject) => {
-    let buf = '';
-    const onData = (d: Buffer): void => {
-      buf += d.toString();
-      if (buf.length >= text.length) {
-        s.removeListener('data', onData);
-        resolve(buf);
-      }
-    };
-    s.on('data', onData);
-    s.once('close', () => reject(new Error('closed')));
-  });
-  s.write(text);
-  assert.equal(await withTimeout(got, 5000, `echo of ${text.trim()}`), text);
-}
 
 function config(splice: string, echoPort: number, udpPort: number, workers = 2, tcpPort = 0): string {
   return (
@@ -87,28 +59,7 @@ describe('upgrade with workers = 2', () => {
       const uport = await lb.proc.port('udp');
       const admin = (await lb.log((l) => l.msg === 'admin listening')).port as number;
 
-      const pingers: Pinger[] = [];
-      const idle: net.Socket[] = [];
-      for (let i = 0; i < LONG; i++) {
-        const s = await connect(port);
-        cleanup.push(() => void s.destroy());
-        if (i < 10) pingers.push(new Pinger(s, i, 5));
-        else idle.push(s);
-      }
-      await Promise.all(idle.map((s, i) => roundTrip(s, `hello ${i}\n`)));
-      const udp = await Promise.all(Array.from({ length: UDP_SESSIONS }, () => udpPinger(uport)));
-      cleanup.push(() => udp.forEach((u) => u.close()));
-      for (const [i, u] of udp.entries()) assert.equal(await u.ask(`u${i} a`), `u${i} a`);
-      const udpSources = new Set(uecho.sources);
-      const bulks: BulkStream[] = [];
-      for (let i = 0; i < BULK; i++) {
-        const s = await connect(port);
-        cleanup.push(() => void s.destroy());
-        bulks.push(new BulkStream(s, 2000 + i));
-      }
-      await waitFor(() => bulks.every((b) => b.received > 64 * 1024), 20000, 'bulk streams under way');
-      const before = await connections(admin);
-      assert.equal(before.filter((c) => c.protocol === 'tcp').length, LONG + BULK);
+      const traffic = await UpgradeTraffic.start({ port, uport, admin, uecho, long: LONG, bulk: BULK, udp: UDP_SESSIONS, seed: 2000, cleanup });
 
       const oldPid = lb.pid;
       const oldWorkers = children(oldPid);
@@ -130,25 +81,7 @@ describe('upgrade with workers = 2', () => {
       const goneMs = Date.now() - handedAt;
       assert.equal(children(lb.pid).length, 2, 'the new process runs 2 workers');
 
-      const at = bulks.map((b) => b.received);
-      await waitFor(() => bulks.every((b, i) => b.received > (at[i] as number) + 256 * 1024), 20000, 'bulk streams going on after the upgrade');
-      const key = (c: Conn): string => `${c.protocol} ${c.client}`;
-      const now = await connections(admin);
-      assert.equal(now.filter((c) => c.protocol === 'tcp').length, LONG + BULK, 'the new process lists as many connections as were handed over');
-      const listed = new Set(now.map(key));
-      for (const c of before) assert.ok(listed.has(key(c)), `${key(c)} listed by the new process`);
-      for (const b of bulks) b.stop();
-      const results = await Promise.all(bulks.map((b) => b.finished));
-      for (const [i, r] of results.entries()) {
-        assert.equal(r.error, null, `bulk ${i}: ${r.error}`);
-        assert.equal(r.got, r.sent, `bulk ${i}: sha256 of the echo differs from what was sent`);
-      }
-      await Promise.all(idle.map((s, i) => roundTrip(s, `again ${i}\n`)));
-      for (const [i, u] of udp.entries()) assert.equal(await u.ask(`u${i} b`), `u${i} b`);
-      assert.deepEqual([...uecho.sources].sort(), [...udpSources].sort(), 'the backend saw no new UDP source port');
-      const maxGap = Math.max(...pingers.map((p) => p.maxGapMs));
-      for (const p of pingers) assert.equal(p.error, null);
-      await Promise.all(pingers.map((p) => p.stop()));
+      const maxGap = await traffic.verify(admin);
       t.diagnostic(`workers=2 splice=${splice}: upgrade ${ms} ms (request to handed over), old primary and workers gone ${goneMs} ms after; longest ping wait ${maxGap} ms; handed over ${JSON.stringify({ listeners: line.listeners, connections: line.connections, sessions: line.sessions, left_behind: line.left_behind, duration_ms: line.duration_ms, handover_ms: line.handover_ms, max_pause_ms: line.max_pause_ms })}`);
       assert.ok(maxGap < 1000, `a pinging connection waited ${maxGap} ms`);
       assert.equal(lb.count('upgrade failed'), 0);
@@ -165,35 +98,10 @@ describe('upgrade with workers = 2', () => {
     const port = await lb.proc.port('tcp');
     const long = await Promise.all(Array.from({ length: 20 }, () => connect(port)));
     cleanup.push(() => long.forEach((s) => s.destroy()));
-    let started = 0;
-    let failed = 0;
-    const errors: string[] = [];
-    let loading = true;
-    // About 100 new connections a second, at most 20 at a time.
-    const load = (async () => {
-      const inflight = new Set<Promise<void>>();
-      while (loading && started < 5000) {
-        const i = started++;
-        const p = (async () => {
-          const s = await connect(port);
-          try {
-            await roundTrip(s, `shot ${i}\n`);
-          } finally {
-            s.destroy();
-          }
-        })().catch((e: unknown) => {
-          failed++;
-          if (errors.length < 5) errors.push(String((e as Error).message));
-        });
-        inflight.add(p);
-        void p.finally(() => inflight.delete(p));
-        if (inflight.size >= 20) await Promise.race(inflight);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      await Promise.all(inflight);
-    })();
+    const load = new SteadyLoad(port);
+    cleanup.push(() => load.stop()); // a failed test must not leave the load running
     for (let n = 0; n < 3; n++) {
-      await waitFor(() => started > (n + 1) * 30, 10000, 'load running');
+      await waitFor(() => load.started > (n + 1) * 30, 10000, 'load running');
       const oldPid = lb.pid;
       const oldWorkers = children(oldPid);
       const { line, ms } = await lb.upgrade(25000);
@@ -203,11 +111,10 @@ describe('upgrade with workers = 2', () => {
       for (const w of oldWorkers) await lb.waitGone(w, 2000, `old worker ${w} gone`);
       await Promise.all(long.map((s, i) => roundTrip(s, `long ${i} ${n}\n`)));
     }
-    loading = false;
-    await withTimeout(load, 20000, 'load end');
-    t.diagnostic(`${started} connections opened during three upgrades, ${failed} failed`);
-    assert.equal(failed, 0, errors.join('; '));
-    assert.ok(started > 90);
+    await load.stop();
+    t.diagnostic(`${load.started} connections opened during three upgrades, ${load.failed} failed`);
+    assert.equal(load.failed, 0, load.errors.join('; '));
+    assert.ok(load.started > 90);
     assert.equal(lb.count('upgrade failed'), 0);
   });
 
@@ -312,7 +219,7 @@ describe('upgrade with workers = 2', () => {
       assert.equal(line.connections, conns.length);
       assert.equal(line.sessions, 1);
       assert.equal(children(lb.pid).length, workers === 1 ? 0 : workers, `the new process runs ${workers} worker(s)`);
-      assert.equal((await connections(admin)).filter((c) => c.protocol === 'tcp').length, conns.length);
+      assert.equal((await listConnections(admin)).filter((c) => c.protocol === 'tcp').length, conns.length);
     }
     await Promise.all(conns.map((s, i) => roundTrip(s, `last ${i}\n`)));
     assert.equal(await u.ask('u last'), 'u last');
