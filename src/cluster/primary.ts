@@ -237,10 +237,9 @@ export class ClusterDataPlane implements DataPlaneApi {
     const shared = [...backends].map(([k, v]) => [k, this.workerSpecs(config, k, v)] as [string, BackendSpec[]]);
     const wc = this.workerConfig(config, index);
     // Socket activation: a worker listens on the inherited socket by its fd
-    // number. For TCP the cluster module opens that fd in the primary (where
-    // systemd put it) and shares the one socket with every worker; worker 0
-    // opens an inherited UDP socket itself (forked workers inherit the fds
-    // systemd passed, which are not close-on-exec).
+    // number. The cluster module opens that fd in the primary (where
+    // systemd put it): a TCP socket is shared with every worker, a UDP one
+    // goes to worker 0 alone (UDP listeners run there).
     const fds = [...this.fds].filter(([name]) => wc.listeners.some((l) => l.name === name));
     return { t: 'apply', id, config: wc, backends: shared, fds };
   }
