@@ -13,9 +13,8 @@ import { join } from 'node:path';
 import { startEchoServer, connect, readBytes, waitFor, withTimeout } from '../helpers/net';
 import { L4lbProcess, CLI } from '../helpers/l4lb';
 import { listenerToml, poolToml } from '../helpers/toml';
+import { hasNotify, hasPython, notifySocket } from '../helpers/notify';
 
-const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
-const hasNotify = spawnSync('systemd-notify', ['--version']).status === 0;
 
 /** A python3 child bound to an AF_UNIX datagram socket, collecting what arrives. */
 /**
@@ -30,34 +29,6 @@ function spawnActivated(py: string, cfgPath: string): { child: ChildProcess; exi
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number>((r) => child.on('exit', (code) => r(code ?? -1)));
   return { child, exited, out: () => out, err: () => err };
-}
-
-function notifySocket(path: string): { messages: string[]; ready: Promise<void>; stop(): void } {
-  const py = `
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print("bound", flush=True)
-while True:
-    data = s.recv(65536)
-    print(data.decode().replace("\\n", "|"), flush=True)
-`;
-  const child = spawn('python3', ['-c', py, path], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const messages: string[] = [];
-  let buf = '';
-  let onBound: () => void = () => {};
-  const ready = new Promise<void>((r) => (onBound = r));
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line === 'bound') onBound();
-      else messages.push(line);
-    }
-  });
-  return { messages, ready: withTimeout(ready, 5000, 'notify socket bound'), stop: () => child.kill() };
 }
 
 describe('systemd', () => {

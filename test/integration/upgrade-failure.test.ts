@@ -5,12 +5,12 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
+import { hasNotify, hasPython, notifySocket } from '../helpers/notify';
 import { CLI, runCli } from '../helpers/l4lb';
 import { createHash } from 'node:crypto';
 import { deadPort, startServer } from '../helpers/net';
@@ -22,29 +22,6 @@ function config(echoPort: number, adminPort = 0, extra = ''): string {
 
 
 
-const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
-const hasNotify = spawnSync('systemd-notify', ['--version']).status === 0;
-
-/** A python3 child bound to an AF_UNIX datagram socket (a stand-in for systemd's $NOTIFY_SOCKET), collecting what arrives. */
-function notifySocket(path: string): { messages: string[]; ready: Promise<void>; stop(): void } {
-  const py = 'import socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("bound", flush=True)\nwhile True:\n    print(s.recv(65536).decode().replace("\\n", "|"), flush=True)\n';
-  const child = spawn('python3', ['-c', py, path], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const messages: string[] = [];
-  let buf = '';
-  let onBound: () => void = () => {};
-  const ready = new Promise<void>((r) => (onBound = r));
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line === 'bound') onBound();
-      else messages.push(line);
-    }
-  });
-  return { messages, ready: withTimeout(ready, 5000, 'notify socket bound'), stop: () => child.kill() };
-}
 
 describe('upgrade failures and repeated upgrades', () => {
   const cleanup: (() => Promise<void> | void)[] = [];
