@@ -121,32 +121,18 @@ Napi::Value UdpEnd(const Napi::CallbackInfo& info) {
 // udpSessions(listener) -> [client, port, backend, startedMs, bytesIn, bytesOut, ...] (open sessions)
 Napi::Value UdpSessions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  struct Row {
-    Sa client;
-    uint32_t backend;
-    int64_t started;
-    uint64_t in, out;
-  };
-  std::vector<Row> rows;
+  std::vector<SessionRow> rows;
   {
     std::lock_guard<std::mutex> lock(g_mu);
     Listener* L = GetListener(info[0].As<Napi::Number>().Uint32Value());
     if (L != nullptr)
       for (uint32_t i = L->head; i != kNone; i = g_sess[i].next) {
-        const Session& s = g_sess[i];
-        rows.push_back(Row{s.client, s.backend, s.startedMs, s.bytesIn, s.bytesOut});
+        rows.push_back(RowOf(g_sess[i]));
       }
   }
-  Napi::Array a = Napi::Array::New(env, rows.size() * 6);
+  Napi::Array a = Napi::Array::New(env, rows.size() * kRowFields);
   uint32_t j = 0;
-  for (const Row& r : rows) {
-    a.Set(j++, Napi::String::New(env, AddrString(r.client)));
-    a.Set(j++, Napi::Number::New(env, PortOf(r.client)));
-    a.Set(j++, Napi::Number::New(env, r.backend));
-    a.Set(j++, Napi::Number::New(env, static_cast<double>(r.started)));
-    a.Set(j++, Napi::Number::New(env, static_cast<double>(r.in)));
-    a.Set(j++, Napi::Number::New(env, static_cast<double>(r.out)));
-  }
+  for (const SessionRow& r : rows) j = SetRow(a, j, r);
   return a;
 }
 

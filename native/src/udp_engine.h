@@ -193,8 +193,20 @@ void EndLocked(uint32_t i, uint8_t reason);
 void Hold(Listener& L, Session& s, const char* buf, size_t len);
 bool ParseAddr(int family, const std::string& host, uint16_t port, Sa& out, socklen_t& len);
 std::string AddrString(const Sa& a);
-// Fields per session in udpExport's flat array.
-constexpr uint32_t kExportFields = 11;
+// A session as udpSessions and udpExport list it (copied under g_mu, turned
+// into JS values after): client, port, backend, startedMs, bytesIn, bytesOut.
+struct SessionRow {
+  Sa client;
+  uint32_t backend;
+  int64_t started;
+  uint64_t in, out;
+};
+constexpr uint32_t kRowFields = 6;
+SessionRow RowOf(const Session& s);
+// Writes a row's kRowFields values into `a` from index j; returns the next index.
+uint32_t SetRow(Napi::Array& a, uint32_t j, const SessionRow& r);
+// Fields per session in udpExport's flat array (a row, then five more).
+constexpr uint32_t kExportFields = kRowFields + 5;
 uint16_t PortOf(const Sa& a);
 Listener* GetListener(uint32_t lid);
 

@@ -66,10 +66,7 @@ Napi::Value UdpPause(const Napi::CallbackInfo& info) {
 Napi::Value UdpExport(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   struct Row {
-    Sa client;
-    uint32_t backend;
-    int64_t started;
-    uint64_t in, out;
+    SessionRow row;
     int fd;
     int fam;
     uint32_t responses;
@@ -93,7 +90,7 @@ Napi::Value UdpExport(const Napi::CallbackInfo& info) {
           char b[INET6_ADDRSTRLEN] = {0};
           if (inet_ntop(L->v6 ? AF_INET6 : AF_INET, s.local, b, sizeof b) != nullptr) local = b;
         }
-        rows.push_back(Row{s.client, s.backend, s.startedMs, s.bytesIn, s.bytesOut, fd, s.upFam == 1 ? 6 : 4, s.responses, local, s.ifindex});
+        rows.push_back(Row{RowOf(s), fd, s.upFam == 1 ? 6 : 4, s.responses, local, s.ifindex});
         // The epoll registration belongs to the socket, which the dup keeps open: removed explicitly.
         epoll_ctl(g_ep, EPOLL_CTL_DEL, s.fd, nullptr);
         SetFdSess(s.fd, kNone);
@@ -115,12 +112,7 @@ Napi::Value UdpExport(const Napi::CallbackInfo& info) {
   Napi::Array a = Napi::Array::New(env, rows.size() * kExportFields);
   uint32_t j = 0;
   for (const Row& r : rows) {
-    a.Set(j++, Napi::String::New(env, AddrString(r.client)));
-    a.Set(j++, Napi::Number::New(env, PortOf(r.client)));
-    a.Set(j++, Napi::Number::New(env, r.backend));
-    a.Set(j++, Napi::Number::New(env, static_cast<double>(r.started)));
-    a.Set(j++, Napi::Number::New(env, static_cast<double>(r.in)));
-    a.Set(j++, Napi::Number::New(env, static_cast<double>(r.out)));
+    j = SetRow(a, j, r.row);
     a.Set(j++, Napi::Number::New(env, r.fd));
     a.Set(j++, Napi::Number::New(env, r.fam));
     a.Set(j++, Napi::Number::New(env, r.responses));

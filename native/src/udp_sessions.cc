@@ -240,6 +240,19 @@ std::string AddrString(const Sa& a) {
   else inet_ntop(AF_INET6, &a.v6.sin6_addr, b, sizeof b);
   return b;
 }
+SessionRow RowOf(const Session& s) { return SessionRow{s.client, s.backend, s.startedMs, s.bytesIn, s.bytesOut}; }
+
+uint32_t SetRow(Napi::Array& a, uint32_t j, const SessionRow& r) {
+  Napi::Env env = a.Env();
+  a.Set(j++, Napi::String::New(env, AddrString(r.client)));
+  a.Set(j++, Napi::Number::New(env, PortOf(r.client)));
+  a.Set(j++, Napi::Number::New(env, r.backend));
+  a.Set(j++, Napi::Number::New(env, static_cast<double>(r.started)));
+  a.Set(j++, Napi::Number::New(env, static_cast<double>(r.in)));
+  a.Set(j++, Napi::Number::New(env, static_cast<double>(r.out)));
+  return j;
+}
+
 uint16_t PortOf(const Sa& a) { return ntohs(a.sa.sa_family == AF_INET ? a.v4.sin_port : a.v6.sin6_port); }
 
 Listener* GetListener(uint32_t lid) {
