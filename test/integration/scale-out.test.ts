@@ -199,7 +199,9 @@ describe('scale-out in network namespaces', () => {
       const results = await loop;
       t.diagnostic(`VRRP handover: address on lb2 ${moved} ms after SIGTERM; lb1 stopped accepting after ${draining - tTerm} ms (${summary(results)})`);
       assert.ok(tTerm + moved <= draining, 'the backup took over before l4lb stopped accepting');
-      assert.equal(results.filter((r) => !r.ok).length, 0, summary(results));
+      const neigh = await L.routerNeighbours();
+      const failedAt = results.filter((r) => !r.ok).map((r) => `${r.err} at ${r.t - tTerm} ms`);
+      assert.equal(results.filter((r) => !r.ok).length, 0, `${summary(results)}: ${failedAt.join(', ')} after SIGTERM; router's neighbours now: ${neigh}\n${L.diagnostics()}`);
       assert.equal((await L.synRetransmits()) - syn0, 0, `SYN retransmissions during the handover (${summary(results)})`);
       assert.ok(results.some((r) => parseReply(r.reply).via === 'lb2'), 'lb2 serves after the handover');
       // The limit of a proxy that terminates TCP: the open connection's packets now reach lb2, which resets it.

@@ -250,6 +250,13 @@ export class Lab {
     }
     // The router forwards, and spreads multipath routes by the 5-tuple.
     await this.exec('rt', 'sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv4.fib_multipath_hash_policy=1');
+    // A gratuitous ARP always moves the virtual IP's neighbour entry. With
+    // Linux's default locktime (1 s) one that comes within a second of the
+    // entry's last update (lb1 answering the router's probe) is ignored, and
+    // the router keeps sending to lb1, which has given the address up, until
+    // keepalived's next burst: a SYN or two lost, seen in CI as a connection
+    // that timed out during the VRRP handover.
+    await this.exec('rt', 'sysctl', '-qw', 'net.ipv4.neigh.br0.locktime=0');
   }
 
   /** Starts a long-lived process in a namespace; teardown() stops it. */
@@ -323,6 +330,11 @@ export class Lab {
   async ping(handle: number): Promise<ConnResult> {
     const [r] = await this.ask({ op: 'ping', handle, timeoutMs: 2000 }, 10_000);
     return r!;
+  }
+
+  /** The router's neighbour table (`ip neigh`), for a diagnostic. */
+  async routerNeighbours(): Promise<string> {
+    return (await this.exec('rt', 'ip', 'neigh', 'show')).trim().replace(/\n/g, '; ');
   }
 
   /**
