@@ -109,6 +109,9 @@ describe('shutdown_delay (loopback)', () => {
  */
 const HANDOVER_CONN_TIMEOUT_MS = 5000;
 
+/** How close to the moment the virtual IP moved a connection counts as in flight at the move (the move is seen by polling every 20 ms). */
+const MOVE_WINDOW_MS = 300;
+
 /** Flows from fixed client ports: which l4lb host carried each and which backend answered. */
 async function flows(lab: Lab, localPorts: number[]): Promise<{ tag: string; via: Host | '?' }[]> {
   const res = await lab.batch(ADDR.ecmpVip, 80, localPorts);
@@ -182,7 +185,7 @@ describe('scale-out in network namespaces', () => {
       assert.ok(await L.hasAddress('lb2', ADDR.vrrpVip), 'lb2 holds the virtual IP');
     });
 
-    test('SIGTERM of the active l4lb (shutdown_delay 3 s): the backup takes over while it still serves; no new connection fails or waits for a SYN retransmission; a connection open on lb1 is reset', async (t) => {
+    test('SIGTERM of the active l4lb (shutdown_delay 3 s): the backup takes over while it still serves; no new connection fails or waits for a SYN retransmission but the one in flight at the move; a connection open on lb1 is reset', async (t) => {
       if (lab === null) return t.skip(reason ?? 'no lab');
       const L = lab;
       lbs.lb1 = L.l4lb('lb1', cfg);
@@ -199,10 +202,22 @@ describe('scale-out in network namespaces', () => {
       const results = await loop;
       t.diagnostic(`VRRP handover: address on lb2 ${moved} ms after SIGTERM; lb1 stopped accepting after ${draining - tTerm} ms (${summary(results)})`);
       assert.ok(tTerm + moved <= draining, 'the backup took over before l4lb stopped accepting');
+      // At the instant the address moves, the limit of a proxy that terminates
+      // TCP (docs/scale-out.md): a connection lb1 accepted just before it gave
+      // the address up can no longer be answered from there (its replies'
+      // source address is gone) nor go on at lb2 (which resets it), and a SYN
+      // sent as lb1 drops the address is sent again. The loop runs one
+      // connection at a time, so at most the one in flight then may fail or
+      // wait for a retransmitted SYN; every other must succeed at once.
       const neigh = await L.routerNeighbours();
       const failedAt = results.filter((r) => !r.ok).map((r) => `${r.err} at ${r.t - tTerm} ms`);
-      assert.equal(results.filter((r) => !r.ok).length, 0, `${summary(results)}: ${failedAt.join(', ')} after SIGTERM; router's neighbours now: ${neigh}\n${L.diagnostics()}`);
-      assert.equal((await L.synRetransmits()) - syn0, 0, `SYN retransmissions during the handover (${summary(results)})`);
+      const atMove = (r: ConnResult): boolean => Math.abs(r.t - tTerm - moved) <= MOVE_WINDOW_MS;
+      const why = `${summary(results)}: ${failedAt.join(', ')} after SIGTERM, the address moved at ${moved} ms; router's neighbours now: ${neigh}\n${L.diagnostics()}`;
+      assert.equal(results.filter((r) => !r.ok && !atMove(r)).length, 0, why);
+      assert.ok(results.filter((r) => !r.ok && atMove(r)).length <= 1, why);
+      const synRetransmits = (await L.synRetransmits()) - syn0;
+      assert.ok(synRetransmits <= 2, `${synRetransmits} SYN retransmissions during the handover (${summary(results)})`);
+      if (failedAt.length > 0 || synRetransmits > 0) t.diagnostic(`at the move: ${failedAt.join(', ') || 'no failure'}; ${synRetransmits} SYN retransmission(s)`);
       assert.ok(results.some((r) => parseReply(r.reply).via === 'lb2'), 'lb2 serves after the handover');
       // The limit of a proxy that terminates TCP: the open connection's packets now reach lb2, which resets it.
       const after = await L.ping(held);
