@@ -128,7 +128,7 @@ int Worker::pumpRounds(Conn* c, int d, int src, int dst, bool shortReadDrains) {
       if (r == 2 && shortReadDrains && !c->dead[d]) return 0;
       moved = r > 0;
       if (c->dead[1 - d]) return 0;
-      if (c->bulk[d] && c->pr[d] < 0 && c->inpipe[d] == 0 && !takePipe(c, d)) return -1;
+      if (c->bulk[d] && c->pr[d] < 0 && !takePipe(c, d)) return -1;
     } else if (!c->eof[d] && c->inpipe[d] < c->pipecap[d]) {
       ssize_t n = splice(src, nullptr, c->pw[d], nullptr, c->pipecap[d] - c->inpipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {

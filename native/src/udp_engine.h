@@ -203,6 +203,9 @@ struct SessionRow {
 };
 constexpr uint32_t kRowFields = 6;
 SessionRow RowOf(const Session& s);
+// Registers a session's upstream socket with the engine's epoll (g_ep, under
+// g_mu): 0, or -errno with `fd` closed.
+int WatchUpstream(int fd);
 // Writes a row's kRowFields values into `a` from index j; returns the next index.
 uint32_t SetRow(Napi::Array& a, uint32_t j, const SessionRow& r);
 // Fields per session in udpExport's flat array (a row, then five more).

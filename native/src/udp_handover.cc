@@ -162,14 +162,8 @@ Napi::Value UdpImport(const Napi::CallbackInfo& info) {
   int fd = fcntl(given, F_DUPFD_CLOEXEC, 3);
   if (fd < 0) return Err(env, errno);
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  epoll_event ev;
-  ev.events = EPOLLIN;
-  ev.data.u64 = Tag(kTagSession, 0, static_cast<uint32_t>(fd));
-  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    int e = errno;
-    close(fd);
-    return Err(env, e);
-  }
+  int watched = WatchUpstream(fd);
+  if (watched != 0) return Err(env, -watched);
   if (si == kNone) {
     si = Alloc();
     Session& s = g_sess[si];

@@ -132,16 +132,20 @@ int Acquire(int fam) {
   }
   int fd = socket(fam == 1 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
+  int r = WatchUpstream(fd);
+  if (r != 0) return r;
+  SetFdSess(fd, kNone);
+  return fd;
+}
+
+int WatchUpstream(int fd) {
   epoll_event ev;
   ev.events = EPOLLIN;
   ev.data.u64 = Tag(kTagSession, 0, static_cast<uint32_t>(fd));
-  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    int e = errno;
-    close(fd);
-    return -e;
-  }
-  SetFdSess(fd, kNone);
-  return fd;
+  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) == 0) return 0;
+  int e = errno;
+  close(fd);
+  return -e;
 }
 
 // Disconnects an upstream socket and keeps it for the next session (or closes it).

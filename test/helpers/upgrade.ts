@@ -348,6 +348,14 @@ export class SteadyLoad {
     })();
   }
 
+  /** Stops, then checks that none of the connections failed (and that the load really ran). */
+  async stopAndCheck(t: { diagnostic(msg: string): void }, during: string): Promise<void> {
+    await this.stop();
+    t.diagnostic(`${this.started} connections opened during ${during}, ${this.failed} failed`);
+    assert.equal(this.failed, 0, this.errors.join('; '));
+    assert.ok(this.started > 90, `only ${this.started} connections opened`);
+  }
+
   /** Stops starting connections; resolves once those under way are done. */
   async stop(): Promise<void> {
     this.running = false;
