@@ -14,6 +14,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <climits>
 
 #include "loop.h"
 
@@ -79,21 +83,53 @@ bool registerListener(Worker* w, Listener* l, bool fromJs) {
   return epoll_ctl(w->ep, EPOLL_CTL_ADD, l->fd, &ev) == 0;
 }
 
+// The fd reserve (SPEC §8.6, src/net/fd-budget.ts): the engine accepts on
+// its own threads, ahead of the JS budget, so it keeps the reserve itself.
+// The kernel hands out the lowest free fd, so an accepted fd at or above
+// limit - reserve means every fd below it is open: the process is into the
+// reserve that health probes, the admin endpoint and backend connects need.
+// Such a connection is closed at once and counted as refused (`resources`),
+// exactly as the JS budget refuses. The soft limit is re-read at most every
+// 100 ms and after EMFILE (`prlimit` can change it at run time). The
+// reserve is fd-budget.ts's: 1/16 of the limit, at least 32, at most 1024.
+int Worker::fdCeilingNow(bool fresh) {
+  int64_t now = nowMs();
+  if (fresh || ceilingAt < 0 || now - ceilingAt >= 100) {
+    ceilingAt = now;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > static_cast<rlim_t>(INT_MAX)) {
+      fdCeiling = INT_MAX;
+    } else {
+      int64_t limit = static_cast<int64_t>(rl.rlim_cur);
+      int64_t reserve = std::min<int64_t>(1024, std::max<int64_t>(32, limit / 16));
+      fdCeiling = static_cast<int>(std::max<int64_t>(0, limit - reserve));
+    }
+  }
+  return fdCeiling;
+}
+
 void Worker::onListenerReady(Listener* l) {
   if (l->closing.load(std::memory_order_acquire)) return;
+  int shed = 0;
+  int ceiling = fdCeilingNow(false);
   for (int i = 0; i < kAcceptBatch; i++) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     int fd = accept4(l->fd, reinterpret_cast<struct sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= ceiling && fd >= 0) {
+      close(fd);
+      shed++;
+      continue;
+    }
     if (fd < 0) {
       int e = errno;
-      if (e == EAGAIN || e == EWOULDBLOCK) return;
+      if (e == EAGAIN || e == EWOULDBLOCK) break;
       if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
       if (e == EINVAL) {
         // Not listening any more (another l4lb process shut the shared
         // socket down while stopping): stop polling it here.
         epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, nullptr);
-        return;
+        break;
       }
       Event ev = {};
       ev.kind = EV_ACCEPT_ERROR;
@@ -106,8 +142,9 @@ void Worker::onListenerReady(Listener* l) {
         // aside for a moment; the clients wait in the backlog meanwhile.
         epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, nullptr);
         timers.push(Timer{nowMs() + kAcceptPauseMs, 0, 0, l, T_LISTEN});
+        if (e == EMFILE) fdCeilingNow(true);
       }
-      return;
+      break;
     }
     Conn* c = new Conn();
     c->engine = true;
@@ -142,10 +179,18 @@ void Worker::onListenerReady(Listener* l) {
       er.listener = l->id;
       er.code = e;
       outbox.push_back(er);
-      return;
+      break;
     }
     c->acceptedUs = nowUs();
     conns[c->id] = c;
+    outbox.push_back(ev);
+  }
+  if (shed > 0) {
+    Event ev = {};
+    ev.kind = EV_SHED;
+    ev.engine = true;
+    ev.listener = l->id;
+    ev.code = shed;
     outbox.push_back(ev);
   }
 }

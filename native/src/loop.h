@@ -94,13 +94,13 @@ struct Listener {
 inline uint64_t connTag(uint64_t id, int side) { return (id << 2) | static_cast<uint64_t>(side + 1); }
 
 // What a worker reports to JS (batched: one thread-safe call per loop turn).
-enum EventKind : uint8_t { EV_ACCEPT = 1, EV_CONNECTED = 2, EV_CONNECT_FAILED = 3, EV_DONE = 4, EV_ACCEPT_ERROR = 5 };
+enum EventKind : uint8_t { EV_ACCEPT = 1, EV_CONNECTED = 2, EV_CONNECT_FAILED = 3, EV_DONE = 4, EV_ACCEPT_ERROR = 5, EV_SHED = 6 };
 struct Event {
   uint8_t kind;
   bool engine;                   // false: a legacy add() connection (onDone callback)
   uint32_t listener;
   uint64_t id;
-  int32_t code;                  // reason (EV_DONE) or errno
+  int32_t code;                  // reason (EV_DONE), errno, or how many were shed (EV_SHED)
   uint16_t sport, dport;
   uint64_t b0, b1;               // bytes (EV_DONE)
   char src[46];                  // EV_ACCEPT: peer address text
@@ -157,6 +157,8 @@ struct Worker {
   std::vector<Event> outbox;     // [worker] reports of this turn, sent at its end
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers;  // [worker]
   char copyBuf[kCopyBuf];        // [worker] the copying step's buffer (never holds bytes between calls)
+  int fdCeiling = 0;             // [worker] an accepted fd at or above it is shed (see fdCeilingNow)
+  int64_t ceilingAt = -1;        // [worker] when fdCeiling was computed (ms), -1 = never
 
   bool init();
   uint64_t nextId();
@@ -181,6 +183,7 @@ struct Worker {
   static bool settled(const Conn* c);
   // engine_tcp.cc: accept, connect, timers
   void onListenerReady(Listener* l);
+  int fdCeilingNow(bool fresh);
   void onEngineEvent(Conn* c);
   void connectBackend(Conn* c, Cmd& cmd);
   void connectFailed(Conn* c, int err);

@@ -24,11 +24,13 @@ export function readNofileLimit(): number {
   }
 }
 
+/** Open fds from /proc/self/fd; -1 when unknown; Infinity when the read itself ran out of fds. */
 function countOpenFds(): number {
   try {
     return readdirSync('/proc/self/fd').length;
-  } catch {
-    return -1;
+  } catch (err) {
+    // Out of fds is the one answer this count exists for: no room at all.
+    return isLocalError(err) ? Number.POSITIVE_INFINITY : -1;
   }
 }
 

@@ -36,6 +36,7 @@ const EV_CONNECTED = 2;
 const EV_CONNECT_FAILED = 3;
 const EV_DONE = 4;
 const EV_ACCEPT_ERROR = 5;
+const EV_SHED = 6;
 let engine: Engine | null | undefined;
 let engineReason = '';
 
@@ -177,6 +178,16 @@ function onEvents(rec: Float64Array, addresses: string[]): void {
             e.conns.delete(id);
             s.onDone(rec[i + 3] as number, rec[i + 4] as number, rec[i + 5] as number);
           }
+          break;
+        }
+        case EV_SHED: {
+          // Accepted into the fd reserve and closed by the engine at once
+          // (engine_tcp.cc, fdCeilingNow): refused as `resources`.
+          const l = e.listeners.get(rec[i + 2] as number);
+          if (l === undefined) break;
+          const n = rec[i + 3] as number;
+          l.stats.connectionsTotal += n;
+          for (let k = 0; k < n; k++) l.countReject('resources');
           break;
         }
         case EV_ACCEPT_ERROR: {

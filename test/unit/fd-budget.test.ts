@@ -30,6 +30,12 @@ test('fd budget: an unknown limit or count means no limit', () => {
   assert.equal(new FdBudget(() => 64, () => -1).has(1e9, 0), true);
 });
 
+test('fd budget: a count that failed for lack of fds (Infinity) leaves no room', () => {
+  const b = new FdBudget(() => 1024, () => Number.POSITIVE_INFINITY);
+  assert.equal(b.has(1, 0), false);
+  assert.equal(b.has(0, 0), false);
+});
+
 test('local errors are told apart from a backend\'s', () => {
   for (const code of ['EMFILE', 'ENFILE', 'ENOBUFS', 'EADDRNOTAVAIL']) assert.equal(isLocalError({ code }), true, code);
   for (const code of ['ECONNREFUSED', 'ETIMEDOUT', 'ECONNRESET', undefined]) assert.equal(isLocalError({ code }), false, String(code));
