@@ -123,6 +123,10 @@ export class TcpListener extends ListenerBase<AnySession> implements SessionHost
   /** Accept errors (EMFILE, ENFILE, ...) are counted and logged; they never crash. */
   readonly onServerError = (err: NodeJS.ErrnoException): void => {
     this.acceptErrors++;
+    // SPEC §8.6: an accept that failed for lack of fds is a `resources`
+    // refusal (node:net: libuv accepted and closed the connection; the
+    // engine: it waits in the backlog while accepting pauses).
+    if (err.code === 'EMFILE' || err.code === 'ENFILE') this.stats.rejected.resources++;
     // At most one line per second: an fd exhaustion storm must not flood the log.
     const now = Date.now();
     if (now - this.lastAcceptErrorLog >= 1000) {

@@ -5,14 +5,16 @@
  * fds back to baseline after many connections, client resets racing the
  * handoff, connect timeout and retries in the engine, refusals before any
  * backend socket exists, a backend that writes and resets at once, a
- * listener removed by a reload, and workers = 2 with a worker killed.
+ * listener removed by a reload, running out of fds (the engine keeps the
+ * reserve; an accept that fails waits in the backlog), and workers = 2 with
+ * a worker killed.
  *
  * Skipped, with the reason, where the addon or its engine is not available.
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { startServer, startEchoServer, connect, readBytes, readAll, endOf, waitFor, deadPort, withTimeout, type TestServer } from '../helpers/net';
@@ -509,6 +511,42 @@ describe('native TCP engine: out of file descriptors', { skip }, () => {
       assert.equal((await readBytes(c, 5)).toString(), 'after');
     } finally {
       for (const s of held) s.destroy();
+      await lb.stop();
+      await echo.close();
+    }
+  });
+});
+
+describe('native TCP engine: accept fails for lack of fds', { skip }, () => {
+  test('EMFILE: logged, counted as resources; the client waits in the backlog and is served once fds are back', async (t) => {
+    if (spawnSync('prlimit', ['--version']).status !== 0) {
+      t.skip('prlimit (util-linux) not installed');
+      return;
+    }
+    const echo = await startEchoServer();
+    const lb = new L4lbProcess(`[global]\nsplice = "on"\n[admin]\nbind = "127.0.0.1:0"\n` + listenerToml('e', 'p') + poolToml('p', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]));
+    let c: net.Socket | null = null;
+    try {
+      const port = await lb.port('e');
+      const admin = await adminPortOf(lb);
+      const pid = lb.child.pid!;
+      // A soft limit far below the fds open now: no new fd can be had.
+      const limits = /^Max open files\s+(\d+)\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+      assert.ok(limits !== null, 'the fd limits of l4lb');
+      const [soft, hard] = [limits[1], limits[2]];
+      const low = spawnSync('prlimit', ['--pid', String(pid), `--nofile=8:${hard}`], { encoding: 'utf8' });
+      assert.equal(low.status, 0, `prlimit: ${low.stderr}`);
+      c = await connect(port);
+      c.write('later');
+      await lb.waitForLog((l) => l.msg === 'accept failed' && l.err === 'EMFILE', 5000, 'accept failed EMFILE');
+      const back = spawnSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:${hard}`], { encoding: 'utf8' });
+      assert.equal(back.status, 0, `prlimit: ${back.stderr}`);
+      // The engine retries after its pause: the waiting client is served.
+      assert.equal((await readBytes(c, 5)).toString(), 'later');
+      const m = await metrics(admin);
+      assert.ok((sample(m, 'l4lb_connections_rejected_total', { listener: 'e', reason: 'resources' }) ?? 0) >= 1, 'the failed accept counted as resources');
+    } finally {
+      c?.destroy();
       await lb.stop();
       await echo.close();
     }
