@@ -5,15 +5,21 @@
  * sessions to the new workers through both primaries; nothing is cut, the
  * old primary and its workers are gone within 2 s, the new process lists
  * the same connections; three upgrades in a row under a steady rate of new
- * connections lose none; an invalid file leaves the old process serving.
+ * connections lose none; an invalid file leaves the old process serving;
+ * under systemd the new primary announces itself (MAINPID, READY); a
+ * socket-activated listening socket moves to the new primary and workers.
  */
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect, deadPort, startEchoServer, waitFor, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
 import { SteadyLoad, UpgradeTraffic, UpgradingL4lb, alive, listConnections, roundTrip, udpEchoBackend, udpPinger } from '../helpers/upgrade';
 import { spliceAvailable } from '../../src/native/addon';
+import { hasNotify, hasPython, notifySocket } from '../helpers/notify';
+import { CLI } from '../helpers/l4lb';
 
 
 /** The pids of `pid`'s running children (its workers; an upgrade's new process until it is on its own). */
@@ -220,6 +226,76 @@ describe('upgrade with workers = 2', () => {
     }
     await Promise.all(conns.map((s, i) => roundTrip(s, `last ${i}\n`)));
     assert.equal(await u.ask('u last'), 'u last');
+    assert.equal(lb.count('upgrade failed'), 0);
+  });
+
+  test('systemd: the new primary sends MAINPID=<its pid> and READY=1 once its workers serve; the old one sends nothing more', { skip: !hasPython ? 'python3 not installed' : !hasNotify ? 'systemd-notify not installed' : false }, async () => {
+    const echo = await startEchoServer();
+    cleanup.push(() => echo.close());
+    const uecho = await udpEchoBackend();
+    cleanup.push(() => uecho.close());
+    const dir = mkdtempSync(join(tmpdir(), 'l4lb-upgrade-workers-notify-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const sock = notifySocket(join(dir, 'notify.sock'));
+    cleanup.push(() => sock.stop());
+    await sock.ready;
+    const lb = new UpgradingL4lb(config('auto', echo.port, uecho.port), { NOTIFY_SOCKET: join(dir, 'notify.sock') });
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('tcp');
+    await waitFor(() => sock.messages.some((m) => m.includes('READY=1')), 10000, 'READY=1');
+    const s = await connect(port);
+    cleanup.push(() => void s.destroy());
+    await roundTrip(s, 'before\n');
+    const oldPid = lb.pid;
+    const { line } = await lb.upgrade(25000);
+    const pid = line.pid as number;
+    await waitFor(() => sock.messages.some((m) => m.includes(`MAINPID=${pid}`) && m.includes('READY=1')) || sock.messages.filter((m) => m.includes(`MAINPID=${pid}`)).length >= 2, 10000, `MAINPID=${pid} and READY=1; got ${sock.messages.join(' / ')}`);
+    const first = sock.messages.findIndex((m) => m.includes(`MAINPID=${pid}`));
+    assert.ok(sock.messages.slice(first).some((m) => m.includes('READY=1')), sock.messages.join(' / '));
+    await lb.waitGone(oldPid, 2000, 'old primary gone');
+    assert.ok(!sock.messages.slice(first).some((m) => m.includes(`MAINPID=${oldPid}`)), `the old primary notified after the new one: ${sock.messages.join(' / ')}`);
+    assert.ok(!sock.messages.some((m) => m.includes('STOPPING=1')), 'no STOPPING=1 for an upgrade');
+    // MAINPID names the primary, whose workers serve the connection handed over.
+    assert.equal(children(pid).length, 2, 'the new primary runs two workers');
+    await roundTrip(s, 'after\n');
+  });
+
+  test('socket activation: the inherited listening socket is handed over to the new primary and its workers', { skip: hasPython ? false : 'python3 not installed' }, async () => {
+    const echo = await startEchoServer();
+    cleanup.push(() => echo.close());
+    // The configured bind (port 1) cannot be bound: serving after the upgrade proves the inherited socket moved.
+    const cfg = `[global]\nworkers = 2\ndrain_timeout = "1s"\n` + listenerToml('web', 'echo').replace('127.0.0.1:0', '127.0.0.1:1') + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]);
+    const py = [
+      'import os, socket, sys',
+      's = socket.socket()',
+      's.bind(("127.0.0.1", 0))',
+      's.listen(64)',
+      'if s.fileno() != 3:',
+      '    os.dup2(s.fileno(), 3)',
+      'os.set_inheritable(3, True)',
+      'env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")',
+      'os.execve(sys.argv[1], [sys.argv[1], sys.argv[2], "-c", sys.argv[3]], env)',
+    ].join('\n');
+    const lb = new UpgradingL4lb(cfg, {}, (cfgPath) => ['python3', ['-c', py, process.execPath, CLI, cfgPath]]);
+    cleanup.push(() => lb.stop());
+    const port = await lb.proc.port('web', 20000);
+    assert.notEqual(port, 1);
+    const conns = await Promise.all(Array.from({ length: 10 }, () => connect(port)));
+    cleanup.push(() => conns.forEach((c) => c.destroy()));
+    await Promise.all(conns.map((c, i) => roundTrip(c, `before ${i}\n`)));
+    const oldPid = lb.pid;
+    const { line } = await lb.upgrade(25000);
+    assert.equal(line.listeners, 1);
+    assert.equal(line.connections, conns.length);
+    await lb.waitGone(oldPid, 2000, 'old primary gone');
+    assert.equal(children(lb.pid).length, 2, 'the new primary runs two workers');
+    await Promise.all(conns.map((c, i) => roundTrip(c, `after ${i}\n`)));
+    // New connections reach the new workers through the inherited socket.
+    for (let k = 0; k < 6; k++) {
+      const c = await connect(port);
+      await roundTrip(c, `new ${k}\n`);
+      c.destroy();
+    }
     assert.equal(lb.count('upgrade failed'), 0);
   });
 });
