@@ -111,7 +111,11 @@ export class Server implements AdminTarget {
       throw bindError(err);
     }
     s.health.sync(opts.config, backends, true);
-    if (opts.inherited !== undefined) s.health.importStates(opts.inherited.health);
+    if (opts.inherited !== undefined) {
+      s.health.importStates(opts.inherited.health);
+      s.reloader.counts.success += opts.inherited.reloads.success;
+      s.reloader.counts.failure += opts.inherited.reloads.failure;
+    }
     s.membership.install(resolvers);
     s.backends.restore();
     s.membership.checkPools();
@@ -135,6 +139,11 @@ export class Server implements AdminTarget {
   /** Subscribes to changes of one pool's membership outside a reload (DNS); returns the unsubscribe function. */
   onPoolChanged(fn: (pool: string) => void): () => void {
     return this.membership.onPoolChanged(fn);
+  }
+
+  /** Configuration reloads so far, by result (carried across an upgrade). */
+  get reloadCounts(): { readonly success: number; readonly failure: number } {
+    return this.reloader.counts;
   }
 
   /** Reloads the configuration file (SIGHUP, admin API): control/reload.ts. */

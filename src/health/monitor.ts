@@ -33,6 +33,8 @@ export interface HealthExport {
   drain: boolean;
   stateSince: number;
   last: CheckRecord | null;
+  /** Probe outcomes so far (`l4lb_health_checks_total` goes on from them). */
+  checks?: { ok: number; failed: number };
 }
 
 export class HealthMonitor {
@@ -150,7 +152,10 @@ export class HealthMonitor {
   exportStates(): HealthExport[] {
     const out: HealthExport[] = [];
     for (const records of this.pools.values())
-      for (const t of records.values()) out.push({ pool: t.pool, address: t.address, counter: { ...t.counter }, drain: t.drain, stateSince: t.stateSince, last: t.last });
+      for (const t of records.values()) {
+        const c = this.counts.get(`${t.pool}\n${t.address}`);
+        out.push({ pool: t.pool, address: t.address, counter: { ...t.counter }, drain: t.drain, stateSince: t.stateSince, last: t.last, checks: { ok: c?.ok ?? 0, failed: c?.failed ?? 0 } });
+      }
     return out;
   }
 
@@ -167,6 +172,14 @@ export class HealthMonitor {
       t.drain = x.drain;
       t.last = x.last;
       t.stateSince = x.stateSince;
+      if (x.checks !== undefined) {
+        // Counters go on from the old process's (probes here may have run already).
+        const key = `${x.pool}\n${x.address}`;
+        const c = this.counts.get(key) ?? { pool: x.pool, backend: x.address, ok: 0, failed: 0 };
+        c.ok += x.checks.ok;
+        c.failed += x.checks.failed;
+        this.counts.set(key, c);
+      }
       const to: BackendState = t.drain ? 'draining' : t.counter.health;
       if (to === t.state) continue;
       t.state = to;

@@ -21,4 +21,6 @@ export interface UpgradeHost {
   readonly notifier: Notifier;
   readonly resolvers: ReadonlyMap<string, PoolResolver>;
   runtime: RuntimeState;
+  /** Configuration reloads so far, by result. */
+  readonly reloadCounts: { readonly success: number; readonly failure: number };
 }

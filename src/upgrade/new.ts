@@ -52,7 +52,7 @@ export class UpgradeChild {
     await this.ch.send({ t: 'hello', pid: process.pid });
     const { msg } = await this.ch.wait((m) => m.t === 'state', HELLO_TIMEOUT_MS, 'state from the old process');
     const state = msg as Extract<ToNew, { t: 'state' }>;
-    const out: Inherited = { runtime: state.runtime, health: state.health, fds: new Map(), adminFd: null };
+    const out: Inherited = { runtime: state.runtime, health: state.health, reloads: state.reloads ?? { success: 0, failure: 0 }, fds: new Map(), adminFd: null };
     for (;;) {
       const { msg: m, handle } = await this.ch.wait((x) => x.t === 'listener' || x.t === 'listeners-done', HELLO_TIMEOUT_MS, 'listeners from the old process');
       if (m.t === 'listeners-done') break;

@@ -86,7 +86,7 @@ async function run(server: UpgradeHost): Promise<UpgradeResult> {
   let listeners = 0;
   try {
     await ch.wait((m) => m.t === 'hello', HELLO_TIMEOUT_MS, 'hello from the new process');
-    await ch.send({ t: 'state', runtime: server.runtime.all(), health: server.health.exportStates() });
+    await ch.send({ t: 'state', runtime: server.runtime.all(), health: server.health.exportStates(), reloads: { ...server.reloadCounts } });
     listeners = await source.sendListeners(ch);
     const adminSrv = server.admin?.netServer;
     const ah = adminSrv === undefined ? null : netHandle(adminSrv);

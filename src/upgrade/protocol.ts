@@ -88,7 +88,7 @@ export interface UdpMeta {
 }
 
 export type ToNew =
-  | { t: 'state'; runtime: BackendOverride[]; health: HealthExport[] }
+  | { t: 'state'; runtime: BackendOverride[]; health: HealthExport[]; reloads?: ReloadCounts }
   | ({ t: 'listener' } & InheritedListener)
   | { t: 'listeners-done' }
   | ({ t: 'udp' } & UdpMeta)
@@ -106,9 +106,16 @@ export type ToOld =
   | { t: 'error'; reason: string };
 
 /** What the new process starts from (ServerOptions.inherited). */
+/** Configuration reloads so far (`l4lb_config_reloads_total` goes on from them). */
+export interface ReloadCounts {
+  success: number;
+  failure: number;
+}
+
 export interface Inherited {
   runtime: BackendOverride[];
   health: HealthExport[];
+  reloads: ReloadCounts;
   /** Listener name → inherited listening socket (only those whose bind and protocol are unchanged). */
   fds: Map<string, number>;
   /** The admin endpoint's listening socket, when its bind is unchanged. */

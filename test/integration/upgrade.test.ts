@@ -7,7 +7,7 @@
  */
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startEchoServer, type TestServer } from '../helpers/net';
+import { startEchoServer, waitFor, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
 import { sample } from '../helpers/admin';
 import { UpgradeTraffic, UpgradingL4lb, udpEchoBackend } from '../helpers/upgrade';
@@ -31,13 +31,13 @@ for (const splice of ['off', 'on'] as const) {
       cleanup.push(() => echo.close());
       const uecho = await udpEchoBackend();
       cleanup.push(() => uecho.close());
-      const lb = new UpgradingL4lb(
+      const config = (interval: string): string =>
         `[global]\nsplice = "${splice}"\ndrain_timeout = "1s"\n[admin]\nbind = "127.0.0.1:0"\n` +
-          listenerToml('tcp', 'echo') +
-          `[[listeners]]\nname = "udp"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "uecho"\n` +
-          poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]) +
-          poolToml('uecho', 'round-robin', [`{ address = "127.0.0.1:${uecho.port}" }`]),
-      );
+        listenerToml('tcp', 'echo') +
+        `[[listeners]]\nname = "udp"\nprotocol = "udp"\nbind = "127.0.0.1:0"\npool = "uecho"\n` +
+        poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`], '', `enabled = true\ninterval = "${interval}"`) +
+        poolToml('uecho', 'round-robin', [`{ address = "127.0.0.1:${uecho.port}" }`]);
+      const lb = new UpgradingL4lb(config('100ms'));
       cleanup.push(() => lb.stop());
       const port = await lb.proc.port('tcp');
       const uport = await lb.proc.port('udp');
@@ -45,6 +45,14 @@ for (const splice of ['off', 'on'] as const) {
 
       // 200 long-lived connections (a few of them pinging all the time), 20 bulk streams, 10 UDP sessions.
       const traffic = await UpgradeTraffic.start({ port, uport, admin, uecho, long: LONG, bulk: BULK, udp: UDP_SESSIONS, seed: 1000, cleanup });
+      // Some probes and a reload first: their counters go on too. The
+      // reload sets a 1 h interval, so the new process alone counts no probe
+      // (its first comes at a random point of that hour).
+      const probed = { pool: 'echo', backend: `127.0.0.1:${echo.port}`, result: 'ok' };
+      await waitFor(async () => (sample(await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text(), 'l4lb_health_checks_total', probed) ?? 0) >= 3, 10000, 'three probes counted');
+      lb.proc.writeConfig(config('1h'));
+      lb.proc.signal('SIGHUP');
+      await lb.log((l) => l.msg === 'config reloaded', 10000, 'config reloaded');
       const metricsBefore = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
 
       const oldPid = lb.pid;
@@ -73,6 +81,8 @@ for (const splice of ['off', 'on'] as const) {
         ['l4lb_bytes_total', { listener: 'tcp', direction: 'client_to_backend' }],
         ['l4lb_udp_datagrams_total', { listener: 'udp', direction: 'backend_to_client' }],
         ['l4lb_backend_connections_total', { pool: 'echo', backend: `127.0.0.1:${echo.port}` }],
+        ['l4lb_health_checks_total', probed],
+        ['l4lb_config_reloads_total', { result: 'success' }],
       ] as const) {
         const was = sample(metricsBefore, name, labels);
         const now = sample(metricsAfter, name, labels);
