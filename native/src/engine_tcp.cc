@@ -131,12 +131,7 @@ void Worker::onListenerReady(Listener* l) {
         epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, nullptr);
         break;
       }
-      Event ev = {};
-      ev.kind = EV_ACCEPT_ERROR;
-      ev.engine = true;
-      ev.listener = l->id;
-      ev.code = e;
-      outbox.push_back(ev);
+      reportListener(EV_ACCEPT_ERROR, l->id, e);
       if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
         // Level-triggered: the queue would wake us again at once. Step
         // aside for a moment; the clients wait in the backlog meanwhile.
@@ -173,26 +168,24 @@ void Worker::onListenerReady(Listener* l) {
       int e = errno;
       close(fd);
       delete c;
-      Event er = {};
-      er.kind = EV_ACCEPT_ERROR;
-      er.engine = true;
-      er.listener = l->id;
-      er.code = e;
-      outbox.push_back(er);
+      reportListener(EV_ACCEPT_ERROR, l->id, e);
       break;
     }
     c->acceptedUs = nowUs();
     conns[c->id] = c;
     outbox.push_back(ev);
   }
-  if (shed > 0) {
-    Event ev = {};
-    ev.kind = EV_SHED;
-    ev.engine = true;
-    ev.listener = l->id;
-    ev.code = shed;
-    outbox.push_back(ev);
-  }
+  if (shed > 0) reportListener(EV_SHED, l->id, shed);
+}
+
+// A listener's report: an accept error (errno) or how many were shed.
+void Worker::reportListener(EventKind kind, uint32_t listener, int code) {
+  Event ev = {};
+  ev.kind = kind;
+  ev.engine = true;
+  ev.listener = listener;
+  ev.code = code;
+  outbox.push_back(ev);
 }
 
 // An event of a connection that does not splice yet. Pending: the client's

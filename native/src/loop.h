@@ -184,6 +184,7 @@ struct Worker {
   // engine_tcp.cc: accept, connect, timers
   void onListenerReady(Listener* l);
   int fdCeilingNow(bool fresh);
+  void reportListener(EventKind kind, uint32_t listener, int code);
   void onEngineEvent(Conn* c);
   void connectBackend(Conn* c, Cmd& cmd);
   void connectFailed(Conn* c, int err);

@@ -9,7 +9,7 @@ import dgram from 'node:dgram';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
-import { L4lbProcess, type LogLine } from './l4lb';
+import { CLI, L4lbProcess, type LogLine } from './l4lb';
 import assert from 'node:assert/strict';
 import { connect, waitFor, withTimeout } from './net';
 
@@ -436,4 +436,25 @@ export class UpgradeTraffic {
     await Promise.all(this.pingers.map((p) => p.stop()));
     return maxGap;
   }
+}
+
+/**
+ * A launcher (for UpgradingL4lb) that starts l4lb socket-activated, as
+ * systemd would: python3 binds a listening socket on 127.0.0.1 port 0, puts
+ * it at fd 3 and execs l4lb with LISTEN_FDS=1, LISTEN_PID and
+ * LISTEN_FDNAMES=<listener>.
+ */
+export function socketActivated(listener: string): (configPath: string) => [string, string[]] {
+  const py = [
+    'import os, socket, sys',
+    's = socket.socket()',
+    's.bind(("127.0.0.1", 0))',
+    's.listen(64)',
+    'if s.fileno() != 3:',
+    '    os.dup2(s.fileno(), 3)',
+    'os.set_inheritable(3, True)',
+    `env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="${listener}")`,
+    'os.execve(sys.argv[1], [sys.argv[1], sys.argv[2], "-c", sys.argv[3]], env)',
+  ].join('\n');
+  return (configPath) => ['python3', ['-c', py, process.execPath, CLI, configPath]];
 }

@@ -11,10 +11,10 @@ import { join } from 'node:path';
 import { connect, startEchoServer, waitFor, withTimeout, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
 import { hasNotify, hasPython, notifySocket } from '../helpers/notify';
-import { CLI, runCli } from '../helpers/l4lb';
+import { runCli } from '../helpers/l4lb';
 import { createHash } from 'node:crypto';
 import { deadPort, startServer } from '../helpers/net';
-import { SteadyLoad, UpgradingL4lb, alive, oneShot, roundTrip } from '../helpers/upgrade';
+import { SteadyLoad, UpgradingL4lb, alive, oneShot, roundTrip, socketActivated } from '../helpers/upgrade';
 
 function config(echoPort: number, adminPort = 0, extra = ''): string {
   return `[global]\ndrain_timeout = "1s"\n${extra}[admin]\nbind = "127.0.0.1:${adminPort}"\n` + listenerToml('tcp', 'echo') + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echoPort}" }`]);
@@ -132,18 +132,7 @@ describe('upgrade failures and repeated upgrades', () => {
   test('socket activation: the inherited listening socket is handed over too', { skip: hasPython ? false : 'python3 not installed' }, async () => {
     // The configured bind (port 1) cannot be bound: serving after the upgrade proves the inherited socket moved.
     const cfg = listenerToml('web', 'echo').replace('127.0.0.1:0', '127.0.0.1:1') + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]);
-    const py = [
-      'import os, socket, sys',
-      's = socket.socket()',
-      's.bind(("127.0.0.1", 0))',
-      's.listen(64)',
-      'if s.fileno() != 3:',
-      '    os.dup2(s.fileno(), 3)',
-      'os.set_inheritable(3, True)',
-      'env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")',
-      'os.execve(sys.argv[1], [sys.argv[1], sys.argv[2], "-c", sys.argv[3]], env)',
-    ].join('\n');
-    const lb = new UpgradingL4lb(`[global]\ndrain_timeout = "1s"\n` + cfg, {}, (cfgPath) => ['python3', ['-c', py, process.execPath, CLI, cfgPath]]);
+    const lb = new UpgradingL4lb(`[global]\ndrain_timeout = "1s"\n` + cfg, {}, socketActivated('web'));
     cleanup.push(() => lb.stop());
     const port = await lb.proc.port('web');
     assert.notEqual(port, 1);

@@ -16,10 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, deadPort, startEchoServer, waitFor, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
-import { SteadyLoad, UpgradeTraffic, UpgradingL4lb, alive, listConnections, roundTrip, udpEchoBackend, udpPinger } from '../helpers/upgrade';
+import { SteadyLoad, UpgradeTraffic, UpgradingL4lb, alive, listConnections, roundTrip, socketActivated, udpEchoBackend, udpPinger } from '../helpers/upgrade';
 import { spliceAvailable } from '../../src/native/addon';
 import { hasNotify, hasPython, notifySocket } from '../helpers/notify';
-import { CLI } from '../helpers/l4lb';
 
 
 /** The pids of `pid`'s running children (its workers; an upgrade's new process until it is on its own). */
@@ -265,18 +264,7 @@ describe('upgrade with workers = 2', () => {
     cleanup.push(() => echo.close());
     // The configured bind (port 1) cannot be bound: serving after the upgrade proves the inherited socket moved.
     const cfg = `[global]\nworkers = 2\ndrain_timeout = "1s"\n` + listenerToml('web', 'echo').replace('127.0.0.1:0', '127.0.0.1:1') + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echo.port}" }`]);
-    const py = [
-      'import os, socket, sys',
-      's = socket.socket()',
-      's.bind(("127.0.0.1", 0))',
-      's.listen(64)',
-      'if s.fileno() != 3:',
-      '    os.dup2(s.fileno(), 3)',
-      'os.set_inheritable(3, True)',
-      'env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")',
-      'os.execve(sys.argv[1], [sys.argv[1], sys.argv[2], "-c", sys.argv[3]], env)',
-    ].join('\n');
-    const lb = new UpgradingL4lb(cfg, {}, (cfgPath) => ['python3', ['-c', py, process.execPath, CLI, cfgPath]]);
+    const lb = new UpgradingL4lb(cfg, {}, socketActivated('web'));
     cleanup.push(() => lb.stop());
     const port = await lb.proc.port('web', 20000);
     assert.notEqual(port, 1);
