@@ -112,10 +112,16 @@ void Worker::onListenerReady(Listener* l) {
   if (l->closing.load(std::memory_order_acquire)) return;
   int shed = 0;
   int ceiling = fdCeilingNow(false);
+  bool fresh = false;
   for (int i = 0; i < kAcceptBatch; i++) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     int fd = accept4(l->fd, reinterpret_cast<struct sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= ceiling && fd >= 0 && !fresh) {
+      // Never shed on a limit read earlier (it may have been raised since).
+      ceiling = fdCeilingNow(true);
+      fresh = true;
+    }
     if (fd >= ceiling && fd >= 0) {
       close(fd);
       shed++;

@@ -72,6 +72,9 @@ export class FdBudget {
       this.sampled = c < 0 ? 0 : c;
       this.delta = 0;
       if (c < 0) this.limit = Number.POSITIVE_INFINITY;
+      // Out of fds even to count them: ask again at the next call, so that
+      // service resumes as soon as fds are back (a failed read costs little).
+      if (c === Number.POSITIVE_INFINITY) this.sampledAt = Number.NEGATIVE_INFINITY;
     }
     if (!Number.isFinite(this.limit)) return true;
     return this.sampled + this.delta + n <= this.limit - this.reserve;

@@ -30,10 +30,14 @@ test('fd budget: an unknown limit or count means no limit', () => {
   assert.equal(new FdBudget(() => 64, () => -1).has(1e9, 0), true);
 });
 
-test('fd budget: a count that failed for lack of fds (Infinity) leaves no room', () => {
-  const b = new FdBudget(() => 1024, () => Number.POSITIVE_INFINITY);
+test('fd budget: a count that failed for lack of fds (Infinity) leaves no room, and is asked again at the next call', () => {
+  const counts = [Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY, 10];
+  const b = new FdBudget(() => 1024, () => counts.shift() ?? 10);
   assert.equal(b.has(1, 0), false);
-  assert.equal(b.has(0, 0), false);
+  assert.equal(b.has(0, 1), false);
+  // Fds are back: the very next call (1 ms later, not 250) sees it.
+  assert.equal(b.has(1, 2), true);
+  assert.equal(counts.length, 0);
 });
 
 test('local errors are told apart from a backend\'s', () => {
