@@ -458,3 +458,18 @@ export function socketActivated(listener: string): (configPath: string) => [stri
   ].join('\n');
   return (configPath) => ['python3', ['-c', py, process.execPath, CLI, configPath]];
 }
+
+/**
+ * After an upgrade under systemd: the new process (`pid`) sent MAINPID=pid
+ * and READY=1, the old one (`oldPid`) is gone within 2 s and sent nothing
+ * after that, and nobody sent STOPPING=1.
+ */
+export async function checkNotifiedHandover(lb: UpgradingL4lb, messages: readonly string[], oldPid: number, pid: number): Promise<void> {
+  const all = (): string => messages.join(' / ');
+  await waitFor(() => messages.some((m) => m.includes(`MAINPID=${pid}`) && m.includes('READY=1')) || messages.filter((m) => m.includes(`MAINPID=${pid}`)).length >= 2, 10000, `MAINPID=${pid} and READY=1; got ${all()}`);
+  const first = messages.findIndex((m) => m.includes(`MAINPID=${pid}`));
+  assert.ok(messages.slice(first).some((m) => m.includes('READY=1')), all());
+  await lb.waitGone(oldPid, 2000, 'old process gone');
+  assert.ok(!messages.slice(first).some((m) => m.includes(`MAINPID=${oldPid}`)), `the old process notified after the new one: ${all()}`);
+  assert.ok(!messages.some((m) => m.includes('STOPPING=1')), 'no STOPPING=1 for an upgrade');
+}

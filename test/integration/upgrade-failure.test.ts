@@ -14,7 +14,7 @@ import { hasNotify, hasPython, notifySocket } from '../helpers/notify';
 import { runCli } from '../helpers/l4lb';
 import { createHash } from 'node:crypto';
 import { deadPort, startServer } from '../helpers/net';
-import { SteadyLoad, UpgradingL4lb, alive, oneShot, roundTrip, socketActivated } from '../helpers/upgrade';
+import { SteadyLoad, UpgradingL4lb, alive, checkNotifiedHandover, oneShot, roundTrip, socketActivated } from '../helpers/upgrade';
 
 function config(echoPort: number, adminPort = 0, extra = ''): string {
   return `[global]\ndrain_timeout = "1s"\n${extra}[admin]\nbind = "127.0.0.1:${adminPort}"\n` + listenerToml('tcp', 'echo') + poolToml('echo', 'round-robin', [`{ address = "127.0.0.1:${echoPort}" }`]);
@@ -121,12 +121,7 @@ describe('upgrade failures and repeated upgrades', () => {
     const oldPid = lb.pid;
     const { line } = await lb.upgrade();
     const pid = line.pid as number;
-    await waitFor(() => sock.messages.some((m) => m.includes(`MAINPID=${pid}`) && m.includes('READY=1')) || sock.messages.filter((m) => m.includes(`MAINPID=${pid}`)).length >= 2, 10000, `MAINPID=${pid} and READY=1; got ${sock.messages.join(' / ')}`);
-    const first = sock.messages.findIndex((m) => m.includes(`MAINPID=${pid}`));
-    assert.ok(sock.messages.slice(first).some((m) => m.includes('READY=1')), sock.messages.join(' / '));
-    await lb.waitGone(oldPid, 2000, 'old pid gone');
-    assert.ok(!sock.messages.slice(first).some((m) => m.includes(`MAINPID=${oldPid}`)), `the old process notified after the new one: ${sock.messages.join(' / ')}`);
-    assert.ok(!sock.messages.some((m) => m.includes('STOPPING=1')), 'no STOPPING=1 for an upgrade');
+    await checkNotifiedHandover(lb, sock.messages, oldPid, pid);
   });
 
   test('socket activation: the inherited listening socket is handed over too', { skip: hasPython ? false : 'python3 not installed' }, async () => {

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, deadPort, startEchoServer, waitFor, type TestServer } from '../helpers/net';
 import { listenerToml, poolToml } from '../helpers/toml';
-import { SteadyLoad, UpgradeTraffic, UpgradingL4lb, alive, listConnections, roundTrip, socketActivated, udpEchoBackend, udpPinger } from '../helpers/upgrade';
+import { SteadyLoad, UpgradeTraffic, UpgradingL4lb, alive, listConnections, roundTrip, socketActivated, checkNotifiedHandover, udpEchoBackend, udpPinger } from '../helpers/upgrade';
 import { spliceAvailable } from '../../src/native/addon';
 import { hasNotify, hasPython, notifySocket } from '../helpers/notify';
 
@@ -248,12 +248,7 @@ describe('upgrade with workers = 2', () => {
     const oldPid = lb.pid;
     const { line } = await lb.upgrade(25000);
     const pid = line.pid as number;
-    await waitFor(() => sock.messages.some((m) => m.includes(`MAINPID=${pid}`) && m.includes('READY=1')) || sock.messages.filter((m) => m.includes(`MAINPID=${pid}`)).length >= 2, 10000, `MAINPID=${pid} and READY=1; got ${sock.messages.join(' / ')}`);
-    const first = sock.messages.findIndex((m) => m.includes(`MAINPID=${pid}`));
-    assert.ok(sock.messages.slice(first).some((m) => m.includes('READY=1')), sock.messages.join(' / '));
-    await lb.waitGone(oldPid, 2000, 'old primary gone');
-    assert.ok(!sock.messages.slice(first).some((m) => m.includes(`MAINPID=${oldPid}`)), `the old primary notified after the new one: ${sock.messages.join(' / ')}`);
-    assert.ok(!sock.messages.some((m) => m.includes('STOPPING=1')), 'no STOPPING=1 for an upgrade');
+    await checkNotifiedHandover(lb, sock.messages, oldPid, pid);
     // MAINPID names the primary, whose workers serve the connection handed over.
     assert.equal(children(pid).length, 2, 'the new primary runs two workers');
     await roundTrip(s, 'after\n');
