@@ -89,9 +89,10 @@ bool registerListener(Worker* w, Listener* l, bool fromJs) {
 // limit - reserve means every fd below it is open: the process is into the
 // reserve that health probes, the admin endpoint and backend connects need.
 // Such a connection is closed at once and counted as refused (`resources`),
-// exactly as the JS budget refuses. The soft limit is re-read at most every
-// 100 ms and after EMFILE (`prlimit` can change it at run time). The
-// reserve is fd-budget.ts's: 1/16 of the limit, at least 32, at most 1024.
+// exactly as the JS budget refuses. The soft limit (`prlimit` can change it
+// at run time) is re-read at most every 100 ms, and always before a
+// connection is shed. The reserve is fd-budget.ts's: 1/16 of the limit, at
+// least 32, at most 1024.
 int Worker::fdCeilingNow(bool fresh) {
   int64_t now = nowMs();
   if (fresh || ceilingAt < 0 || now - ceilingAt >= 100) {
@@ -143,7 +144,6 @@ void Worker::onListenerReady(Listener* l) {
         // aside for a moment; the clients wait in the backlog meanwhile.
         epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, nullptr);
         timers.push(Timer{nowMs() + kAcceptPauseMs, 0, 0, l, T_LISTEN});
-        if (e == EMFILE) fdCeilingNow(true);
       }
       break;
     }
