@@ -109,7 +109,7 @@ describe('shutdown_delay (loopback)', () => {
  */
 const HANDOVER_CONN_TIMEOUT_MS = 5000;
 
-/** How close to the moment the virtual IP moved a connection counts as in flight at the move (the move is seen by polling every 20 ms). */
+/** How close to the moment the virtual IP moved (or the route changed) a connection counts as in flight at the move (both are seen by polling every 20 ms). */
 const MOVE_WINDOW_MS = 300;
 
 /** Flows from fixed client ports: which l4lb host carried each and which backend answered. */
@@ -283,7 +283,7 @@ describe('scale-out in network namespaces', () => {
       assert.ok(u1 >= 3 && udpBaseline.length - u1 >= 3, `UDP: ${u1} via lb1`);
     });
 
-    test('drain (SIGTERM): /healthz 503, the route is withdrawn before l4lb stops accepting, no new connection fails, moved TCP and UDP flows keep their backend; a connection open on the drained instance is reset', async (t) => {
+    test('drain (SIGTERM): /healthz 503, the route is withdrawn before l4lb stops accepting, no new connection fails but the one in flight at the route change, moved TCP and UDP flows keep their backend; a connection open on the drained instance is reset', async (t) => {
       if (lab === null) return t.skip(reason ?? 'no lab');
       const L = lab;
       const lb1 = lbs.lb1!;
@@ -309,7 +309,17 @@ describe('scale-out in network namespaces', () => {
       assert.ok(after.err === 'ECONNRESET' || after.err === 'timeout', `held connection ended with ${after.err}`);
       t.diagnostic(`held connection: ${after.err}`);
       const results = await loop;
-      assert.equal(results.filter((r) => !r.ok).length, 0, summary(results));
+      // At the instant the route changes, the same limit as with VRRP
+      // (docs/scale-out.md): the connection lb1 is setting up or carrying
+      // then has its next packets routed to lb2, which resets it. The loop
+      // runs one connection at a time, so at most that one may fail; every
+      // other must succeed. lb1 still accepts, so no SYN is lost.
+      const failedAt = results.filter((r) => !r.ok).map((r) => `${r.err} at ${r.t - tTerm} ms`);
+      const atChange = (r: ConnResult): boolean => Math.abs(r.t - tGone) <= MOVE_WINDOW_MS;
+      const why = `${summary(results)}: ${failedAt.join(', ')} after SIGTERM, the route seen withdrawn at ${tGone - tTerm} ms`;
+      assert.equal(results.filter((r) => !r.ok && !atChange(r)).length, 0, why);
+      assert.ok(results.filter((r) => !r.ok).length <= 1, why);
+      if (failedAt.length > 0) t.diagnostic(`at the route change: ${failedAt.join(', ')}`);
       assert.equal((await L.synRetransmits()) - syn0, 0, `SYN retransmissions during the drain (${summary(results)})`);
       assert.ok(results.length >= 20, summary(results));
       assert.equal(await lb1.waitExit(10_000), 0);
