@@ -2,9 +2,31 @@
 import type net from 'node:net';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
+/**
+ * The pids whose parent is `pid`, from every process's /proc/<pid>/stat.
+ * (/proc/<pid>/task/<tid>/children can skip a child while the list changes:
+ * the kernel documents it as reliable only when the children are stopped.)
+ */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid === pid) out.push(Number(name));
+  }
+  return out;
+}
+
 /** Worker pids: the children of the l4lb process. */
 export function workerPids(pid: number): number[] {
-  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return childPids(pid);
 }
 
 /** The worker holding l4lb's side of client connection `c` (by socket inode in /proc). */

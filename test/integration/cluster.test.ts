@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { startEchoServer, startTaggedServer, connect, readLine, readBytes, waitFor, withTimeout, type TestServer } from '../helpers/net';
 import { L4lbProcess } from '../helpers/l4lb';
+import { childPids } from '../helpers/cluster';
 import { listenerToml, poolToml } from '../helpers/toml';
 
 async function status(port: number): Promise<{ listeners: { name: string; active_connections: number }[]; pools: { name: string; backends: { address: string; state: string; total_connections: number }[] }[] }> {
@@ -38,8 +39,7 @@ function socketCount(pid: number): number {
 }
 
 async function workerPids(pid: number): Promise<number[]> {
-  const { readFileSync } = await import('node:fs');
-  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return childPids(pid);
 }
 
 describe('workers = 2', () => {

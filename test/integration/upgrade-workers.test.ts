@@ -11,7 +11,7 @@
  */
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, deadPort, startEchoServer, waitFor, type TestServer } from '../helpers/net';
@@ -19,15 +19,12 @@ import { listenerToml, poolToml } from '../helpers/toml';
 import { SteadyLoad, UpgradeTraffic, UpgradingL4lb, alive, listConnections, roundTrip, socketActivated, checkNotifiedHandover, udpEchoBackend, udpPinger } from '../helpers/upgrade';
 import { spliceAvailable } from '../../src/native/addon';
 import { hasNotify, hasPython, notifySocket } from '../helpers/notify';
+import { childPids } from '../helpers/cluster';
 
 
 /** The pids of `pid`'s running children (its workers; an upgrade's new process until it is on its own). */
 function children(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number).filter(alive);
-  } catch {
-    return [];
-  }
+  return childPids(pid).filter(alive);
 }
 
 
