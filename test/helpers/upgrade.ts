@@ -96,7 +96,8 @@ export class UpgradingL4lb {
  * True while `pid` runs. A process that exited but was not reaped yet (a
  * zombie: a process an upgrade started outlives its parent, the old
  * process, and is then its reaper's, which on some machines never reaps)
- * has exited: it counts as gone.
+ * has exited: it counts as gone, and so does one reaped between the two
+ * reads below.
  */
 export function alive(pid: number): boolean {
   try {
@@ -104,7 +105,10 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
-  return processState(pid) !== 'Z';
+  // A stat that cannot be read right after kill(0) succeeded: the zombie
+  // was reaped in between ('?'), so it is gone too.
+  const state = processState(pid);
+  return state !== 'Z' && state !== '?';
 }
 
 /** Each thread of `pid`: its name, state and kernel wait channel (for a diagnostic). */
