@@ -301,7 +301,8 @@ describe('udp engine: many sessions', { skip: noEngine }, () => {
       const active = async (): Promise<number> => sample(await (await fetch(`http://127.0.0.1:${admin}/metrics`, { signal: AbortSignal.timeout(10000) })).text(), 'l4lb_udp_sessions_active', { listener: 'u' }) ?? -1;
       const baseline = fds();
       // 20,000 clients: 127.1.x.y:40000 from a raw socket (loopback only), paced.
-      const flood = (): void => {
+      // Returns when the last datagram was sent (ms, the same wall clock as Date.now()).
+      const flood = (): number => {
         const script = `
 import socket, struct, time
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -311,14 +312,16 @@ for i in range(${N}):
     ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), i & 0xffff, 0, 64, 17, 0, src, socket.inet_aton('127.0.0.1'))
     s.sendto(ip + udp, ('127.0.0.1', 0))
     if i % 400 == 399: time.sleep(0.01)
+print(int(time.time() * 1000))
 `;
-        execFileSync('python3', ['-c', script], { timeout: 30000 });
+        return Number(execFileSync('python3', ['-c', script], { timeout: 30000, encoding: 'utf8' }).trim());
       };
       let n = 0;
       let sentAt = 0;
       for (let pass = 0; pass < 3 && n < N; pass++) {
-        flood();
-        sentAt = Date.now();
+        // From the last datagram itself, not from when python3 had exited
+        // (tens of ms later on a loaded machine: the bound below failed by 14 ms once).
+        sentAt = flood();
         await waitFor(async () => (n = await active()) >= N, 8000, `${N} sessions`).catch(() => undefined);
       }
       assert.equal(n, N, `${N} sessions open`);
