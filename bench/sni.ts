@@ -13,6 +13,7 @@
  */
 import net from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,25 +68,18 @@ async function main(): Promise<void> {
   const ports = new Map<string, number>();
   let pump = '?';
   await new Promise<void>((resolve, reject) => {
-    let buf = '';
     const t = setTimeout(() => reject(new Error('l4lb did not start')), 10000);
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const o = JSON.parse(line) as { msg: string; listener?: string; port?: number; pump?: string };
-          if (o.msg === 'listening' && o.listener && o.port) ports.set(o.listener, o.port);
-          if (o.msg === 'byte pump' && o.pump) pump = o.pump;
-        } catch {
-          /* not JSON */
-        }
-        if (ports.size === 2) {
-          clearTimeout(t);
-          resolve();
-        }
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const o = JSON.parse(line) as { msg: string; listener?: string; port?: number; pump?: string };
+        if (o.msg === 'listening' && o.listener && o.port) ports.set(o.listener, o.port);
+        if (o.msg === 'byte pump' && o.pump) pump = o.pump;
+      } catch {
+        /* not JSON */
+      }
+      if (ports.size === 2) {
+        clearTimeout(t);
+        resolve();
       }
     });
   });

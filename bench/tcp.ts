@@ -12,6 +12,7 @@
  */
 import net from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,24 +84,17 @@ async function startL4lb(sink: number, echo: number): Promise<{ child: ChildProc
   const child = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   const ports = new Map<string, number>();
   await new Promise<void>((resolve, reject) => {
-    let buf = '';
     const t = setTimeout(() => reject(new Error('l4lb did not start')), 10000);
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const o = JSON.parse(line) as { msg: string; listener?: string; port?: number };
-          if (o.msg === 'listening' && o.listener && o.port) ports.set(o.listener, o.port);
-        } catch {
-          /* not JSON */
-        }
-        if (ports.size === 2) {
-          clearTimeout(t);
-          resolve();
-        }
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const o = JSON.parse(line) as { msg: string; listener?: string; port?: number };
+        if (o.msg === 'listening' && o.listener && o.port) ports.set(o.listener, o.port);
+      } catch {
+        /* not JSON */
+      }
+      if (ports.size === 2) {
+        clearTimeout(t);
+        resolve();
       }
     });
   });

@@ -4,6 +4,7 @@
  * its newlines shown as `|`).
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { withTimeout } from './net';
 
 export const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
@@ -21,18 +22,11 @@ while True:
 `;
   const child = spawn('python3', ['-c', py, path], { stdio: ['ignore', 'pipe', 'inherit'] });
   const messages: string[] = [];
-  let buf = '';
   let onBound: () => void = () => {};
   const ready = new Promise<void>((r) => (onBound = r));
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line === 'bound') onBound();
-      else messages.push(line);
-    }
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    if (line === 'bound') onBound();
+    else messages.push(line);
   });
   return { messages, ready: withTimeout(ready, 5000, 'notify socket bound'), stop: () => child.kill() };
 }
